@@ -1,0 +1,3 @@
+pub mod runbook {
+    pub mod node;
+}

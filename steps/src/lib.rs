@@ -1,0 +1,247 @@
+//! Step plugins for `runbook`.
+//!
+//! Each plugin is one file: a typed input (`serde`, `deny_unknown_fields`), the declared [`Field`]s that
+//! the engine's validator checks a runbook's `with:` against before anything runs, a side-effect class,
+//! and the behaviour. This crate is a leaf: it knows nothing of the DAG, the journal or the database.
+//!
+//! `flow.branch`, `flow.assert`, `flow.wait_until` and `flow.sleep` are declared here (so validation and
+//! the reference docs treat them like every other plugin) but executed by the engine, because they
+//! evaluate conditions over the run's state or keep durable deadlines.
+
+pub mod duration;
+pub mod flow;
+pub mod http;
+pub mod schema;
+pub mod shell;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use duration::parse_duration;
+pub use schema::{Field, FieldType};
+
+/// What repeating a step may do. The engine uses it for crash recovery and for how much durability to
+/// spend before the step acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SideEffect {
+    /// No side effect; safe to repeat.
+    Read,
+    /// A side effect with the same result if repeated.
+    Idempotent,
+    /// Repeating may do harm or twice the work.
+    Unsafe,
+}
+
+impl SideEffect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SideEffect::Read => "read",
+            SideEffect::Idempotent => "idempotent",
+            SideEffect::Unsafe => "unsafe",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SideEffect> {
+        match s {
+            "read" => Some(SideEffect::Read),
+            "idempotent" => Some(SideEffect::Idempotent),
+            "unsafe" => Some(SideEffect::Unsafe),
+            _ => None,
+        }
+    }
+}
+
+/// Why a step failed, in the terms a runbook's `retry.on` list uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The rendered input does not fit the plugin (never retried).
+    Input,
+    /// The step ran past its `timeout`.
+    Timeout,
+    /// Could not reach the other side (DNS, refused connection, TLS, broken transfer).
+    Connect,
+    /// The other side answered with a status the step did not expect (HTTP status, exit code).
+    Status,
+    /// The answer could not be parsed (e.g. JSON was asked for and not given).
+    Parse,
+    /// A `flow.assert` or `flow.wait_until` condition did not hold.
+    Condition,
+    /// An approval was refused or could not be asked.
+    Approval,
+    /// Anything else the plugin reports.
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: &'static [(&'static str, ErrorKind)] = &[
+        ("input", ErrorKind::Input),
+        ("timeout", ErrorKind::Timeout),
+        ("connect", ErrorKind::Connect),
+        ("status", ErrorKind::Status),
+        ("parse", ErrorKind::Parse),
+        ("condition", ErrorKind::Condition),
+        ("approval", ErrorKind::Approval),
+        ("other", ErrorKind::Other),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        ErrorKind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("other", |(n, _)| n)
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, k)| *k)
+    }
+
+    /// Whether a step failing this way is retried when the runbook's `retry.on` does not say.
+    pub fn retryable_by_default(self) -> bool {
+        !matches!(
+            self,
+            ErrorKind::Input | ErrorKind::Approval | ErrorKind::Condition
+        )
+    }
+}
+
+/// A step's failure: a kind the engine can reason about, a message for people, and whatever partial
+/// result the plugin had (an HTTP body, a process's stderr) so the journal keeps it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub detail: Option<serde_json::Value>,
+}
+
+impl StepError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> StepError {
+        StepError {
+            kind,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: serde_json::Value) -> StepError {
+        self.detail = Some(detail);
+        self
+    }
+
+    /// Turns a serde error on the rendered input into an `input` failure.
+    pub fn input(err: impl std::fmt::Display) -> StepError {
+        StepError::new(ErrorKind::Input, format!("invalid input: {err}"))
+    }
+}
+
+/// What a running step may tell the engine beyond its result.
+#[derive(Debug, Clone, Default)]
+pub struct StepContext {
+    pub run_id: String,
+    pub step_id: String,
+    /// Progress lines (e.g. the last line a command printed) for the live view; never journaled.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+}
+
+impl StepContext {
+    pub fn progress(&self, line: impl Into<String>) {
+        if let Some(tx) = &self.progress {
+            // The receiver going away only means nobody is watching.
+            let _ = tx.send((self.step_id.clone(), line.into()));
+        }
+    }
+}
+
+pub type StepFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<serde_json::Value, StepError>> + Send + 'a>>;
+
+/// Static description of a plugin: what it is called, what it takes, what it returns, what it risks.
+#[derive(Debug)]
+pub struct PluginInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    /// Side-effect class when the input does not change it (see [`Plugin::class_for`]).
+    pub class: SideEffect,
+    pub fields: &'static [Field],
+    /// Groups of fields of which exactly one must be given (e.g. `argv` or `shell`).
+    pub exactly_one_of: &'static [&'static [&'static str]],
+    /// The shape of `result`, for the reference docs.
+    pub output: &'static str,
+    /// A `with:` block that validates, for the reference docs and the schema self-test.
+    pub example: &'static str,
+}
+
+/// A plugin the engine runs as an ordinary step.
+pub trait Plugin: Send + Sync {
+    fn info(&self) -> &'static PluginInfo;
+
+    /// The class of this particular call; `http.request` is `read` for GET and `unsafe` for POST.
+    fn class_for(&self, _input: &serde_json::Value) -> SideEffect {
+        self.info().class
+    }
+
+    /// Runs the step with its rendered input. Deadlines are enforced by the engine (the future is
+    /// dropped), so a plugin must leave nothing behind when dropped.
+    fn run<'a>(&'a self, input: serde_json::Value, ctx: &'a StepContext) -> StepFuture<'a>;
+}
+
+/// How the engine runs a step of a given `uses:`.
+pub enum Runner {
+    Plugin(Box<dyn Plugin>),
+    /// Executed by the engine itself: it needs the run's state or a durable deadline.
+    Builtin(&'static PluginInfo),
+}
+
+impl Runner {
+    pub fn info(&self) -> &'static PluginInfo {
+        match self {
+            Runner::Plugin(p) => p.info(),
+            Runner::Builtin(i) => i,
+        }
+    }
+}
+
+/// Every plugin this build knows, by `uses:` name.
+pub struct Registry {
+    entries: Vec<Runner>,
+}
+
+impl Registry {
+    pub fn builtin() -> Registry {
+        Registry {
+            entries: vec![
+                Runner::Plugin(Box::new(shell::ShellRun)),
+                Runner::Plugin(Box::new(http::HttpRequest::default())),
+                Runner::Plugin(Box::new(flow::Noop)),
+                Runner::Builtin(&flow::BRANCH),
+                Runner::Builtin(&flow::ASSERT),
+                Runner::Builtin(&flow::SLEEP),
+                Runner::Builtin(&flow::WAIT_UNTIL),
+            ],
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Runner> {
+        self.entries.iter().find(|r| r.info().name == name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.entries.iter().map(|r| r.info().name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Runner> {
+        self.entries.iter()
+    }
+}
+
+/// Installs the process-wide TLS provider (ring; no OpenSSL, no cmake). Call once at start; later calls
+/// are no-ops.
+pub fn init_tls() {
+    // Err means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
