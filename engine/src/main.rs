@@ -1,1 +1,33 @@
-fn main(){}
+use clap::Parser;
+use runbook_engine::cli::{self, Cli};
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(cli::exit::ENVIRONMENT);
+        }
+    };
+    let code = match rt.block_on(cli::main(cli)) {
+        Ok(code) => code,
+        Err(f) => {
+            if !f.message.is_empty() {
+                if f.message.starts_with("error:") {
+                    eprintln!("{}", f.message);
+                } else {
+                    eprintln!("error: {}", f.message);
+                }
+            }
+            f.code
+        }
+    };
+    // Dropping the runtime waits for blocking tasks; a finished run has none worth waiting for.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(code);
+}

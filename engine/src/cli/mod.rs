@@ -1,0 +1,438 @@
+//! The `runbook` command line.
+
+pub mod find;
+pub mod progress;
+pub mod show;
+
+use crate::diag::Report;
+use crate::expr::Expr;
+use crate::run::driver::{Driver, RunOptions, Source};
+use crate::run::event::RunStatus;
+use crate::runbook::load::coerce_param;
+use crate::runbook::plan::Plan;
+use crate::runbook::validate::check;
+use crate::store::{self, Store};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use runbook_steps::Registry;
+use sha2::{Digest, Sha256};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Exit codes, documented in `--help` and the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const RUN_FAILED: i32 = 1;
+    pub const INVALID: i32 = 2;
+    pub const ENVIRONMENT: i32 = 3;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  runbook validate runbooks/examples/disk-check.yaml
+  runbook run disk-check --param path=/var --param threshold=90
+  runbook runs
+  runbook show 0193a2
+  runbook graph disk-check --format mermaid
+
+Runbooks are found by NAME in ./runbooks (and its subdirectories) and in RUNBOOK_PATH, or given as a file.
+Runs are recorded in SQLite at --db (default: $XDG_STATE_HOME/runbook/runbook.db).
+
+Exit codes:
+  0    success (the run succeeded; the runbooks are valid)
+  1    the run failed (a step failed and the run stopped or ended failed)
+  2    invalid input: a bad runbook, parameter or command line
+  3    environment: the database cannot be opened or written
+  130  interrupted (Ctrl-C); the run is recorded as interrupted";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "runbook",
+    version,
+    about = "Run operations runbooks written as declarative YAML DAGs, durably and auditably.",
+    long_about = "Run operations runbooks written as declarative YAML DAGs: diagnose, branch on what the diagnosis found, resolve, verify. Every step is run by a typed plugin; every run is journaled (hash-chained) in SQLite so it can be reviewed afterwards.",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Where runs are recorded: a SQLite file path.
+    #[arg(long, global = true, env = "RUNBOOK_DB", value_name = "PATH")]
+    pub db: Option<String>,
+    /// Who is acting, recorded with every event (default: the OS user).
+    #[arg(long, global = true, env = "RUNBOOK_ACTOR")]
+    pub actor: Option<String>,
+    /// Output format: human-readable text, or JSON on stdout for scripts.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check runbooks without running anything; prints every problem with its location.
+    #[command(after_help = "Examples:\n  runbook validate runbooks/examples/*.yaml\n  runbook validate model-degraded\n\nExit code 0 when every runbook is valid, 2 otherwise.")]
+    Validate {
+        /// Runbook files or names.
+        #[arg(required = true, value_name = "NAME|FILE")]
+        runbooks: Vec<String>,
+    },
+    /// Run a runbook and record the run.
+    #[command(after_help = "Examples:\n  runbook run disk-check\n  runbook run disk-check --param threshold=95 --yes\n  runbook run ./my-runbook.yaml -o json\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nWithout a terminal and without --yes, such a step fails with a message saying how to approve.\nCtrl-C stops the run; it is recorded as interrupted.")]
+    Run(RunArgs),
+    /// List the runbooks found in ./runbooks and RUNBOOK_PATH.
+    List,
+    /// List recent runs.
+    Runs {
+        /// How many runs to show.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: i64,
+    },
+    /// Show one run: its steps with status, attempts, durations, decisions and errors.
+    #[command(after_help = "RUN is a run id or a unique prefix of one (see `runbook runs`).")]
+    Show {
+        /// Run id or unique id prefix.
+        run: String,
+        /// Also list every journal event.
+        #[arg(long)]
+        events: bool,
+    },
+    /// Print a runbook's DAG as Mermaid or Graphviz dot.
+    Graph {
+        #[arg(value_name = "NAME|FILE")]
+        runbook: String,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// List the plugins (`uses:`) this build knows, or describe one.
+    Plugins {
+        /// A plugin name, e.g. shell.run.
+        name: Option<String>,
+    },
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Runbook name (looked up in ./runbooks and RUNBOOK_PATH) or file.
+    #[arg(value_name = "NAME|FILE")]
+    pub runbook: String,
+    /// A parameter, as name=value (repeatable).
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Approve every step that requires approval, unattended.
+    #[arg(long)]
+    pub yes: bool,
+    /// How many independent steps may run at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_parallel: u16,
+    /// No live progress on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// An error that has already decided its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    fn invalid(m: impl Into<String>) -> Failure {
+        Failure { code: exit::INVALID, message: m.into() }
+    }
+    fn env(m: impl std::fmt::Display) -> Failure {
+        Failure { code: exit::ENVIRONMENT, message: m.to_string() }
+    }
+}
+
+impl From<store::StoreError> for Failure {
+    fn from(e: store::StoreError) -> Failure {
+        match e {
+            store::StoreError::NoSuchRun(_) | store::StoreError::Ambiguous { .. } => Failure::invalid(e.to_string()),
+            other => Failure::env(other),
+        }
+    }
+}
+
+fn color() -> bool {
+    std::io::stderr().is_terminal() && console::colors_enabled_stderr()
+}
+
+pub fn default_db() -> Result<PathBuf, Failure> {
+    directories::ProjectDirs::from("", "", "runbook")
+        .map(|d| d.state_dir().unwrap_or_else(|| d.data_local_dir()).join("runbook.db"))
+        .ok_or_else(|| Failure::env("cannot find a home directory for the default database; pass --db PATH"))
+}
+
+async fn open_store(g: &Global) -> Result<Box<dyn Store>, Failure> {
+    let (db, create) = match &g.db {
+        Some(db) => (db.clone(), false),
+        None => (default_db()?.display().to_string(), true),
+    };
+    Ok(store::open(&db, create).await?)
+}
+
+fn actor(g: &Global) -> String {
+    g.actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .or_else(|| whoami::username().ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Reads and validates a runbook; diagnostics are printed and turned into exit code 2.
+fn load_plan(arg: &str, registry: &Registry, expr: &Expr) -> Result<(PathBuf, String, Plan), Failure> {
+    let path = find::resolve(arg).map_err(Failure::invalid)?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", path.display())))?;
+    match check(&path.display().to_string(), &text, registry, expr) {
+        Ok(plan) => Ok((path, text, plan)),
+        Err(report) => {
+            eprint!("{}", report.render(color()));
+            Err(Failure { code: exit::INVALID, message: String::new() })
+        }
+    }
+}
+
+pub async fn main(cli: Cli) -> Result<i32, Failure> {
+    runbook_steps::init_tls();
+    let registry = Arc::new(Registry::builtin());
+    let expr = Arc::new(Expr::new());
+    match cli.command {
+        Command::Validate { runbooks } => validate(&runbooks, &registry, &expr, cli.global.output),
+        Command::Run(args) => run(&cli.global, args, registry, expr).await,
+        Command::List => list(&registry, &expr, cli.global.output),
+        Command::Runs { limit } => {
+            let store = open_store(&cli.global).await?;
+            show::runs(store.as_ref(), limit, cli.global.output).await
+        }
+        Command::Show { run, events } => {
+            let store = open_store(&cli.global).await?;
+            show::show(store.as_ref(), &run, events, cli.global.output, &registry, &expr).await
+        }
+        Command::Graph { runbook, format } => {
+            let (_, _, plan) = load_plan(&runbook, &registry, &expr)?;
+            print!("{}", show::graph(&plan, format));
+            Ok(exit::OK)
+        }
+        Command::Plugins { name } => show::plugins(&registry, name.as_deref(), cli.global.output),
+    }
+}
+
+fn validate(args: &[String], registry: &Registry, expr: &Expr, format: Format) -> Result<i32, Failure> {
+    let mut bad = 0;
+    let mut results = Vec::new();
+    for arg in args {
+        let path = match find::resolve(arg) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                results.push(serde_json::json!({"runbook": arg, "valid": false, "errors": [e]}));
+                bad += 1;
+                continue;
+            }
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", path.display());
+                bad += 1;
+                continue;
+            }
+        };
+        let file = path.display().to_string();
+        match check(&file, &text, registry, expr) {
+            Ok(plan) => {
+                if format == Format::Text {
+                    println!("ok: {file} ({} steps)", plan.steps.len());
+                }
+                results.push(serde_json::json!({"runbook": file, "valid": true, "steps": plan.steps.len()}));
+            }
+            Err(report) => {
+                bad += 1;
+                eprint!("{}", report.render(color()));
+                results.push(report_json(&report));
+            }
+        }
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&results).unwrap_or_default());
+    }
+    Ok(if bad == 0 { exit::OK } else { exit::INVALID })
+}
+
+fn report_json(r: &Report) -> serde_json::Value {
+    serde_json::json!({
+        "runbook": r.file,
+        "valid": false,
+        "errors": r.diagnostics.iter().map(|d| serde_json::json!({
+            "message": d.message,
+            "line": d.pos.map(|p| p.line),
+            "column": d.pos.map(|p| p.col),
+            "help": d.help,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn list(registry: &Registry, expr: &Expr, format: Format) -> Result<i32, Failure> {
+    let mut rows = Vec::new();
+    for f in find::all_files() {
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let file = f.display().to_string();
+        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        match check(&file, &text, registry, expr) {
+            Ok(plan) => rows.push(serde_json::json!({
+                "name": name,
+                "title": plan.runbook.title,
+                "triggers": plan.runbook.alerts,
+                "file": file,
+                "valid": true,
+            })),
+            Err(r) => rows.push(serde_json::json!({
+                "name": name, "title": null, "triggers": [], "file": file, "valid": false,
+                "errors": r.diagnostics.len(),
+            })),
+        }
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    if rows.is_empty() {
+        eprintln!("no runbooks found in {} (set RUNBOOK_PATH)", find::search_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+        return Ok(exit::OK);
+    }
+    let mut t = show::Table::new(&["NAME", "TITLE", "TRIGGERS", "FILE"]);
+    for r in rows {
+        let title = if r["valid"] == true {
+            r["title"].as_str().unwrap_or("").to_string()
+        } else {
+            format!("(invalid: {} errors; run `runbook validate`)", r["errors"])
+        };
+        let triggers: Vec<&str> = r["triggers"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        t.row(vec![r["name"].as_str().unwrap_or("").to_string(), title, triggers.join(","), r["file"].as_str().unwrap_or("").to_string()]);
+    }
+    print!("{}", t.render());
+    Ok(exit::OK)
+}
+
+/// `--param k=v` pairs checked against the runbook's declared parameters.
+pub fn parse_params(plan: &Plan, raw: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
+    let rb = &plan.runbook;
+    let mut given = serde_json::Map::new();
+    let mut errors = Vec::new();
+    for p in raw {
+        let Some((k, v)) = p.split_once('=') else {
+            errors.push(format!("--param `{p}`: write NAME=VALUE"));
+            continue;
+        };
+        let k = k.trim();
+        let Some(decl) = rb.params.iter().find(|d| d.name.name == k) else {
+            let names: Vec<&str> = rb.params.iter().map(|d| d.name.name.as_str()).collect();
+            let hint = match crate::diag::suggest(k, names.iter().copied()) {
+                Some(s) => format!("; did you mean `{s}`?"),
+                None if names.is_empty() => "; it takes no parameters".to_string(),
+                None => format!("; it takes: {}", names.join(", ")),
+            };
+            errors.push(format!("--param `{k}`: runbook `{}` has no such parameter{hint}", rb.name));
+            continue;
+        };
+        match coerce_param(decl.ty, decl.choices.as_deref(), &serde_json::Value::String(v.to_string())) {
+            Ok(val) => {
+                given.insert(k.to_string(), val);
+            }
+            Err(e) => errors.push(format!("--param {k}: {e}")),
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for d in &rb.params {
+        match given.remove(&d.name.name).or_else(|| d.default.clone()) {
+            Some(v) => {
+                out.insert(d.name.name.clone(), v);
+            }
+            None if d.required => errors.push(format!(
+                "missing required parameter `{}` ({}){}: pass --param {}=VALUE",
+                d.name.name,
+                d.ty.as_str(),
+                d.description.as_ref().map(|x| format!(", {x}")).unwrap_or_default(),
+                d.name.name
+            )),
+            None => {
+                out.insert(d.name.name.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(Failure::invalid(errors.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>().join("\n")))
+    }
+}
+
+async fn run(g: &Global, args: RunArgs, registry: Arc<Registry>, expr: Arc<Expr>) -> Result<i32, Failure> {
+    let (path, text, plan) = load_plan(&args.runbook, &registry, &expr)?;
+    let params = parse_params(&plan, &args.params)?;
+    let store = open_store(g).await?;
+    let actor = actor(g);
+    let mut live = progress::Live::new(&actor, args.yes, args.quiet);
+    let sha = hex::encode(Sha256::digest(text.as_bytes()));
+    let started = std::time::Instant::now();
+    let plan = Arc::new(plan);
+    let outcome = Driver::start(
+        Arc::clone(&plan),
+        store.as_ref(),
+        registry,
+        expr,
+        Source { text: &text, sha256: sha, path: Some(display_path(&path)) },
+        params,
+        RunOptions { actor, max_parallel: usize::from(args.max_parallel) },
+        &mut live,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::run::driver::DriverError::Store(s) => Failure::env(s),
+        crate::run::driver::DriverError::Setup(m) => Failure::invalid(m),
+    })?;
+    let took = runbook_steps::duration::human(started.elapsed());
+    if g.output == Format::Json {
+        let shown = show::run_json(store.as_ref(), &outcome.run_id).await?;
+        println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
+    } else if !args.quiet {
+        let word = match outcome.status {
+            RunStatus::Succeeded => console::style("succeeded").green().bold(),
+            RunStatus::Failed => console::style("failed").red().bold(),
+            RunStatus::Interrupted => console::style("interrupted").yellow().bold(),
+            RunStatus::Running => console::style("running").bold(),
+        };
+        eprintln!("run {} {word} in {took} — details: runbook show {}", outcome.run_id, &outcome.run_id[..12]);
+    }
+    Ok(match outcome.status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Interrupted => exit::INTERRUPTED,
+        _ => exit::RUN_FAILED,
+    })
+}
+
+fn display_path(p: &Path) -> String {
+    p.display().to_string()
+}

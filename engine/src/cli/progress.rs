@@ -1,0 +1,195 @@
+//! The live view of a run: a line per finished step, a spinner per running step on a terminal, plain
+//! timestamped lines otherwise (CI logs, pipes). Also answers approval requests.
+
+use crate::run::driver::{Approval, Observer};
+use crate::run::event::{Event, Record};
+use crate::runbook::plan::{Plan, PlanStep};
+use console::style;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use runbook_steps::duration::human;
+use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+pub struct Live {
+    fancy: bool,
+    multi: MultiProgress,
+    bars: HashMap<String, ProgressBar>,
+    started: HashMap<String, Instant>,
+    actor: String,
+    yes: bool,
+    quiet: bool,
+}
+
+impl Live {
+    pub fn new(actor: &str, yes: bool, quiet: bool) -> Live {
+        let fancy = std::io::stderr().is_terminal() && !quiet;
+        let multi = MultiProgress::with_draw_target(if fancy {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Live {
+            fancy,
+            multi,
+            bars: HashMap::new(),
+            started: HashMap::new(),
+            actor: actor.to_string(),
+            yes,
+            quiet,
+        }
+    }
+
+    fn line(&self, text: String) {
+        if self.quiet {
+            return;
+        }
+        if self.fancy {
+            // Printing through the MultiProgress keeps the spinners below the log.
+            let _ = self.multi.println(text);
+        } else {
+            let t = jiff::Zoned::now().strftime("%H:%M:%S");
+            eprintln!("[{t}] {text}");
+        }
+    }
+
+    fn elapsed(&mut self, step: &str) -> String {
+        self.started
+            .remove(step)
+            .map(|s| human(s.elapsed()))
+            .unwrap_or_default()
+    }
+
+    fn end_bar(&mut self, step: &str) {
+        if let Some(b) = self.bars.remove(step) {
+            b.finish_and_clear();
+            self.multi.remove(&b);
+        }
+    }
+}
+
+impl Observer for Live {
+    fn on_event(&mut self, plan: &Plan, _rec: &Record, event: &Event) {
+        match event {
+            Event::RunStarted { runbook, .. } => {
+                self.line(format!("{} {}", style("▶").cyan(), style(runbook).bold()));
+            }
+            Event::StepStarted { step, attempt, .. } => {
+                self.started.insert(step.clone(), Instant::now());
+                let uses = plan.step(step).map_or("", |s| s.def.uses.name.as_str());
+                let label = if *attempt > 1 {
+                    format!("{step} ({uses}, attempt {attempt})")
+                } else {
+                    format!("{step} ({uses})")
+                };
+                if self.fancy {
+                    let bar = self.multi.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("  {spinner:.cyan} {prefix} {elapsed:.dim} {wide_msg:.dim}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.set_prefix(label);
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                    self.bars.insert(step.clone(), bar);
+                } else if plan.step(step).is_some_and(|s| s.def.timeout.is_some() || matches!(s.kind, crate::runbook::plan::StepKind::Sleep { .. } | crate::runbook::plan::StepKind::WaitUntil { .. })) || *attempt > 1 {
+                    self.line(format!("  … {label} started"));
+                }
+            }
+            Event::ApprovalGranted { step, by, how } => {
+                self.line(format!("  {} {step} approved by {by} ({how})", style("✔").green()));
+            }
+            Event::DecisionTaken { step, condition, taken, values, .. } => {
+                let why = match condition {
+                    Some(c) => format!("`{c}`"),
+                    None => "default".to_string(),
+                };
+                let read: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let read = if read.is_empty() { String::new() } else { format!(" [{}]", read.join(", ")) };
+                self.line(format!(
+                    "  {} {step}: {why} → {}{}",
+                    style("◆").magenta(),
+                    if taken.is_empty() { "nothing".to_string() } else { taken.join(", ") },
+                    style(read).dim()
+                ));
+            }
+            Event::StepSucceeded { step, .. } => {
+                self.end_bar(step);
+                let took = self.elapsed(step);
+                let is_branch = plan.step(step).is_some_and(|s| matches!(s.kind, crate::runbook::plan::StepKind::Branch { .. }));
+                if !is_branch {
+                    self.line(format!("  {} {step} {}", style("✓").green(), style(took).dim()));
+                }
+            }
+            Event::StepFailed { step, attempt, kind, error, retry_at_ms, .. } => {
+                self.end_bar(step);
+                let took = self.elapsed(step);
+                let retry = match retry_at_ms {
+                    Some(at) => format!(
+                        " — retrying in {}",
+                        human(Duration::from_millis(u64::try_from(at - crate::run::event::now_ms()).unwrap_or(0)))
+                    ),
+                    None => String::new(),
+                };
+                self.line(format!(
+                    "  {} {step} failed (attempt {attempt}, {}) {}: {error}{retry}",
+                    style("✗").red(),
+                    kind.as_str(),
+                    style(took).dim()
+                ));
+            }
+            Event::StepSkipped { step, reason } => {
+                self.line(format!("  {} {step} skipped: {}", style("⊘").dim(), style(reason).dim()));
+            }
+            Event::RunInterrupted { reason } => {
+                for (_, b) in self.bars.drain() {
+                    b.finish_and_clear();
+                }
+                self.line(format!("{} {reason}", style("■").yellow()));
+            }
+            _ => {}
+        }
+    }
+
+    fn on_progress(&mut self, step: &str, line: &str) {
+        if let Some(b) = self.bars.get(step) {
+            b.set_message(line.chars().take(120).collect::<String>());
+        }
+    }
+
+    fn approve(&mut self, step: &PlanStep, inputs: &serde_json::Value) -> Approval {
+        let id = &step.def.id.name;
+        if self.yes {
+            return Approval::Granted { by: self.actor.clone(), how: "--yes".to_string() };
+        }
+        if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+            return Approval::Refused {
+                reason: format!(
+                    "step `{id}` requires approval and there is no terminal to ask on; run in a terminal to answer the prompt, or pass --yes to approve unattended"
+                ),
+            };
+        }
+        let rendered = serde_json::to_string_pretty(inputs).unwrap_or_default();
+        let answer = self.multi.suspend(|| {
+            let mut err = std::io::stderr();
+            let _ = writeln!(
+                err,
+                "\n{} step {} ({}, {}) wants to run with:\n{}\n",
+                style("?").yellow().bold(),
+                style(id).bold(),
+                step.def.uses.name,
+                step.class.as_str(),
+                rendered
+            );
+            let _ = write!(err, "Approve? [y/N] ");
+            let _ = err.flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            line.trim().to_ascii_lowercase()
+        });
+        if answer == "y" || answer == "yes" {
+            Approval::Granted { by: self.actor.clone(), how: "terminal".to_string() }
+        } else {
+            Approval::Refused { reason: format!("approval of `{id}` refused at the terminal by {}", self.actor) }
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Reading runs back: `runs`, `show`, plus `graph` and `plugins`.
+
+use super::{Failure, Format, GraphFormat, exit};
+use crate::expr::Expr;
+use crate::run::event::{Event, Record};
+use crate::runbook::OnFailure;
+use crate::runbook::plan::{Plan, StepKind};
+use crate::store::{RunRow, Store};
+use console::style;
+use runbook_steps::duration::human;
+use runbook_steps::{FieldType, Registry};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A plain text table with columns sized to their content.
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Table {
+        Table { rows: vec![header.iter().map(|h| h.to_string()).collect()] }
+    }
+    pub fn row(&mut self, r: Vec<String>) {
+        self.rows.push(r);
+    }
+    pub fn render(&self) -> String {
+        let n = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..n)
+            .map(|c| self.rows.iter().map(|r| r.get(c).map_or(0, |s| console::measure_text_width(s))).max().unwrap_or(0))
+            .collect();
+        let mut out = String::new();
+        for r in &self.rows {
+            let mut line = String::new();
+            for (c, cell) in r.iter().enumerate() {
+                if c + 1 == r.len() {
+                    line.push_str(cell);
+                } else {
+                    line.push_str(&console::pad_str(cell, widths[c], console::Alignment::Left, None));
+                    line.push_str("  ");
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn when(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|_| ms.to_string())
+}
+
+fn span(from: i64, to: Option<i64>) -> String {
+    match to {
+        Some(to) => human(Duration::from_millis(u64::try_from(to - from).unwrap_or(0))),
+        None => "-".to_string(),
+    }
+}
+
+pub async fn runs(store: &dyn Store, limit: i64, format: Format) -> Result<i32, Failure> {
+    let rows = store.runs(limit).await?;
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    if rows.is_empty() {
+        eprintln!("no runs yet; start one with `runbook run NAME`");
+        return Ok(exit::OK);
+    }
+    let mut t = Table::new(&["ID", "RUNBOOK", "STATUS", "STARTED", "DURATION", "BY"]);
+    for r in rows {
+        t.row(vec![r.id.clone(), r.runbook.clone(), status_word(&r.status), when(r.started_at), span(r.started_at, r.finished_at), r.actor.clone()]);
+    }
+    print!("{}", t.render());
+    Ok(exit::OK)
+}
+
+fn status_word(s: &str) -> String {
+    match s {
+        "succeeded" => style(s).green().to_string(),
+        "failed" => style(s).red().to_string(),
+        "interrupted" => style(s).yellow().to_string(),
+        _ => s.to_string(),
+    }
+}
+
+/// One step's story, folded from the journal.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepView {
+    pub id: String,
+    pub uses: String,
+    pub status: String,
+    pub attempts: u32,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub class: Option<String>,
+    pub error: Option<String>,
+    pub error_kind: Option<String>,
+    pub skip_reason: Option<String>,
+    pub decision: Option<Value>,
+    pub guard: Option<Value>,
+    pub approval: Option<Value>,
+    pub outputs: Option<Value>,
+}
+
+/// Folds a run's events into a view per step, in the runbook's order; steps that never ran are
+/// listed as `not run`.
+pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepView> {
+    let mut views: Vec<StepView> = Vec::new();
+    if let Some(plan) = plan {
+        for s in &plan.steps {
+            views.push(StepView {
+                id: s.def.id.name.clone(),
+                uses: s.def.uses.name.clone(),
+                status: "not run".into(),
+                attempts: 0,
+                started_at: None,
+                finished_at: None,
+                class: None,
+                error: None,
+                error_kind: None,
+                skip_reason: None,
+                decision: None,
+                guard: None,
+                approval: None,
+                outputs: None,
+            });
+        }
+    }
+    for (rec, ev) in events {
+        let Some(step) = ev.step() else { continue };
+        let i = match views.iter().position(|v| v.id == step) {
+            Some(i) => i,
+            None => {
+                views.push(StepView {
+                    id: step.to_string(), uses: String::new(), status: "not run".into(), attempts: 0,
+                    started_at: None, finished_at: None, class: None, error: None, error_kind: None,
+                    skip_reason: None, decision: None, guard: None, approval: None, outputs: None,
+                });
+                views.len() - 1
+            }
+        };
+        let v = &mut views[i];
+        match ev {
+            Event::StepStarted { attempt, class, .. } => {
+                v.status = "running".into();
+                v.attempts = *attempt;
+                v.started_at.get_or_insert(rec.at_ms);
+                v.class = Some(class.as_str().to_string());
+            }
+            Event::StepSucceeded { outputs, .. } => {
+                v.status = "succeeded".into();
+                v.finished_at = Some(rec.at_ms);
+                v.error = None;
+                v.error_kind = None;
+                if !outputs.is_empty() {
+                    v.outputs = Some(Value::Object(outputs.clone()));
+                }
+            }
+            Event::StepFailed { kind, error, retry_at_ms, .. } => {
+                v.status = if retry_at_ms.is_some() { "retry-wait".into() } else { "failed".into() };
+                v.finished_at = Some(rec.at_ms);
+                v.error = Some(error.clone());
+                v.error_kind = Some(kind.as_str().to_string());
+            }
+            Event::StepSkipped { reason, .. } => {
+                v.status = "skipped".into();
+                v.skip_reason = Some(reason.clone());
+            }
+            Event::DecisionTaken { case, condition, values, taken, not_taken, .. } => {
+                v.decision = Some(json!({"case": case, "condition": condition, "values": values, "taken": taken, "not_taken": not_taken}));
+            }
+            Event::GuardEvaluated { condition, holds, values, .. } => {
+                v.guard = Some(json!({"condition": condition, "holds": holds, "values": values}));
+            }
+            Event::ApprovalGranted { by, how, .. } => {
+                v.approval = Some(json!({"by": by, "how": how, "at": rec.at_ms}));
+            }
+            _ => {}
+        }
+    }
+    views
+}
+
+async fn load(store: &dyn Store, id: &str) -> Result<(RunRow, Vec<(Record, Event)>), Failure> {
+    let run = store.run(id).await?;
+    let records = store.events(&run.id).await?;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let ev = r.event().map_err(|e| Failure::env(format!("event {} of run {} is unreadable: {e}", r.seq, run.id)))?;
+        out.push((r, ev));
+    }
+    Ok((run, out))
+}
+
+fn stored_plan(run: &RunRow) -> Option<Plan> {
+    crate::runbook::validate::check("stored", &run.runbook_text, &Registry::builtin(), &Expr::new()).ok()
+}
+
+pub async fn run_json(store: &dyn Store, id: &str) -> Result<Value, Failure> {
+    let (run, events) = load(store, id).await?;
+    let plan = stored_plan(&run);
+    let steps = step_views(plan.as_ref(), &events);
+    Ok(json!({"run": run, "steps": steps}))
+}
+
+pub async fn show(store: &dyn Store, id: &str, all_events: bool, format: Format, _registry: &Registry, _expr: &Expr) -> Result<i32, Failure> {
+    let (run, events) = load(store, id).await?;
+    let plan = stored_plan(&run);
+    let steps = step_views(plan.as_ref(), &events);
+    if format == Format::Json {
+        let mut v = json!({"run": run, "steps": steps});
+        if all_events {
+            v["events"] = Value::Array(events.iter().map(|(r, e)| json!({"seq": r.seq, "at": r.at_ms, "actor": r.actor, "event": e, "hash": r.hash})).collect());
+        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    let mut out = String::new();
+    out.push_str(&format!("run {}  {}  {}\n", style(&run.id).bold(), run.runbook, status_word(&run.status)));
+    if let Some(t) = &run.title {
+        out.push_str(&format!("  {t}\n"));
+    }
+    out.push_str(&format!(
+        "  started {} by {}, took {}\n  runbook {} (sha256 {})\n",
+        when(run.started_at),
+        run.actor,
+        span(run.started_at, run.finished_at),
+        run.source_path.as_deref().unwrap_or("-"),
+        &run.runbook_sha256[..12.min(run.runbook_sha256.len())]
+    ));
+    if run.params.as_object().is_some_and(|m| !m.is_empty()) {
+        out.push_str(&format!("  params {}\n", run.params));
+    }
+    out.push('\n');
+    let mut t = Table::new(&["", "STEP", "STATUS", "TRIES", "TOOK", "DETAIL"]);
+    for v in &steps {
+        let mark = match v.status.as_str() {
+            "succeeded" => style("✓").green().to_string(),
+            "failed" => style("✗").red().to_string(),
+            "skipped" => style("⊘").dim().to_string(),
+            "running" | "retry-wait" => style("…").yellow().to_string(),
+            _ => style("·").dim().to_string(),
+        };
+        let mut detail = Vec::new();
+        if let Some(d) = &v.decision {
+            let why = d["condition"].as_str().map_or("default".to_string(), |c| format!("`{c}`"));
+            let taken: Vec<&str> = d["taken"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+            detail.push(format!("chose {} by {why}", if taken.is_empty() { "nothing".to_string() } else { taken.join(", ") }));
+            if let Some(vals) = d["values"].as_object().filter(|m| !m.is_empty()) {
+                detail.push(format!("read {}", vals.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")));
+            }
+        }
+        if let Some(g) = &v.guard
+            && g["holds"] == false
+        {
+            detail.push(format!("when `{}` was false", g["condition"].as_str().unwrap_or("")));
+        }
+        if let Some(a) = &v.approval {
+            detail.push(format!("approved by {} ({})", a["by"].as_str().unwrap_or("?"), a["how"].as_str().unwrap_or("?")));
+        }
+        if let Some(r) = &v.skip_reason {
+            detail.push(r.clone());
+        }
+        if let Some(e) = &v.error {
+            detail.push(format!("{}: {}", v.error_kind.as_deref().unwrap_or("error"), e));
+        }
+        if let Some(o) = v.outputs.as_ref().and_then(Value::as_object) {
+            detail.push(o.iter().map(|(k, v)| format!("{k}={}", short(v))).collect::<Vec<_>>().join(" "));
+        }
+        let took = match v.started_at {
+            Some(s) => span(s, v.finished_at),
+            None => "-".to_string(),
+        };
+        let tries = if v.attempts == 0 { "-".to_string() } else { v.attempts.to_string() };
+        t.row(vec![mark, v.id.clone(), v.status.clone(), tries, took, detail.join("; ")]);
+    }
+    out.push_str(&t.render());
+    if all_events {
+        out.push_str("\nevents:\n");
+        for (r, e) in &events {
+            out.push_str(&format!("  {:>4}  {}  {:<16} {}\n", r.seq, when(r.at_ms), r.kind, serde_json::to_string(e).unwrap_or_default()));
+        }
+    }
+    print!("{out}");
+    Ok(exit::OK)
+}
+
+fn short(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
+}
+
+pub fn graph(plan: &Plan, format: GraphFormat) -> String {
+    let mut out = String::new();
+    let esc = |s: &str| s.replace('"', "'");
+    match format {
+        GraphFormat::Mermaid => {
+            out.push_str("flowchart TD\n");
+            for s in &plan.steps {
+                let shape = if matches!(s.kind, StepKind::Branch { .. }) { ("{", "}") } else { ("[", "]") };
+                out.push_str(&format!("    {}{}\"{}<br/><small>{}</small>\"{}\n", s.def.id.name, shape.0, esc(&s.def.id.name), esc(&s.def.uses.name), shape.1));
+            }
+            for (i, s) in plan.steps.iter().enumerate() {
+                for &d in &s.needs {
+                    out.push_str(&format!("    {} --> {}\n", plan.id(d), plan.id(i)));
+                }
+                if let StepKind::Branch { cases, default } = &s.kind {
+                    for c in cases {
+                        for &t in &c.then {
+                            out.push_str(&format!("    {} -- \"{}\" --> {}\n", plan.id(i), esc(&c.when), plan.id(t)));
+                        }
+                    }
+                    for &t in default {
+                        out.push_str(&format!("    {} -- \"default\" --> {}\n", plan.id(i), plan.id(t)));
+                    }
+                }
+                if let OnFailure::Goto(h) = &s.def.on_failure {
+                    out.push_str(&format!("    {} -. \"on failure\" .-> {}\n", plan.id(i), h.name));
+                }
+            }
+        }
+        GraphFormat::Dot => {
+            out.push_str(&format!("digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box, fontname=\"sans-serif\"];\n", esc(&plan.runbook.name)));
+            for s in &plan.steps {
+                let shape = if matches!(s.kind, StepKind::Branch { .. }) { ", shape=diamond" } else { "" };
+                out.push_str(&format!("    \"{}\" [label=\"{}\\n{}\"{shape}];\n", s.def.id.name, esc(&s.def.id.name), esc(&s.def.uses.name)));
+            }
+            for (i, s) in plan.steps.iter().enumerate() {
+                for &d in &s.needs {
+                    out.push_str(&format!("    \"{}\" -> \"{}\";\n", plan.id(d), plan.id(i)));
+                }
+                if let StepKind::Branch { cases, default } = &s.kind {
+                    for c in cases {
+                        for &t in &c.then {
+                            out.push_str(&format!("    \"{}\" -> \"{}\" [label=\"{}\"];\n", plan.id(i), plan.id(t), esc(&c.when)));
+                        }
+                    }
+                    for &t in default {
+                        out.push_str(&format!("    \"{}\" -> \"{}\" [label=\"default\"];\n", plan.id(i), plan.id(t)));
+                    }
+                }
+                if let OnFailure::Goto(h) = &s.def.on_failure {
+                    out.push_str(&format!("    \"{}\" -> \"{}\" [style=dashed, label=\"on failure\"];\n", plan.id(i), h.name));
+                }
+            }
+            out.push_str("}\n");
+        }
+    }
+    out
+}
+
+fn type_doc(t: &FieldType) -> String {
+    t.describe()
+}
+
+pub fn plugins(registry: &Registry, name: Option<&str>, format: Format) -> Result<i32, Failure> {
+    let describe = |info: &runbook_steps::PluginInfo| {
+        json!({
+            "name": info.name,
+            "class": info.class.as_str(),
+            "summary": info.summary,
+            "fields": info.fields.iter().map(|f| json!({"name": f.name, "type": type_doc(&f.ty), "required": f.required, "doc": f.doc})).collect::<Vec<_>>(),
+            "exactly_one_of": info.exactly_one_of,
+            "result": info.output,
+            "example": info.example,
+        })
+    };
+    match name {
+        None => {
+            if format == Format::Json {
+                let all: Vec<Value> = registry.iter().map(|r| describe(r.info())).collect();
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                return Ok(exit::OK);
+            }
+            let mut t = Table::new(&["PLUGIN", "CLASS", "SUMMARY"]);
+            for r in registry.iter() {
+                let i = r.info();
+                let first = i.summary.split(". ").next().unwrap_or(i.summary).trim_end_matches('.');
+                t.row(vec![i.name.to_string(), i.class.as_str().to_string(), first.to_string()]);
+            }
+            print!("{}", t.render());
+            println!("\n`runbook plugins NAME` describes one.");
+            Ok(exit::OK)
+        }
+        Some(n) => {
+            let Some(r) = registry.get(n) else {
+                let hint = crate::diag::suggest(n, registry.names()).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                return Err(Failure { code: exit::INVALID, message: format!("unknown plugin `{n}`{hint}") });
+            };
+            let i = r.info();
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&describe(i)).unwrap_or_default());
+                return Ok(exit::OK);
+            }
+            println!("{} ({})\n\n{}\n\nwith:", style(i.name).bold(), i.class.as_str(), i.summary);
+            for f in i.fields {
+                println!("  {}{}  {}\n      {}", f.name, if f.required { " (required)" } else { "" }, style(type_doc(&f.ty)).dim(), f.doc);
+            }
+            for g in i.exactly_one_of {
+                println!("  exactly one of: {}", g.join(", "));
+            }
+            println!("\nresult: {}\n\nexample:\n{}", i.output, i.example.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
+            Ok(exit::OK)
+        }
+    }
+}

@@ -1,0 +1,746 @@
+//! The driver: performs what [`decide`](super::decide) returns, runs plugins, and journals every
+//! transition.
+//!
+//! Durability (DESIGN §5): the intent (`StepStarted`) of an `idempotent` or `unsafe` step is committed
+//! with fsync before the side effect starts. Everything else rides on cheaper commits that survive a
+//! killed process, and transitions that happen together share one transaction.
+
+use super::decide::{Action, decide};
+use super::event::{Chain, Event, Record, RunStatus, now_ms};
+use super::state::{RunState, Status};
+use crate::expr::{Expr, to_json};
+use crate::runbook::plan::{Plan, PlanStep, StepKind};
+use crate::store::{Durability, RunRow, Store, StoreError};
+use runbook_steps::{
+    ErrorKind, Registry, Runner, SideEffect, StepContext, StepError, parse_duration,
+};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A person's (or a flag's) answer to an approval request.
+#[derive(Debug, Clone)]
+pub enum Approval {
+    Granted { by: String, how: String },
+    Refused { reason: String },
+}
+
+/// What the driver tells the outside world while it works: the live view, and approvals.
+pub trait Observer: Send {
+    fn on_event(&mut self, _plan: &Plan, _record: &Record, _event: &Event) {}
+    fn on_progress(&mut self, _step: &str, _line: &str) {}
+    fn approve(&mut self, step: &PlanStep, inputs: &Value) -> Approval;
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub actor: String,
+    pub max_parallel: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub run_id: String,
+    pub status: RunStatus,
+}
+
+/// The source a run was started from, stored with it.
+pub struct Source<'a> {
+    pub text: &'a str,
+    pub sha256: String,
+    pub path: Option<String>,
+}
+
+type TaskResult = (usize, u32, Result<Value, StepError>);
+
+pub struct Driver<'a> {
+    plan: Arc<Plan>,
+    store: &'a dyn Store,
+    registry: Arc<Registry>,
+    expr: Arc<Expr>,
+    opts: RunOptions,
+    observer: &'a mut dyn Observer,
+    chain: Chain,
+    state: RunState,
+    pending: Vec<Record>,
+    /// params, vars, connections, run (and env, if anything reads it): the context every step shares.
+    base: Map<String, Value>,
+    started_at: i64,
+    tasks: JoinSet<TaskResult>,
+    progress_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    progress_rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+}
+
+fn env_map() -> Value {
+    Value::Object(std::env::vars().map(|(k, v)| (k, Value::String(v))).collect())
+}
+
+impl<'a> Driver<'a> {
+    /// Starts a new run of `plan` with checked `params`, and drives it to its end (or Ctrl-C).
+    pub async fn start(
+        plan: Arc<Plan>,
+        store: &'a dyn Store,
+        registry: Arc<Registry>,
+        expr: Arc<Expr>,
+        source: Source<'_>,
+        params: Map<String, Value>,
+        opts: RunOptions,
+        observer: &'a mut dyn Observer,
+    ) -> Result<RunOutcome, DriverError> {
+        let run_id = uuid::Uuid::now_v7().simple().to_string();
+        let started_at = now_ms();
+        let mut base = Map::new();
+        base.insert("params".into(), Value::Object(params.clone()));
+        let reads_env = plan.vars_read_env || plan.steps.iter().any(|s| s.reads_env);
+        if reads_env {
+            base.insert("env".into(), env_map());
+        }
+        // Vars may read params, env and the vars above them; connections may read vars too.
+        let mut vars = Map::new();
+        base.insert("vars".into(), Value::Object(Map::new()));
+        for (name, node) in &plan.runbook.vars {
+            let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
+            let v = expr
+                .render_value(&node.to_json(), &ctx)
+                .map_err(|e| DriverError::Setup(format!("var `{}`: {e}", name.name)))?;
+            vars.insert(name.name.clone(), v);
+            base.insert("vars".into(), Value::Object(vars.clone()));
+        }
+        let mut conns = Map::new();
+        for (name, node) in &plan.runbook.connections {
+            let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
+            let v = expr
+                .render_value(&node.to_json(), &ctx)
+                .map_err(|e| DriverError::Setup(format!("connection `{}`: {e}", name.name)))?;
+            conns.insert(name.name.clone(), v);
+        }
+        base.insert("connections".into(), Value::Object(conns));
+        base.insert(
+            "run".into(),
+            json!({"id": run_id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": started_at}),
+        );
+
+        let mut chain = Chain::new(&run_id);
+        let first = Event::RunStarted {
+            runbook: plan.runbook.name.clone(),
+            runbook_sha256: source.sha256.clone(),
+            params: params.clone(),
+            vars: vars.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let rec = chain.seal(started_at, &opts.actor, &first);
+        let row = RunRow {
+            id: run_id.clone(),
+            runbook: plan.runbook.name.clone(),
+            title: plan.runbook.title.clone(),
+            source_path: source.path,
+            runbook_sha256: source.sha256,
+            runbook_text: source.text.to_string(),
+            params: Value::Object(params),
+            status: RunStatus::Running.as_str().to_string(),
+            actor: opts.actor.clone(),
+            started_at,
+            finished_at: None,
+            parent_run: None,
+        };
+        store.create_run(&row, std::slice::from_ref(&rec)).await?;
+        let mut state = RunState::new(&plan);
+        state.apply(&plan, &first);
+        observer.on_event(&plan, &rec, &first);
+        let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut d = Driver {
+            plan,
+            store,
+            registry,
+            expr,
+            opts,
+            observer,
+            chain,
+            state,
+            pending: Vec::new(),
+            base,
+            started_at,
+            tasks: JoinSet::new(),
+            progress_tx,
+            progress_rx,
+        };
+        let status = d.drive().await?;
+        Ok(RunOutcome { run_id, status })
+    }
+
+    fn emit(&mut self, event: Event) {
+        let rec = self.chain.seal(now_ms(), &self.opts.actor, &event);
+        self.state.apply(&self.plan, &event);
+        self.observer.on_event(&self.plan, &rec, &event);
+        self.pending.push(rec);
+    }
+
+    async fn flush(&mut self, durability: Durability) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.store.append(&self.pending, durability).await?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    async fn drive(&mut self) -> Result<RunStatus, DriverError> {
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            let next = decide(
+                &self.plan,
+                &self.state,
+                now_ms(),
+                self.opts.max_parallel.max(1),
+            );
+            let acted = !next.actions.is_empty();
+            for action in next.actions {
+                match action {
+                    Action::Skip(i, reason) => self.emit(Event::StepSkipped {
+                        step: self.plan.id(i).to_string(),
+                        reason,
+                    }),
+                    Action::Start(i) => self.start_step(i).await?,
+                    Action::Finish(status) => {
+                        self.emit(Event::RunFinished {
+                            status,
+                            error: None,
+                        });
+                        self.flush(Durability::Process).await?;
+                        return Ok(status);
+                    }
+                }
+            }
+            if acted {
+                continue;
+            }
+            // Nothing more can happen until a step finishes or a timer fires: make what happened so
+            // far durable (against a killed process) before waiting.
+            self.flush(Durability::Process).await?;
+            let wake = next.wake_at_ms.map(|at| {
+                let ms = u64::try_from(at - now_ms()).unwrap_or(0);
+                tokio::time::Instant::now() + Duration::from_millis(ms)
+            });
+            tokio::select! {
+                joined = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Some(joined) = joined {
+                        self.finished(joined)?;
+                        // Steps that finished together are journaled together.
+                        while let Some(more) = self.tasks.try_join_next() {
+                            self.finished(more)?;
+                        }
+                    }
+                }
+                _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
+                Some((step, line)) = self.progress_rx.recv() => {
+                    self.observer.on_progress(&step, &line);
+                }
+                _ = &mut ctrl_c => {
+                    // Dropping the tasks kills child processes (kill_on_drop); steps in flight have no
+                    // outcome in the journal, which is exactly what a resume needs to see.
+                    self.tasks.abort_all();
+                    self.emit(Event::RunInterrupted { reason: "interrupted (Ctrl-C)".to_string() });
+                    self.flush(Durability::Power).await?;
+                    return Ok(RunStatus::Interrupted);
+                }
+            }
+        }
+    }
+
+    fn finished(
+        &mut self,
+        joined: Result<TaskResult, tokio::task::JoinError>,
+    ) -> Result<(), DriverError> {
+        let (i, attempt, result) = match joined {
+            Ok(r) => r,
+            // A panicking plugin is a bug; it must not take the run's journal with it.
+            Err(e) => {
+                return Err(DriverError::Setup(format!("a step task failed: {e}")));
+            }
+        };
+        match result {
+            Ok(result) => match self.outputs(i, &result) {
+                Ok(outputs) => self.emit(Event::StepSucceeded {
+                    step: self.plan.id(i).to_string(),
+                    attempt,
+                    result,
+                    outputs,
+                }),
+                Err(e) => self.fail(i, attempt, e),
+            },
+            Err(e) => self.fail(i, attempt, e),
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, i: usize, attempt: u32, e: StepError) {
+        let retry_at_ms = self.plan.steps[i].def.retry.as_ref().and_then(|r| {
+            (attempt < r.attempts && r.retries(e.kind)).then(|| {
+                let wait = r.backoff(attempt + 1);
+                now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)
+            })
+        });
+        self.emit(Event::StepFailed {
+            step: self.plan.id(i).to_string(),
+            attempt,
+            kind: e.kind,
+            error: e.message,
+            detail: e.detail,
+            retry_at_ms,
+        });
+    }
+
+    /// The template context for step `i`: the shared base plus the steps it reads (and `result`).
+    fn context(&self, i: usize, result: Option<&Value>) -> minijinja::Value {
+        let ps = &self.plan.steps[i];
+        let mut m = self.base.clone();
+        let mut steps = Map::new();
+        for &j in &ps.reads_steps {
+            let st = &self.state.steps[j];
+            let mut o = st.outputs.clone();
+            o.insert("status".into(), Value::String(st.status.as_str().into()));
+            if let Some(r) = &st.result {
+                o.insert("result".into(), r.clone());
+            }
+            if let Some((kind, msg)) = &st.error {
+                o.insert("error".into(), json!({"kind": kind, "message": msg}));
+            }
+            steps.insert(self.plan.id(j).to_string(), Value::Object(o));
+        }
+        m.insert("steps".into(), Value::Object(steps));
+        if let Some(r) = result {
+            m.insert("result".into(), r.clone());
+        }
+        minijinja::Value::from(minijinja::value::Serde(&m))
+    }
+
+    fn outputs(&self, i: usize, result: &Value) -> Result<Map<String, Value>, StepError> {
+        let ps = &self.plan.steps[i];
+        let mut out = Map::new();
+        if ps.def.outputs.is_empty() {
+            return Ok(out);
+        }
+        let ctx = self.context(i, Some(result));
+        for o in &ps.def.outputs {
+            let v = self.expr.render_str(&o.template, &ctx).map_err(|e| {
+                StepError::new(ErrorKind::Input, format!("output `{}`: {e}", o.name.name))
+            })?;
+            out.insert(o.name.name.clone(), v);
+        }
+        Ok(out)
+    }
+
+    fn render(&self, v: &Value, ctx: &minijinja::Value) -> Result<Value, StepError> {
+        self.expr
+            .render_value(v, ctx)
+            .map_err(|e| StepError::new(ErrorKind::Input, e.to_string()))
+    }
+
+    fn duration(&self, v: &Value, ctx: &minijinja::Value, what: &str) -> Result<Duration, StepError> {
+        let v = self.render(v, ctx)?;
+        let text = match &v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => other.to_string(),
+        };
+        parse_duration(&text).map_err(|e| StepError::new(ErrorKind::Input, format!("{what}: {e}")))
+    }
+
+    async fn start_step(&mut self, i: usize) -> Result<(), DriverError> {
+        let plan = Arc::clone(&self.plan);
+        let ps = &plan.steps[i];
+        let step = ps.def.id.name.clone();
+        let attempt = self.state.steps[i].attempt + 1;
+        let ctx = if ps.has_templates {
+            self.context(i, None)
+        } else {
+            minijinja::Value::UNDEFINED
+        };
+        if attempt == 1
+            && let Some((cond, _)) = &ps.def.when
+        {
+            match self.expr.eval_condition(cond, &ctx) {
+                Ok(d) => {
+                    self.emit(Event::GuardEvaluated {
+                        step: step.clone(),
+                        condition: cond.clone(),
+                        holds: d.holds,
+                        values: d.values.into_iter().collect(),
+                    });
+                    if !d.holds {
+                        self.emit(Event::StepSkipped {
+                            step,
+                            reason: format!("`when: {cond}` was false"),
+                        });
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    self.fail_at_start(i, attempt, ErrorKind::Input, format!("`when`: {e}"));
+                    return Ok(());
+                }
+            }
+        }
+        match &ps.kind {
+            StepKind::Branch { cases, default } => {
+                self.emit(Event::StepStarted {
+                    step: step.clone(),
+                    attempt,
+                    class: SideEffect::Read,
+                    inputs: Value::Null,
+                    deadline_ms: None,
+                });
+                let mut values = Map::new();
+                let mut chosen: Option<(Option<usize>, Option<String>, Vec<usize>)> = None;
+                for (n, case) in cases.iter().enumerate() {
+                    match self.expr.eval_condition(&case.when, &ctx) {
+                        Ok(d) => {
+                            values.extend(d.values);
+                            if d.holds {
+                                chosen = Some((Some(n), Some(case.when.clone()), case.then.clone()));
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            self.fail_now(i, attempt, ErrorKind::Input, format!("case {}: {e}", n + 1));
+                            return Ok(());
+                        }
+                    }
+                }
+                let (case, condition, taken) = chosen.unwrap_or((None, None, default.clone()));
+                let mut all: Vec<usize> = cases.iter().flat_map(|c| c.then.clone()).chain(default.clone()).collect();
+                all.sort_unstable();
+                all.dedup();
+                let names = |v: &[usize]| v.iter().map(|&t| plan.id(t).to_string()).collect::<Vec<_>>();
+                let not_taken: Vec<usize> = all.into_iter().filter(|t| !taken.contains(t)).collect();
+                let taken_names = names(&taken);
+                self.emit(Event::DecisionTaken {
+                    step: step.clone(),
+                    case,
+                    condition: condition.clone(),
+                    values,
+                    taken: taken_names.clone(),
+                    not_taken: names(&not_taken),
+                });
+                self.emit(Event::StepSucceeded {
+                    step,
+                    attempt,
+                    result: json!({"case": case, "taken": taken_names, "condition": condition}),
+                    outputs: Map::new(),
+                });
+            }
+            StepKind::Assert { that, message } => {
+                self.emit(Event::StepStarted {
+                    step: step.clone(),
+                    attempt,
+                    class: SideEffect::Read,
+                    inputs: json!({"that": that}),
+                    deadline_ms: None,
+                });
+                match self.expr.eval_condition(that, &ctx) {
+                    Ok(d) if d.holds => self.emit(Event::StepSucceeded {
+                        step,
+                        attempt,
+                        result: json!({"holds": true, "values": d.values}),
+                        outputs: Map::new(),
+                    }),
+                    Ok(d) => {
+                        let msg = match message.as_ref().map(|m| self.render(m, &ctx)) {
+                            Some(Ok(Value::String(s))) => s,
+                            Some(Ok(v)) => v.to_string(),
+                            _ => format!("assertion failed: {that}"),
+                        };
+                        let values: Map<String, Value> = d.values.into_iter().collect();
+                        self.fail(
+                            i,
+                            attempt,
+                            StepError::new(ErrorKind::Condition, msg)
+                                .with_detail(json!({"that": that, "values": values})),
+                        );
+                    }
+                    Err(e) => self.fail(i, attempt, StepError::new(ErrorKind::Input, e.to_string())),
+                }
+            }
+            StepKind::Sleep { duration } => {
+                let d = match self.duration(duration, &ctx, "`for`") {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.fail_at_start(i, attempt, e.kind, e.message);
+                        return Ok(());
+                    }
+                };
+                let deadline = self.state.steps[i]
+                    .wait_deadline_ms
+                    .unwrap_or_else(|| now_ms() + ms(d));
+                self.emit(Event::StepStarted {
+                    step: step.clone(),
+                    attempt,
+                    class: SideEffect::Read,
+                    inputs: json!({"for": duration}),
+                    deadline_ms: Some(deadline),
+                });
+                self.emit(Event::WaitStarted { step, deadline_ms: deadline });
+                self.tasks.spawn(async move {
+                    let start = now_ms();
+                    sleep_until_ms(deadline).await;
+                    (i, attempt, Ok(json!({"slept_ms": now_ms() - start})))
+                });
+            }
+            StepKind::WaitUntil {
+                probe_uses,
+                probe_with,
+                until,
+                deadline,
+                interval,
+                hold,
+            } => {
+                let parsed = (|| {
+                    let dl = self.duration(deadline, &ctx, "`deadline`")?;
+                    let iv = match interval {
+                        Some(v) => self.duration(v, &ctx, "`interval`")?,
+                        None => Duration::from_secs(30),
+                    };
+                    let hold = match hold {
+                        Some(v) => Some(self.duration(v, &ctx, "`hold`")?),
+                        None => None,
+                    };
+                    let input = self.render(probe_with, &ctx)?;
+                    Ok::<_, StepError>((dl, iv, hold, input))
+                })();
+                let (dl, iv, hold, input) = match parsed {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.fail_at_start(i, attempt, e.kind, e.message);
+                        return Ok(());
+                    }
+                };
+                let deadline_ms = self.state.steps[i]
+                    .wait_deadline_ms
+                    .unwrap_or_else(|| now_ms() + ms(dl));
+                self.emit(Event::StepStarted {
+                    step: step.clone(),
+                    attempt,
+                    class: SideEffect::Read,
+                    inputs: json!({"probe": {"uses": probe_uses, "with": input}, "until": until}),
+                    deadline_ms: Some(deadline_ms),
+                });
+                self.emit(Event::WaitStarted { step: step.clone(), deadline_ms });
+                let w = Wait {
+                    registry: Arc::clone(&self.registry),
+                    expr: Arc::clone(&self.expr),
+                    uses: probe_uses.clone(),
+                    input,
+                    until: until.clone(),
+                    base: self.base.clone(),
+                    steps: match ctx.get_attr("steps") {
+                        Ok(v) if !v.is_undefined() => to_json(&v).unwrap_or(Value::Null),
+                        _ => Value::Null,
+                    },
+                    interval: iv,
+                    hold,
+                    deadline_ms,
+                    sctx: StepContext {
+                        run_id: self.chain.run_id.clone(),
+                        step_id: step,
+                        progress: Some(self.progress_tx.clone()),
+                    },
+                };
+                self.tasks.spawn(async move { (i, attempt, w.run().await) });
+            }
+            StepKind::Plugin => {
+                let Some(Runner::Plugin(plugin)) = self.registry.get(&ps.def.uses.name) else {
+                    self.fail_at_start(i, attempt, ErrorKind::Input, format!("plugin `{}` is not available", ps.def.uses.name));
+                    return Ok(());
+                };
+                let inputs = match ps.def.with.as_ref() {
+                    Some(w) if ps.has_templates => match self.render(&w.to_json(), &ctx) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            self.fail_at_start(i, attempt, e.kind, format!("rendering `with`: {}", e.message));
+                            return Ok(());
+                        }
+                    },
+                    Some(w) => w.to_json(),
+                    None => json!({}),
+                };
+                let class = ps.def.side_effect.unwrap_or_else(|| plugin.class_for(&inputs));
+                if ps.def.approval && !self.approved(i, &inputs, attempt) {
+                    return Ok(());
+                }
+                let timeout = ps.def.timeout;
+                let deadline_ms = timeout.map(|t| now_ms() + ms(t));
+                self.emit(Event::StepStarted {
+                    step: step.clone(),
+                    attempt,
+                    class,
+                    inputs: inputs.clone(),
+                    deadline_ms,
+                });
+                if class != SideEffect::Read {
+                    // The intent must be on disk before the side effect can happen.
+                    self.flush(Durability::Power).await?;
+                }
+                let registry = Arc::clone(&self.registry);
+                let uses = ps.def.uses.name.clone();
+                let sctx = StepContext {
+                    run_id: self.chain.run_id.clone(),
+                    step_id: step,
+                    progress: Some(self.progress_tx.clone()),
+                };
+                self.tasks.spawn(async move {
+                    let Some(Runner::Plugin(plugin)) = registry.get(&uses) else {
+                        return (i, attempt, Err(StepError::new(ErrorKind::Input, "plugin vanished")));
+                    };
+                    let fut = plugin.run(inputs, &sctx);
+                    let r = match timeout {
+                        Some(t) => match tokio::time::timeout(t, fut).await {
+                            Ok(r) => r,
+                            Err(_) => Err(StepError::new(
+                                ErrorKind::Timeout,
+                                format!("timed out after {}", runbook_steps::duration::human(t)),
+                            )),
+                        },
+                        None => fut.await,
+                    };
+                    (i, attempt, r)
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for approval; on refusal records the failure and returns false.
+    fn approved(&mut self, i: usize, inputs: &Value, attempt: u32) -> bool {
+        let plan = Arc::clone(&self.plan);
+        let answer = tokio::task::block_in_place(|| self.observer.approve(&plan.steps[i], inputs));
+        match answer {
+            Approval::Granted { by, how } => {
+                self.emit(Event::ApprovalGranted {
+                    step: plan.id(i).to_string(),
+                    by,
+                    how,
+                });
+                true
+            }
+            Approval::Refused { reason } => {
+                self.fail_at_start(i, attempt, ErrorKind::Approval, reason);
+                false
+            }
+        }
+    }
+
+    /// A failure before the step was dispatched: journal a start (so attempts add up) and the failure.
+    fn fail_at_start(&mut self, i: usize, attempt: u32, kind: ErrorKind, message: String) {
+        self.emit(Event::StepStarted {
+            step: self.plan.id(i).to_string(),
+            attempt,
+            class: SideEffect::Read,
+            inputs: Value::Null,
+            deadline_ms: None,
+        });
+        self.fail(i, attempt, StepError::new(kind, message));
+    }
+
+    fn fail_now(&mut self, i: usize, attempt: u32, kind: ErrorKind, message: String) {
+        self.fail(i, attempt, StepError::new(kind, message));
+    }
+
+    pub fn started_at(&self) -> i64 {
+        self.started_at
+    }
+
+    pub fn status_of(&self, i: usize) -> Status {
+        self.state.steps[i].status
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+async fn sleep_until_ms(deadline_ms: i64) {
+    let left = u64::try_from(deadline_ms - now_ms()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(left)).await;
+}
+
+/// A `flow.wait_until` in progress.
+struct Wait {
+    registry: Arc<Registry>,
+    expr: Arc<Expr>,
+    uses: String,
+    input: Value,
+    until: String,
+    base: Map<String, Value>,
+    steps: Value,
+    interval: Duration,
+    hold: Option<Duration>,
+    deadline_ms: i64,
+    sctx: StepContext,
+}
+
+impl Wait {
+    async fn run(self) -> Result<Value, StepError> {
+        let Some(Runner::Plugin(plugin)) = self.registry.get(&self.uses) else {
+            return Err(StepError::new(ErrorKind::Input, format!("probe plugin `{}` is not available", self.uses)));
+        };
+        let start = now_ms();
+        let mut probes = 0u64;
+        let mut true_since: Option<i64> = None;
+        let mut last_problem;
+        loop {
+            probes += 1;
+            let left = Duration::from_millis(u64::try_from(self.deadline_ms - now_ms()).unwrap_or(0));
+            let outcome = tokio::time::timeout(left, plugin.run(self.input.clone(), &self.sctx)).await;
+            match outcome {
+                Ok(Ok(result)) => {
+                    let mut m = self.base.clone();
+                    m.insert("steps".into(), self.steps.clone());
+                    m.insert("result".into(), result.clone());
+                    let ctx = minijinja::Value::from(minijinja::value::Serde(&m));
+                    let d = self.expr.eval_condition(&self.until, &ctx).map_err(|e| {
+                        StepError::new(ErrorKind::Input, format!("`until`: {e}"))
+                    })?;
+                    if d.holds {
+                        let since = *true_since.get_or_insert_with(now_ms);
+                        let held = Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0));
+                        if self.hold.is_none_or(|h| held >= h) {
+                            return Ok(json!({"result": result, "probes": probes, "waited_ms": now_ms() - start}));
+                        }
+                        last_problem = format!("`{}` has held for {}", self.until, runbook_steps::duration::human(held));
+                    } else {
+                        true_since = None;
+                        let vals: Vec<String> = d.values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                        last_problem = format!("`{}` is false ({})", self.until, vals.join(", "));
+                    }
+                }
+                Ok(Err(e)) => {
+                    true_since = None;
+                    last_problem = format!("probe failed: {e}");
+                }
+                Err(_) => {
+                    last_problem = "probe did not answer before the deadline".to_string();
+                }
+            }
+            self.sctx.progress(format!("probe {probes}: {last_problem}"));
+            let next = now_ms() + ms(self.interval);
+            if next >= self.deadline_ms {
+                sleep_until_ms(self.deadline_ms).await;
+                return Err(StepError::new(
+                    ErrorKind::Timeout,
+                    format!("deadline passed after {probes} probes; last: {last_problem}"),
+                ));
+            }
+            sleep_until_ms(next).await;
+        }
+    }
+}

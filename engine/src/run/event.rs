@@ -1,0 +1,233 @@
+//! The journal: everything a run did, as events. State is a fold of these; nothing else is the truth.
+
+use runbook_steps::{ErrorKind, SideEffect};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RunStarted {
+        runbook: String,
+        runbook_sha256: String,
+        params: Map<String, Value>,
+        vars: Map<String, Value>,
+        engine_version: String,
+    },
+    /// A step was dispatched. For `idempotent` and `unsafe` steps this is the intent, committed
+    /// durably before the side effect starts.
+    StepStarted {
+        step: String,
+        attempt: u32,
+        class: SideEffect,
+        inputs: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<i64>,
+    },
+    ApprovalGranted {
+        step: String,
+        by: String,
+        how: String,
+    },
+    /// A `when:` guard was evaluated.
+    GuardEvaluated {
+        step: String,
+        condition: String,
+        holds: bool,
+        values: Map<String, Value>,
+    },
+    /// A `flow.branch` chose its path.
+    DecisionTaken {
+        step: String,
+        case: Option<usize>,
+        condition: Option<String>,
+        values: Map<String, Value>,
+        taken: Vec<String>,
+        not_taken: Vec<String>,
+    },
+    /// A durable timer (`flow.sleep`, `flow.wait_until`) was set.
+    WaitStarted {
+        step: String,
+        deadline_ms: i64,
+    },
+    StepSucceeded {
+        step: String,
+        attempt: u32,
+        result: Value,
+        outputs: Map<String, Value>,
+    },
+    StepFailed {
+        step: String,
+        attempt: u32,
+        kind: ErrorKind,
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<Value>,
+        /// Set when another attempt will follow at this time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at_ms: Option<i64>,
+    },
+    StepSkipped {
+        step: String,
+        reason: String,
+    },
+    RunFinished {
+        status: RunStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    RunInterrupted {
+        reason: String,
+    },
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::StepStarted { .. } => "step_started",
+            Event::ApprovalGranted { .. } => "approval_granted",
+            Event::GuardEvaluated { .. } => "guard_evaluated",
+            Event::DecisionTaken { .. } => "decision_taken",
+            Event::WaitStarted { .. } => "wait_started",
+            Event::StepSucceeded { .. } => "step_succeeded",
+            Event::StepFailed { .. } => "step_failed",
+            Event::StepSkipped { .. } => "step_skipped",
+            Event::RunFinished { .. } => "run_finished",
+            Event::RunInterrupted { .. } => "run_interrupted",
+        }
+    }
+
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Event::StepStarted { step, .. }
+            | Event::ApprovalGranted { step, .. }
+            | Event::GuardEvaluated { step, .. }
+            | Event::DecisionTaken { step, .. }
+            | Event::WaitStarted { step, .. }
+            | Event::StepSucceeded { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::StepSkipped { step, .. } => Some(step),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [
+            RunStatus::Running,
+            RunStatus::Succeeded,
+            RunStatus::Failed,
+            RunStatus::Interrupted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// An event as stored: its place in the run's chain, when, who, and the hash that links it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub run_id: String,
+    pub seq: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub kind: String,
+    pub step: Option<String>,
+    /// The event as JSON text, exactly as stored and hashed.
+    pub data: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl Record {
+    pub fn event(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(&self.data)
+    }
+}
+
+/// The hash of an event: over the previous hash and every stored field, so editing any of them, or
+/// removing or reordering events, breaks the chain from there on.
+pub fn chain_hash(
+    prev_hash: &str,
+    run_id: &str,
+    seq: i64,
+    at_ms: i64,
+    actor: &str,
+    data: &str,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [prev_hash, run_id, &seq.to_string(), &at_ms.to_string(), actor, data] {
+        h.update(part.as_bytes());
+        // A separator that cannot appear unescaped in JSON text keeps fields from running together.
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The hash that precedes a run's first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Numbers events and links them; one per run being driven.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    pub run_id: String,
+    pub next_seq: i64,
+    pub last_hash: String,
+}
+
+impl Chain {
+    pub fn new(run_id: &str) -> Chain {
+        Chain {
+            run_id: run_id.to_string(),
+            next_seq: 1,
+            last_hash: GENESIS.to_string(),
+        }
+    }
+
+    pub fn seal(&mut self, at_ms: i64, actor: &str, event: &Event) -> Record {
+        // Serializing our own enum of plain data cannot fail.
+        let data = serde_json::to_string(event).unwrap_or_else(|e| {
+            serde_json::json!({"type": "unserializable", "error": e.to_string()}).to_string()
+        });
+        let seq = self.next_seq;
+        let hash = chain_hash(&self.last_hash, &self.run_id, seq, at_ms, actor, &data);
+        let rec = Record {
+            run_id: self.run_id.clone(),
+            seq,
+            at_ms,
+            actor: actor.to_string(),
+            kind: event.kind().to_string(),
+            step: event.step().map(str::to_string),
+            data,
+            prev_hash: std::mem::replace(&mut self.last_hash, hash.clone()),
+            hash,
+        };
+        self.next_seq += 1;
+        rec
+    }
+}
+
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}

@@ -1,0 +1,7 @@
+//! Running a plan: the journal, the state folded from it, the pure scheduler, and the driver that
+//! performs its actions.
+
+pub mod decide;
+pub mod driver;
+pub mod event;
+pub mod state;

@@ -1,0 +1,764 @@
+//! From YAML text to a [`Runbook`], collecting every structural problem with its location.
+
+use super::model::*;
+use super::node::{Node, Pos, Value};
+use crate::diag::{Diagnostic, suggest};
+use runbook_steps::{ErrorKind, SideEffect, parse_duration};
+
+/// Parses and interprets `source`. Returns the runbook when the structure was good enough to build one
+/// (there may still be diagnostics), and every diagnostic found.
+pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
+    // YAML 1.2 booleans only: `on:` is a key, and `country: no` stays a string.
+    let opts = serde_saphyr::options! { strict_booleans: true };
+    let doc: Node = match serde_saphyr::from_str_with_options(source, opts) {
+        Ok(doc) => doc,
+        Err(e) => return (None, vec![yaml_error(source, &e)]),
+    };
+    let mut l = Loader { diags: Vec::new() };
+    let rb = l.runbook(&doc);
+    (rb, l.diags)
+}
+
+fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
+    // serde-saphyr's Display includes its own snippet; we only want the first line of the message,
+    // since ours renders the snippet.
+    let full = e.to_string();
+    let msg = full
+        .lines()
+        .next()
+        .unwrap_or("invalid YAML")
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string();
+    let msg = strip_location_suffix(&msg);
+    match e.location() {
+        Some(loc) => {
+            let line = usize::try_from(loc.line()).unwrap_or(1).max(1);
+            let col = usize::try_from(loc.column()).unwrap_or(1).max(1);
+            let offset = line_col_to_offset(source, line, col);
+            Diagnostic::new(
+                Pos {
+                    line: line as u32,
+                    col: col as u32,
+                    offset,
+                    len: 0,
+                },
+                format!("invalid YAML: {msg}"),
+            )
+        }
+        None => Diagnostic::unplaced(format!("invalid YAML: {msg}")),
+    }
+}
+
+fn strip_location_suffix(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn line_col_to_offset(src: &str, line: usize, col: usize) -> usize {
+    let mut offset = 0;
+    for (i, l) in src.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            return offset
+                + l.char_indices()
+                    .nth(col.saturating_sub(1))
+                    .map_or(l.trim_end_matches('\n').len(), |(b, _)| b);
+        }
+        offset += l.len();
+    }
+    src.len()
+}
+
+const TOP_KEYS: &[&str] = &[
+    "apiVersion",
+    "name",
+    "title",
+    "description",
+    "triggers",
+    "params",
+    "vars",
+    "connections",
+    "steps",
+];
+const STEP_KEYS: &[&str] = &[
+    "id",
+    "title",
+    "description",
+    "uses",
+    "with",
+    "needs",
+    "when",
+    "phase",
+    "outputs",
+    "timeout",
+    "retry",
+    "on_failure",
+    "approval",
+    "side_effect",
+];
+const PARAM_KEYS: &[&str] = &["type", "enum", "default", "required", "description"];
+const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
+const BACKOFF_KEYS: &[&str] = &["initial", "factor", "max"];
+
+struct Loader {
+    diags: Vec<Diagnostic>,
+}
+
+impl Loader {
+    fn err(&mut self, pos: Pos, msg: impl Into<String>) {
+        self.diags.push(Diagnostic::new(pos, msg));
+    }
+
+    fn err_help(&mut self, pos: Pos, msg: impl Into<String>, help: impl Into<String>) {
+        self.diags.push(Diagnostic::new(pos, msg).help(help));
+    }
+
+    /// The entries of a mapping, reporting keys not in `allowed` (with a suggestion) and duplicates.
+    fn map<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        allowed: Option<&[&str]>,
+    ) -> Option<Vec<(&'n str, Pos, &'n Node)>> {
+        let Some(entries) = node.as_map() else {
+            self.err(node.pos, format!("{what} must be a mapping, found {}", node.kind()));
+            return None;
+        };
+        let mut out: Vec<(&str, Pos, &Node)> = Vec::new();
+        for (k, v) in entries {
+            let Some(key) = k.as_str() else {
+                self.err(k.pos, format!("keys of {what} must be strings, found {}", k.kind()));
+                continue;
+            };
+            if let Some(allowed) = allowed
+                && !allowed.contains(&key)
+            {
+                let help = match suggest(key, allowed.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("{what} takes: {}", allowed.join(", ")),
+                };
+                self.err_help(k.pos, format!("unknown key `{key}` in {what}"), help);
+                continue;
+            }
+            if out.iter().any(|(seen, _, _)| *seen == key) {
+                self.err(k.pos, format!("duplicate key `{key}` in {what}"));
+                continue;
+            }
+            out.push((key, k.pos, v));
+        }
+        Some(out)
+    }
+
+    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            _ => {
+                self.err(node.pos, format!("{what} must be a string, found {}", node.kind()));
+                None
+            }
+        }
+    }
+
+    fn named(&mut self, node: &Node, what: &str) -> Option<Named> {
+        self.string(node, what).map(|name| Named {
+            name,
+            pos: node.pos,
+        })
+    }
+
+    /// A string or a list of strings.
+    fn names(&mut self, node: &Node, what: &str) -> Vec<Named> {
+        match &node.value {
+            Value::Str(s) => vec![Named {
+                name: s.clone(),
+                pos: node.pos,
+            }],
+            Value::Seq(items) => items.iter().filter_map(|n| self.named(n, what)).collect(),
+            _ => {
+                self.err(
+                    node.pos,
+                    format!("{what} must be a step id or a list of step ids, found {}", node.kind()),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &Node, what: &str) -> Option<std::time::Duration> {
+        let text = match &node.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            _ => {
+                self.err(node.pos, format!("{what} must be a duration, found {}", node.kind()));
+                return None;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(node.pos, format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match node.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                self.err(node.pos, format!("{what} must be true or false, found {}", node.kind()));
+                None
+            }
+        }
+    }
+
+    fn runbook(&mut self, doc: &Node) -> Option<Runbook> {
+        let entries = self.map(doc, "the runbook", Some(TOP_KEYS))?;
+        let mut rb = Runbook {
+            name: String::new(),
+            title: None,
+            description: None,
+            alerts: Vec::new(),
+            params: Vec::new(),
+            vars: Vec::new(),
+            connections: Vec::new(),
+            steps: Vec::new(),
+        };
+        let mut have_name = false;
+        let mut have_steps = false;
+        for (key, _kpos, v) in entries {
+            match key {
+                "apiVersion" => {
+                    if let Some(s) = self.string(v, "apiVersion")
+                        && s != API_VERSION
+                    {
+                        self.err_help(
+                            v.pos,
+                            format!("unsupported apiVersion `{s}`"),
+                            format!("this engine reads `{API_VERSION}`"),
+                        );
+                    }
+                }
+                "name" => {
+                    if let Some(n) = self.string(v, "name") {
+                        have_name = true;
+                        if !valid_name(&n) {
+                            self.err_help(
+                                v.pos,
+                                format!("invalid runbook name `{n}`"),
+                                "use lowercase letters, digits, `-` and `_`, starting with a letter",
+                            );
+                        }
+                        rb.name = n;
+                    }
+                }
+                "title" => rb.title = self.string(v, "title"),
+                "description" => rb.description = self.string(v, "description"),
+                "triggers" => rb.alerts = self.triggers(v),
+                "params" => rb.params = self.params(v),
+                "vars" => rb.vars = self.named_values(v, "vars"),
+                "connections" => rb.connections = self.named_values(v, "connections"),
+                "steps" => {
+                    have_steps = true;
+                    rb.steps = self.steps(v);
+                }
+                _ => {}
+            }
+        }
+        if !have_name {
+            self.err_help(
+                doc.pos,
+                "the runbook has no `name`",
+                "add e.g. `name: model-degraded` at the top",
+            );
+        }
+        if !have_steps {
+            self.err_help(doc.pos, "the runbook has no `steps`", "add a `steps:` list");
+        }
+        Some(rb)
+    }
+
+    fn triggers(&mut self, v: &Node) -> Vec<String> {
+        let Some(entries) = self.map(v, "triggers", Some(&["alerts"])) else {
+            return Vec::new();
+        };
+        let mut alerts = Vec::new();
+        for (_, _, node) in entries {
+            match node.as_seq() {
+                Some(items) => {
+                    for it in items {
+                        if let Some(s) = self.string(it, "an alert name") {
+                            alerts.push(s);
+                        }
+                    }
+                }
+                None => self.err(
+                    node.pos,
+                    format!("triggers.alerts must be a list of alert names, found {}", node.kind()),
+                ),
+            }
+        }
+        alerts
+    }
+
+    fn named_values(&mut self, v: &Node, what: &str) -> Vec<(Named, Node)> {
+        let Some(entries) = self.map(v, what, None) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, kpos, node) in entries {
+            if !valid_ident(key) {
+                self.err_help(
+                    kpos,
+                    format!("`{key}` is not a valid name in {what}"),
+                    "names are used in templates: letters, digits and `_`, not starting with a digit",
+                );
+                continue;
+            }
+            out.push((
+                Named {
+                    name: key.to_string(),
+                    pos: kpos,
+                },
+                node.clone(),
+            ));
+        }
+        out
+    }
+
+    fn params(&mut self, v: &Node) -> Vec<Param> {
+        let Some(entries) = self.map(v, "params", None) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, kpos, node) in entries {
+            if !valid_ident(key) {
+                self.err_help(
+                    kpos,
+                    format!("`{key}` is not a valid parameter name"),
+                    "parameter names are used in templates: letters, digits and `_`",
+                );
+                continue;
+            }
+            if let Some(p) = self.param(key, kpos, node) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn param(&mut self, key: &str, kpos: Pos, node: &Node) -> Option<Param> {
+        let entries = self.map(node, &format!("parameter `{key}`"), Some(PARAM_KEYS))?;
+        let mut ty = None;
+        let mut ty_pos = node.pos;
+        let mut choices = None;
+        let mut default = None;
+        let mut required = false;
+        let mut description = None;
+        for (k, _, v) in entries {
+            match k {
+                "type" => {
+                    ty_pos = v.pos;
+                    match v.as_str() {
+                        Some("string") | Some("enum") => ty = Some(ParamType::String),
+                        Some("number") => ty = Some(ParamType::Number),
+                        Some("bool") | Some("boolean") => ty = Some(ParamType::Bool),
+                        _ => self.err_help(
+                            v.pos,
+                            format!("unknown parameter type {}", show_scalar(v)),
+                            "types are: string, number, bool, enum",
+                        ),
+                    }
+                }
+                "enum" => match v.as_seq() {
+                    Some(items) if !items.is_empty() => {
+                        choices = Some(
+                            items
+                                .iter()
+                                .filter_map(|i| match &i.value {
+                                    Value::Str(s) => Some(s.clone()),
+                                    Value::Int(n) => Some(n.to_string()),
+                                    Value::Bool(b) => Some(b.to_string()),
+                                    _ => {
+                                        self.err(i.pos, "enum values must be scalars");
+                                        None
+                                    }
+                                })
+                                .collect(),
+                        )
+                    }
+                    _ => self.err(v.pos, "`enum` must be a non-empty list of allowed values"),
+                },
+                "default" => default = Some((v.to_json(), v.pos)),
+                "required" => required = self.boolean(v, "`required`").unwrap_or(false),
+                "description" => description = self.string(v, "`description`"),
+                _ => {}
+            }
+        }
+        let ty = match ty {
+            Some(t) => t,
+            None if choices.is_some() => ParamType::String,
+            None => {
+                self.err_help(
+                    node.pos,
+                    format!("parameter `{key}` has no `type`"),
+                    "add `type: string` (or number, bool, enum)",
+                );
+                return None;
+            }
+        };
+        if choices.is_some() && ty != ParamType::String {
+            self.err(ty_pos, "`enum` goes with `type: string` or `type: enum`");
+        }
+        if node.get("type").and_then(Node::as_str) == Some("enum") && choices.is_none() {
+            self.err_help(ty_pos, "`type: enum` needs an `enum:` list", "add e.g. `enum: [a, b]`");
+        }
+        let default = match default {
+            Some((value, pos)) => match coerce_param(ty, choices.as_deref(), &value) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    self.err(pos, format!("default of parameter `{key}`: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        Some(Param {
+            name: Named {
+                name: key.to_string(),
+                pos: kpos,
+            },
+            ty,
+            choices,
+            default,
+            required,
+            description,
+        })
+    }
+
+    fn steps(&mut self, v: &Node) -> Vec<Step> {
+        let Some(items) = v.as_seq() else {
+            self.err(v.pos, format!("`steps` must be a list of steps, found {}", v.kind()));
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.err(v.pos, "`steps` is empty");
+        }
+        items.iter().filter_map(|n| self.step(n)).collect()
+    }
+
+    fn step(&mut self, node: &Node) -> Option<Step> {
+        let entries = self.map(node, "a step", Some(STEP_KEYS))?;
+        let mut id = None;
+        let mut uses = None;
+        let mut step = Step {
+            id: Named {
+                name: String::new(),
+                pos: node.pos,
+            },
+            title: None,
+            uses: Named {
+                name: String::new(),
+                pos: node.pos,
+            },
+            with: None,
+            needs: Vec::new(),
+            when: None,
+            phase: None,
+            outputs: Vec::new(),
+            timeout: None,
+            retry: None,
+            on_failure: OnFailure::Abort,
+            approval: false,
+            side_effect: None,
+            pos: node.pos,
+        };
+        for (k, _, v) in entries {
+            match k {
+                "id" => {
+                    if let Some(n) = self.named(v, "a step id") {
+                        if !valid_ident(&n.name) {
+                            self.err_help(
+                                v.pos,
+                                format!("invalid step id `{}`", n.name),
+                                "step ids are used in templates (`steps.ID.x`): letters, digits and `_`, not starting with a digit",
+                            );
+                        }
+                        id = Some(n);
+                    }
+                }
+                "title" => step.title = self.string(v, "`title`"),
+                "description" => {
+                    self.string(v, "`description`");
+                }
+                "uses" => uses = self.named(v, "`uses`"),
+                "with" => step.with = Some(v.clone()),
+                "needs" => step.needs = self.names(v, "`needs`"),
+                "when" => {
+                    step.when = self.condition_text(v, "`when`").map(|s| (s, v.pos));
+                }
+                "phase" => match v.as_str().and_then(|s| Phase::ALL.iter().find(|(n, _)| *n == s)) {
+                    Some((_, p)) => step.phase = Some(*p),
+                    None => self.err_help(
+                        v.pos,
+                        format!("unknown phase {}", show_scalar(v)),
+                        "phases are: diagnose, decide, resolve, verify, notify",
+                    ),
+                },
+                "outputs" => step.outputs = self.outputs(v),
+                "timeout" => step.timeout = self.duration(v, "`timeout`"),
+                "retry" => step.retry = self.retry(v),
+                "on_failure" => match v.as_str() {
+                    Some("abort") => step.on_failure = OnFailure::Abort,
+                    Some("continue") => step.on_failure = OnFailure::Continue,
+                    Some(other) => {
+                        step.on_failure = OnFailure::Goto(Named {
+                            name: other.to_string(),
+                            pos: v.pos,
+                        })
+                    }
+                    None => self.err_help(
+                        v.pos,
+                        format!("`on_failure` must be a string, found {}", v.kind()),
+                        "write `abort`, `continue`, or the id of a step to run instead",
+                    ),
+                },
+                "approval" => match &v.value {
+                    Value::Str(s) if s == "required" => step.approval = true,
+                    Value::Str(s) if s == "none" => step.approval = false,
+                    Value::Bool(b) => step.approval = *b,
+                    _ => self.err_help(
+                        v.pos,
+                        format!("unknown approval {}", show_scalar(v)),
+                        "write `approval: required`",
+                    ),
+                },
+                "side_effect" => match v.as_str().and_then(SideEffect::parse) {
+                    Some(c) => step.side_effect = Some(c),
+                    None => self.err_help(
+                        v.pos,
+                        format!("unknown side-effect class {}", show_scalar(v)),
+                        "classes are: read, idempotent, unsafe",
+                    ),
+                },
+                _ => {}
+            }
+        }
+        match id {
+            Some(id) => step.id = id,
+            None => {
+                self.err_help(node.pos, "step has no `id`", "add e.g. `id: check_health`");
+                return None;
+            }
+        }
+        match uses {
+            Some(u) => step.uses = u,
+            None => {
+                self.err_help(
+                    step.id.pos,
+                    format!("step `{}` has no `uses`", step.id.name),
+                    "name the plugin that runs it, e.g. `uses: shell.run` (`runbook plugins` lists them)",
+                );
+                return None;
+            }
+        }
+        Some(step)
+    }
+
+    /// A condition is a bare expression; accept `{{ expr }}` too, since people write it.
+    fn condition_text(&mut self, v: &Node, what: &str) -> Option<String> {
+        match &v.value {
+            Value::Str(s) => Some(strip_braces(s).to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => {
+                self.err(
+                    v.pos,
+                    format!("{what} must be an expression (a string), found {}", v.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn outputs(&mut self, v: &Node) -> Vec<Output> {
+        let Some(entries) = self.map(v, "`outputs`", None) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, kpos, node) in entries {
+            if !valid_ident(key) {
+                self.err(kpos, format!("`{key}` is not a valid output name"));
+                continue;
+            }
+            if matches!(key, "result" | "status" | "error") {
+                self.err_help(
+                    kpos,
+                    format!("output name `{key}` is reserved"),
+                    "`steps.ID.result`, `.status` and `.error` are provided for every step; pick another name",
+                );
+                continue;
+            }
+            if let Some(t) = self.string(node, "an output template") {
+                out.push(Output {
+                    name: Named {
+                        name: key.to_string(),
+                        pos: kpos,
+                    },
+                    template: t,
+                    pos: node.pos,
+                });
+            }
+        }
+        out
+    }
+
+    fn retry(&mut self, v: &Node) -> Option<Retry> {
+        let mut r = Retry {
+            attempts: 3,
+            initial: std::time::Duration::from_secs(1),
+            factor: 2.0,
+            max: std::time::Duration::from_secs(60),
+            on: Vec::new(),
+        };
+        if let Value::Int(n) = v.value {
+            return self.attempts(n, v.pos).map(|a| Retry { attempts: a, ..r });
+        }
+        let entries = self.map(v, "`retry`", Some(RETRY_KEYS))?;
+        for (k, _, node) in entries {
+            match k {
+                "attempts" => match node.value {
+                    Value::Int(n) => r.attempts = self.attempts(n, node.pos)?,
+                    _ => self.err(node.pos, format!("`attempts` must be a whole number, found {}", node.kind())),
+                },
+                "backoff" => {
+                    let Some(b) = self.map(node, "`backoff`", Some(BACKOFF_KEYS)) else {
+                        continue;
+                    };
+                    for (bk, _, bn) in b {
+                        match bk {
+                            "initial" => r.initial = self.duration(bn, "`initial`").unwrap_or(r.initial),
+                            "max" => r.max = self.duration(bn, "`max`").unwrap_or(r.max),
+                            "factor" => match bn.value {
+                                Value::Int(i) if i >= 1 => r.factor = i as f64,
+                                Value::Float(f) if f >= 1.0 && f.is_finite() => r.factor = f,
+                                _ => self.err(bn.pos, "`factor` must be a number >= 1"),
+                            },
+                            _ => {}
+                        }
+                    }
+                }
+                "on" => {
+                    let items: Vec<&Node> = match &node.value {
+                        Value::Seq(s) => s.iter().collect(),
+                        Value::Str(_) => vec![node],
+                        _ => {
+                            self.err(node.pos, "`on` must be a list of error kinds");
+                            continue;
+                        }
+                    };
+                    for it in items {
+                        match it.as_str().and_then(ErrorKind::parse) {
+                            Some(k) => r.on.push(k),
+                            None => {
+                                let kinds: Vec<&str> = ErrorKind::ALL.iter().map(|(n, _)| *n).collect();
+                                self.err_help(
+                                    it.pos,
+                                    format!("unknown error kind {}", show_scalar(it)),
+                                    format!("kinds are: {}", kinds.join(", ")),
+                                );
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(r)
+    }
+
+    fn attempts(&mut self, n: i64, pos: Pos) -> Option<u32> {
+        match u32::try_from(n) {
+            Ok(a) if (1..=100).contains(&a) => Some(a),
+            _ => {
+                self.err_help(pos, format!("retry attempts {n} out of range"), "attempts counts the first try too: 1 to 100");
+                None
+            }
+        }
+    }
+}
+
+fn show_scalar(n: &Node) -> String {
+    match &n.value {
+        Value::Str(s) => format!("`{s}`"),
+        _ => n.kind().to_string(),
+    }
+}
+
+/// `{{ x }}` -> `x`, for conditions written as templates.
+pub fn strip_braces(s: &str) -> &str {
+    let t = s.trim();
+    if let Some(inner) = t.strip_prefix("{{").and_then(|r| r.strip_suffix("}}"))
+        && !inner.contains("{{")
+        && !inner.contains("}}")
+    {
+        return inner.trim();
+    }
+    t
+}
+
+pub fn valid_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn valid_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Checks and converts a parameter value (from YAML or from `--param k=v` text) to its type.
+pub fn coerce_param(
+    ty: ParamType,
+    choices: Option<&[String]>,
+    value: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    let v = match (ty, value) {
+        (ParamType::String, J::String(_)) => value.clone(),
+        (ParamType::String, J::Number(n)) => J::String(n.to_string()),
+        (ParamType::String, J::Bool(b)) => J::String(b.to_string()),
+        (ParamType::Number, J::Number(_)) => value.clone(),
+        (ParamType::Number, J::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .and_then(|f| {
+                if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                    Some(J::from(f as i64))
+                } else {
+                    serde_json::Number::from_f64(f).map(J::Number)
+                }
+            })
+            .ok_or_else(|| format!("`{s}` is not a number"))?,
+        (ParamType::Bool, J::Bool(_)) => value.clone(),
+        (ParamType::Bool, J::String(s)) => match s.trim() {
+            "true" | "yes" | "1" => J::Bool(true),
+            "false" | "no" | "0" => J::Bool(false),
+            _ => return Err(format!("`{s}` is not a boolean (write true or false)")),
+        },
+        (t, other) => return Err(format!("expected a {}, found {other}", t.as_str())),
+    };
+    if let Some(choices) = choices {
+        let s = v.as_str().unwrap_or_default();
+        if !choices.iter().any(|c| c == s) {
+            return Err(format!("`{s}` is not one of: {}", choices.join(", ")));
+        }
+    }
+    Ok(v)
+}

@@ -1,0 +1,145 @@
+//! The runbook format, v1, as the engine holds it after loading. Every name a diagnostic may point at
+//! keeps its [`Pos`].
+
+use super::node::{Node, Pos};
+use runbook_steps::{ErrorKind, SideEffect};
+use std::time::Duration;
+
+pub const API_VERSION: &str = "runbook/v1";
+
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    pub name: String,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub alerts: Vec<String>,
+    pub params: Vec<Param>,
+    pub vars: Vec<(Named, Node)>,
+    pub connections: Vec<(Named, Node)>,
+    pub steps: Vec<Step>,
+}
+
+/// A name together with where it was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Named {
+    pub name: String,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    String,
+    Number,
+    Bool,
+}
+
+impl ParamType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::String => "string",
+            ParamType::Number => "number",
+            ParamType::Bool => "bool",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: Named,
+    pub ty: ParamType,
+    /// Allowed values (strings) when the parameter is an enum.
+    pub choices: Option<Vec<String>>,
+    pub default: Option<serde_json::Value>,
+    pub required: bool,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Diagnose,
+    Decide,
+    Resolve,
+    Verify,
+    Notify,
+}
+
+impl Phase {
+    pub const ALL: [(&'static str, Phase); 5] = [
+        ("diagnose", Phase::Diagnose),
+        ("decide", Phase::Decide),
+        ("resolve", Phase::Resolve),
+        ("verify", Phase::Verify),
+        ("notify", Phase::Notify),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Phase::ALL
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("", |(n, _)| n)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    /// Total attempts, the first included.
+    pub attempts: u32,
+    pub initial: Duration,
+    pub factor: f64,
+    pub max: Duration,
+    /// Error kinds that are retried; empty means every kind retryable by default.
+    pub on: Vec<ErrorKind>,
+}
+
+impl Retry {
+    /// The wait before attempt `next` (2 for the first retry).
+    pub fn backoff(&self, next: u32) -> Duration {
+        let exp = i32::try_from(next.saturating_sub(2)).unwrap_or(i32::MAX);
+        let secs = self.initial.as_secs_f64() * self.factor.powi(exp);
+        let capped = secs.min(self.max.as_secs_f64());
+        Duration::from_secs_f64(if capped.is_finite() { capped } else { 0.0 })
+    }
+
+    pub fn retries(&self, kind: ErrorKind) -> bool {
+        if self.on.is_empty() {
+            kind.retryable_by_default()
+        } else {
+            self.on.contains(&kind)
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnFailure {
+    Abort,
+    Continue,
+    Goto(Named),
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub name: Named,
+    pub template: String,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: Named,
+    pub title: Option<String>,
+    pub uses: Named,
+    /// The `with:` block as written (templates unrendered).
+    pub with: Option<Node>,
+    pub needs: Vec<Named>,
+    pub when: Option<(String, Pos)>,
+    pub phase: Option<Phase>,
+    pub outputs: Vec<Output>,
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+    pub on_failure: OnFailure,
+    pub approval: bool,
+    /// Overrides the plugin's side-effect class (e.g. a `shell.run` of `kubectl get` is `read`).
+    pub side_effect: Option<SideEffect>,
+    pub pos: Pos,
+}

@@ -1,0 +1,221 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Commits run with synchronous=NORMAL, which survives a killed process; a commit that must survive
+//! power loss (the intent of a step with side effects) switches that one commit to FULL, so the fsync
+//! is paid only where it buys safety.
+
+use super::{Durability, RunRow, Store, StoreError};
+use crate::run::event::Record;
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+impl SqliteStore {
+    pub async fn open(path: &str, create_dir: bool) -> Result<SqliteStore, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: path.to_string(),
+            reason,
+        };
+        if path != ":memory:" {
+            let parent = Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty());
+            if let Some(dir) = parent
+                && !dir.is_dir()
+            {
+                if create_dir {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        open_err(format!("cannot create directory {}: {e}", dir.display()))
+                    })?;
+                } else {
+                    return Err(open_err(format!(
+                        "directory {} does not exist (create it, or point --db / RUNBOOK_DB elsewhere)",
+                        dir.display()
+                    )));
+                }
+            }
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(|e| open_err(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        // One connection: a run is written by one task, and the durability switch is per connection.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    async fn insert_events(
+        tx: &mut sqlx::SqliteConnection,
+        events: &[Record],
+    ) -> Result<(), StoreError> {
+        // SQLite allows 32766 bound parameters; 9 per row.
+        for chunk in events.chunks(1000) {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO events (run_id, seq, at, actor, kind, step_id, data, prev_hash, hash) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.run_id)
+                    .push_bind(r.seq)
+                    .push_bind(r.at_ms)
+                    .push_bind(&r.actor)
+                    .push_bind(&r.kind)
+                    .push_bind(&r.step)
+                    .push_bind(&r.data)
+                    .push_bind(&r.prev_hash)
+                    .push_bind(&r.hash);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+}
+
+fn row_to_run(r: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
+    let params: String = r.try_get("params")?;
+    Ok(RunRow {
+        id: r.try_get("id")?,
+        runbook: r.try_get("runbook")?,
+        title: r.try_get("title")?,
+        source_path: r.try_get("source_path")?,
+        runbook_sha256: r.try_get("runbook_sha256")?,
+        runbook_text: r.try_get("runbook_text")?,
+        params: serde_json::from_str(&params).unwrap_or(serde_json::Value::Null),
+        status: r.try_get("status")?,
+        actor: r.try_get("actor")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        parent_run: r.try_get("parent_run")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, run: &RunRow, events: &[Record]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&run.id)
+        .bind(&run.runbook)
+        .bind(&run.title)
+        .bind(&run.source_path)
+        .bind(&run.runbook_sha256)
+        .bind(&run.runbook_text)
+        .bind(run.params.to_string())
+        .bind(&run.status)
+        .bind(&run.actor)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(&run.parent_run)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append(&self, events: &[Record], durability: Durability) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.pool.acquire().await?;
+        if durability == Durability::Power {
+            sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        let result = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            Self::insert_events(&mut tx, events).await?;
+            if let Some((status, at)) = super::final_status(events) {
+                sqlx::query("UPDATE runs SET status = $1, finished_at = $2 WHERE id = $3")
+                    .bind(status.as_str())
+                    .bind(at)
+                    .bind(&events[0].run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<(), StoreError>(())
+        }
+        .await;
+        if durability == Durability::Power {
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+        }
+        result
+    }
+
+    async fn runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row_to_run).collect::<Result<_, _>>()?)
+    }
+
+    async fn run(&self, id_or_prefix: &str) -> Result<RunRow, StoreError> {
+        // Run ids are hex; anything else cannot match and must not reach LIKE as a pattern.
+        if id_or_prefix.is_empty() || !id_or_prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(StoreError::NoSuchRun(id_or_prefix.to_string()));
+        }
+        let rows = sqlx::query("SELECT * FROM runs WHERE id LIKE $1 ORDER BY started_at LIMIT 2")
+            .bind(format!("{}%", id_or_prefix.to_ascii_lowercase()))
+            .fetch_all(&self.pool)
+            .await?;
+        match rows.len() {
+            0 => Err(StoreError::NoSuchRun(id_or_prefix.to_string())),
+            1 => Ok(row_to_run(&rows[0])?),
+            n => {
+                if let Some(exact) = rows.iter().find(|r| r.try_get::<String, _>("id").ok().as_deref() == Some(id_or_prefix)) {
+                    return Ok(row_to_run(exact)?);
+                }
+                Err(StoreError::Ambiguous {
+                    prefix: id_or_prefix.to_string(),
+                    count: n,
+                })
+            }
+        }
+    }
+
+    async fn events(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM events WHERE run_id = $1 ORDER BY seq")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Record {
+                    run_id: r.try_get("run_id")?,
+                    seq: r.try_get("seq")?,
+                    at_ms: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    kind: r.try_get("kind")?,
+                    step: r.try_get("step_id")?,
+                    data: r.try_get("data")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
