@@ -1,1 +1,5 @@
-fn main(){}
+//! The one integration-test binary. End-to-end tests spawn the real `runbook` CLI against real
+//! services (SQLite files, local HTTP servers, processes).
+
+mod common;
+mod golden;

@@ -1,0 +1,1 @@
+//! Golden tests: bad runbooks and the exact diagnostics they produce.
