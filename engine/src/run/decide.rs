@@ -130,3 +130,236 @@ pub fn decide(plan: &Plan, state: &RunState, now_ms: i64, max_parallel: usize) -
     }
     next
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expr::Expr;
+    use crate::run::event::Event;
+    use crate::runbook::validate::check;
+    use runbook_steps::{ErrorKind, Registry, SideEffect};
+    use serde_json::{Map, json};
+
+    fn plan(yaml: &str) -> Plan {
+        match check("t.yaml", yaml, &Registry::builtin(), &Expr::new()) {
+            Ok(p) => p,
+            Err(r) => panic!("invalid test runbook:\n{}", r.render(false)),
+        }
+    }
+
+    fn started(step: &str, attempt: u32) -> Event {
+        Event::StepStarted {
+            step: step.into(),
+            attempt,
+            class: SideEffect::Read,
+            inputs: json!({}),
+            deadline_ms: None,
+        }
+    }
+
+    fn ok(step: &str) -> Event {
+        Event::StepSucceeded {
+            step: step.into(),
+            attempt: 1,
+            result: json!({}),
+            outputs: Map::new(),
+        }
+    }
+
+    fn failed(step: &str, attempt: u32, retry_at_ms: Option<i64>) -> Event {
+        Event::StepFailed {
+            step: step.into(),
+            attempt,
+            kind: ErrorKind::Status,
+            error: "boom".into(),
+            detail: None,
+            retry_at_ms,
+        }
+    }
+
+    fn skipped(step: &str) -> Event {
+        Event::StepSkipped {
+            step: step.into(),
+            reason: "test".into(),
+        }
+    }
+
+    fn decided(step: &str, taken: &[&str]) -> Event {
+        Event::DecisionTaken {
+            step: step.into(),
+            case: Some(0),
+            condition: Some("true".into()),
+            values: Map::new(),
+            taken: taken.iter().map(|s| s.to_string()).collect(),
+            not_taken: vec![],
+        }
+    }
+
+    fn next(p: &Plan, events: &[Event], now: i64, par: usize) -> Vec<Action> {
+        decide(p, &RunState::fold(p, events), now, par).actions
+    }
+
+    fn ids(p: &Plan, actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Start(i) => format!("start {}", p.id(*i)),
+                Action::Skip(i, _) => format!("skip {}", p.id(*i)),
+                Action::Finish(s) => format!("finish {}", s.as_str()),
+            })
+            .collect()
+    }
+
+    const FAN: &str = "
+name: fan
+steps:
+  - { id: a, uses: flow.noop }
+  - { id: b1, uses: flow.noop, needs: a }
+  - { id: b2, uses: flow.noop, needs: a }
+  - { id: b3, uses: flow.noop, needs: a }
+  - { id: c, uses: flow.noop, needs: [b1, b2, b3] }
+";
+
+    #[test]
+    fn roots_start_first_and_dependents_wait() {
+        let p = plan(FAN);
+        assert_eq!(ids(&p, &next(&p, &[], 0, 8)), ["start a"]);
+        assert_eq!(ids(&p, &next(&p, &[started("a", 1)], 0, 8)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn independent_ready_steps_start_together_up_to_the_bound() {
+        let p = plan(FAN);
+        let ev = [started("a", 1), ok("a")];
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["start b1", "start b2", "start b3"]);
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 2)), ["start b1", "start b2"]);
+        let ev2 = [started("a", 1), ok("a"), started("b1", 1), started("b2", 1)];
+        assert_eq!(ids(&p, &next(&p, &ev2, 0, 2)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn join_waits_for_every_need_then_the_run_finishes() {
+        let p = plan(FAN);
+        let mut ev = vec![started("a", 1), ok("a")];
+        for b in ["b1", "b2", "b3"] {
+            ev.push(started(b, 1));
+        }
+        ev.push(ok("b1"));
+        ev.push(ok("b2"));
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), Vec::<String>::new());
+        ev.push(ok("b3"));
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["start c"]);
+        ev.push(started("c", 1));
+        ev.push(ok("c"));
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["finish succeeded"]);
+    }
+
+    const BRANCH: &str = "
+name: br
+steps:
+  - { id: diag, uses: flow.noop }
+  - id: choose
+    uses: flow.branch
+    needs: diag
+    with:
+      cases:
+        - { when: 'steps.diag.status == \"succeeded\"', then: [fix_a, fix_a2] }
+      default: fix_b
+  - { id: fix_a, uses: flow.noop }
+  - { id: fix_a2, uses: flow.noop }
+  - { id: fix_b, uses: flow.noop }
+  - { id: after_b, uses: flow.noop, needs: fix_b }
+  - { id: verify, uses: flow.noop, needs: [fix_a, fix_b] }
+";
+
+    #[test]
+    fn branch_skips_the_path_not_taken_and_skipping_propagates() {
+        let p = plan(BRANCH);
+        let mut ev = vec![started("diag", 1), ok("diag"), started("choose", 1), decided("choose", &["fix_a", "fix_a2"]), ok("choose")];
+        assert_eq!(
+            ids(&p, &next(&p, &ev, 0, 8)),
+            ["start fix_a", "start fix_a2", "skip fix_b"]
+        );
+        ev.extend([started("fix_a", 1), started("fix_a2", 1), skipped("fix_b")]);
+        // after_b needs only a skipped step; verify still waits for fix_a.
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["skip after_b"]);
+        ev.extend([skipped("after_b"), ok("fix_a")]);
+        // A join after a branch runs when at least one of its needs ran.
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["start verify"]);
+    }
+
+    #[test]
+    fn a_join_whose_needs_were_all_skipped_is_skipped() {
+        let p = plan(BRANCH);
+        let ev = vec![
+            started("diag", 1), ok("diag"), started("choose", 1), decided("choose", &["fix_b"]), ok("choose"),
+            skipped("fix_a"), skipped("fix_a2"), started("fix_b", 1), skipped("fix_b"),
+        ];
+        let acts = next(&p, &ev, 0, 8);
+        assert!(acts.iter().any(|a| matches!(a, Action::Skip(i, _) if p.id(*i) == "verify")), "{acts:?}");
+    }
+
+    #[test]
+    fn failure_with_abort_starts_nothing_new_and_fails_the_run() {
+        let p = plan(FAN);
+        let ev = [started("a", 1), ok("a"), started("b1", 1), started("b2", 1), failed("b1", 1, None)];
+        // b2 is still running: nothing new starts (b3 would be ready), and the run is not over yet.
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), Vec::<String>::new());
+        let mut ev = ev.to_vec();
+        ev.push(ok("b2"));
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["finish failed"]);
+    }
+
+    #[test]
+    fn retry_waits_for_its_backoff_time() {
+        let p = plan("
+name: r
+steps:
+  - { id: a, uses: flow.noop, retry: 3 }
+");
+        let ev = [started("a", 1), failed("a", 1, Some(5_000))];
+        let n = decide(&p, &RunState::fold(&p, &ev), 1_000, 8);
+        assert!(n.actions.is_empty());
+        assert_eq!(n.wake_at_ms, Some(5_000));
+        assert_eq!(ids(&p, &next(&p, &ev, 5_000, 8)), ["start a"]);
+    }
+
+    #[test]
+    fn on_failure_continue_lets_dependents_run_and_the_run_succeed() {
+        let p = plan("
+name: c
+steps:
+  - { id: a, uses: flow.noop, on_failure: continue }
+  - { id: b, uses: flow.noop, needs: a }
+");
+        let mut ev = vec![started("a", 1), failed("a", 1, None)];
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["start b"]);
+        ev.extend([started("b", 1), ok("b")]);
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["finish succeeded"]);
+    }
+
+    #[test]
+    fn on_failure_goto_runs_the_handler_skips_dependents_and_fails_the_run() {
+        let p = plan("
+name: g
+steps:
+  - { id: a, uses: flow.noop, on_failure: rescue }
+  - { id: b, uses: flow.noop, needs: a }
+  - { id: rescue, uses: flow.noop }
+");
+        let mut ev = vec![started("a", 1), failed("a", 1, None)];
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["skip b", "start rescue"]);
+        ev.extend([skipped("b"), started("rescue", 1), ok("rescue")]);
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["finish failed"]);
+        // Without a failure, the handler is skipped and the run succeeds.
+        let ev = vec![started("a", 1), ok("a")];
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["start b", "skip rescue"]);
+    }
+
+    #[test]
+    fn a_finished_run_decides_nothing() {
+        let p = plan(FAN);
+        let ev = [Event::RunInterrupted { reason: "test".into() }];
+        assert!(next(&p, &ev, 0, 8).is_empty());
+    }
+}

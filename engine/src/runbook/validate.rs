@@ -147,10 +147,11 @@ impl<'a> Validator<'a> {
             && let Some(name) = uses.as_str()
             && let Some(Runner::Plugin(p)) = self.registry.get(name)
             && p.info().class != SideEffect::Read
+            && probe.get("side_effect").and_then(Node::as_str) != Some("read")
         {
             self.err(
                 Diagnostic::new(uses.pos, format!("`{name}` is not a read-only plugin"))
-                    .help("a wait_until probe is repeated many times, so it must be `read`"),
+                    .help("a wait_until probe is repeated many times, so it must be `read`; if this call changes nothing, say so with `side_effect: read` in the probe"),
             );
         }
     }
@@ -305,9 +306,11 @@ impl<'a> Validator<'a> {
                     mismatch(self, "a plugin call `{ uses: ..., with: ... }`");
                     return;
                 };
+                const CLASSES: &[&str] = &["read", "idempotent", "unsafe"];
                 let probe_fields: &[Field] = &[
                     Field::req("uses", FieldType::String, "plugin"),
                     Field::opt("with", FieldType::Any, "input"),
+                    Field::opt("side_effect", FieldType::Enum(CLASSES), "class override"),
                 ];
                 self.check_object(node, probe_fields, &[], what);
                 if let Some(u) = node.get("uses")
