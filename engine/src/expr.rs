@@ -43,6 +43,16 @@ impl Expr {
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         // Runbook authors come from shell and Python: `x.split()`, `s.startswith('a')` should work.
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // Rendered text goes into argv, URLs and JSON, where booleans are `true`/`false`, not
+        // Python's `True`/`False`.
+        env.set_formatter(|out, state, value| {
+            if value.kind() == minijinja::value::ValueKind::Bool {
+                out.write_str(if value.is_true() { "true" } else { "false" })?;
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         Expr { env }
     }
 
@@ -271,6 +281,8 @@ mod tests {
         assert_eq!(x.render_str("{{ vars.xs }}", &c).ok(), Some(json!([1, 2])));
         assert_eq!(x.render_str("n={{ vars.n }}", &c).ok(), Some(json!("n=3")));
         assert_eq!(x.render_str("plain", &c).ok(), Some(json!("plain")));
+        assert_eq!(x.render_str("--dry={{ vars.n > 5 }}", &c).ok(), Some(json!("--dry=false")));
+        assert_eq!(x.render_str("{{ vars.n > 5 }}", &c).ok(), Some(json!(false)));
     }
 
     #[test]
