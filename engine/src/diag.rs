@@ -76,9 +76,7 @@ impl Report {
                     );
                 }
                 None => {
-                    group = group.element(
-                        annotate_snippets::Origin::path(self.file.as_str()),
-                    );
+                    group = group.element(annotate_snippets::Origin::path(self.file.as_str()));
                 }
             }
             if let Some(h) = &d.help {

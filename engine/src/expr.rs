@@ -269,7 +269,9 @@ mod tests {
     fn non_boolean_condition_is_rejected() {
         let x = Expr::new();
         let c = ctx(json!({"n": 3}));
-        let e = x.eval_condition("n", &c).expect_err("a number is not a decision");
+        let e = x
+            .eval_condition("n", &c)
+            .expect_err("a number is not a decision");
         assert!(e.0.contains("a number"), "{e}");
     }
 
@@ -281,8 +283,14 @@ mod tests {
         assert_eq!(x.render_str("{{ vars.xs }}", &c).ok(), Some(json!([1, 2])));
         assert_eq!(x.render_str("n={{ vars.n }}", &c).ok(), Some(json!("n=3")));
         assert_eq!(x.render_str("plain", &c).ok(), Some(json!("plain")));
-        assert_eq!(x.render_str("--dry={{ vars.n > 5 }}", &c).ok(), Some(json!("--dry=false")));
-        assert_eq!(x.render_str("{{ vars.n > 5 }}", &c).ok(), Some(json!(false)));
+        assert_eq!(
+            x.render_str("--dry={{ vars.n > 5 }}", &c).ok(),
+            Some(json!("--dry=false"))
+        );
+        assert_eq!(
+            x.render_str("{{ vars.n > 5 }}", &c).ok(),
+            Some(json!(false))
+        );
     }
 
     #[test]
@@ -291,7 +299,10 @@ mod tests {
         let r = x
             .template_refs("{{ steps.a.result.x | default(range(3)) }} {{ params.p }}")
             .expect("compiles");
-        assert_eq!(r, vec!["params.p".to_string(), "steps.a.result.x".to_string()]);
+        assert_eq!(
+            r,
+            vec!["params.p".to_string(), "steps.a.result.x".to_string()]
+        );
         assert!(x.condition_refs("a <").is_err());
     }
 }

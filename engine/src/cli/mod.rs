@@ -83,14 +83,18 @@ pub enum Format {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check runbooks without running anything; prints every problem with its location.
-    #[command(after_help = "Examples:\n  runbook validate runbooks/examples/*.yaml\n  runbook validate model-degraded\n\nExit code 0 when every runbook is valid, 2 otherwise.")]
+    #[command(
+        after_help = "Examples:\n  runbook validate runbooks/examples/*.yaml\n  runbook validate model-degraded\n\nExit code 0 when every runbook is valid, 2 otherwise."
+    )]
     Validate {
         /// Runbook files or names.
         #[arg(required = true, value_name = "NAME|FILE")]
         runbooks: Vec<String>,
     },
     /// Run a runbook and record the run.
-    #[command(after_help = "Examples:\n  runbook run disk-check\n  runbook run disk-check --param threshold=95 --yes\n  runbook run ./my-runbook.yaml -o json\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nWithout a terminal and without --yes, such a step fails with a message saying how to approve.\nCtrl-C stops the run; it is recorded as interrupted.")]
+    #[command(
+        after_help = "Examples:\n  runbook run disk-check\n  runbook run disk-check --param threshold=95 --yes\n  runbook run ./my-runbook.yaml -o json\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nWithout a terminal and without --yes, such a step fails with a message saying how to approve.\nCtrl-C stops the run; it is recorded as interrupted."
+    )]
     Run(RunArgs),
     /// List the runbooks found in ./runbooks and RUNBOOK_PATH.
     List,
@@ -157,17 +161,25 @@ pub struct Failure {
 
 impl Failure {
     fn invalid(m: impl Into<String>) -> Failure {
-        Failure { code: exit::INVALID, message: m.into() }
+        Failure {
+            code: exit::INVALID,
+            message: m.into(),
+        }
     }
     fn env(m: impl std::fmt::Display) -> Failure {
-        Failure { code: exit::ENVIRONMENT, message: m.to_string() }
+        Failure {
+            code: exit::ENVIRONMENT,
+            message: m.to_string(),
+        }
     }
 }
 
 impl From<store::StoreError> for Failure {
     fn from(e: store::StoreError) -> Failure {
         match e {
-            store::StoreError::NoSuchRun(_) | store::StoreError::Ambiguous { .. } => Failure::invalid(e.to_string()),
+            store::StoreError::NoSuchRun(_) | store::StoreError::Ambiguous { .. } => {
+                Failure::invalid(e.to_string())
+            }
             other => Failure::env(other),
         }
     }
@@ -179,8 +191,14 @@ fn color() -> bool {
 
 pub fn default_db() -> Result<PathBuf, Failure> {
     directories::ProjectDirs::from("", "", "runbook")
-        .map(|d| d.state_dir().unwrap_or_else(|| d.data_local_dir()).join("runbook.db"))
-        .ok_or_else(|| Failure::env("cannot find a home directory for the default database; pass --db PATH"))
+        .map(|d| {
+            d.state_dir()
+                .unwrap_or_else(|| d.data_local_dir())
+                .join("runbook.db")
+        })
+        .ok_or_else(|| {
+            Failure::env("cannot find a home directory for the default database; pass --db PATH")
+        })
 }
 
 async fn open_store(g: &Global) -> Result<Box<dyn Store>, Failure> {
@@ -201,7 +219,11 @@ fn actor(g: &Global) -> String {
 }
 
 /// Reads and validates a runbook; diagnostics are printed and turned into exit code 2.
-fn load_plan(arg: &str, registry: &Registry, expr: &Expr) -> Result<(PathBuf, String, Plan), Failure> {
+fn load_plan(
+    arg: &str,
+    registry: &Registry,
+    expr: &Expr,
+) -> Result<(PathBuf, String, Plan), Failure> {
     let path = find::resolve(arg).map_err(Failure::invalid)?;
     let text = std::fs::read_to_string(&path)
         .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", path.display())))?;
@@ -209,7 +231,10 @@ fn load_plan(arg: &str, registry: &Registry, expr: &Expr) -> Result<(PathBuf, St
         Ok(plan) => Ok((path, text, plan)),
         Err(report) => {
             eprint!("{}", report.render(color()));
-            Err(Failure { code: exit::INVALID, message: String::new() })
+            Err(Failure {
+                code: exit::INVALID,
+                message: String::new(),
+            })
         }
     }
 }
@@ -228,7 +253,15 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Show { run, events } => {
             let store = open_store(&cli.global).await?;
-            show::show(store.as_ref(), &run, events, cli.global.output, &registry, &expr).await
+            show::show(
+                store.as_ref(),
+                &run,
+                events,
+                cli.global.output,
+                &registry,
+                &expr,
+            )
+            .await
         }
         Command::Graph { runbook, format } => {
             let (_, _, plan) = load_plan(&runbook, &registry, &expr)?;
@@ -239,7 +272,12 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
     }
 }
 
-fn validate(args: &[String], registry: &Registry, expr: &Expr, format: Format) -> Result<i32, Failure> {
+fn validate(
+    args: &[String],
+    registry: &Registry,
+    expr: &Expr,
+    format: Format,
+) -> Result<i32, Failure> {
     let mut bad = 0;
     let mut results = Vec::new();
     for arg in args {
@@ -266,7 +304,9 @@ fn validate(args: &[String], registry: &Registry, expr: &Expr, format: Format) -
                 if format == Format::Text {
                     println!("ok: {file} ({} steps)", plan.steps.len());
                 }
-                results.push(serde_json::json!({"runbook": file, "valid": true, "steps": plan.steps.len()}));
+                results.push(
+                    serde_json::json!({"runbook": file, "valid": true, "steps": plan.steps.len()}),
+                );
             }
             Err(report) => {
                 bad += 1;
@@ -276,7 +316,10 @@ fn validate(args: &[String], registry: &Registry, expr: &Expr, format: Format) -
         }
     }
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&results).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).unwrap_or_default()
+        );
     }
     Ok(if bad == 0 { exit::OK } else { exit::INVALID })
 }
@@ -299,7 +342,11 @@ fn list(registry: &Registry, expr: &Expr, format: Format) -> Result<i32, Failure
     for f in find::all_files() {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         let file = f.display().to_string();
-        let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let name = f
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
         match check(&file, &text, registry, expr) {
             Ok(plan) => rows.push(serde_json::json!({
                 "name": name,
@@ -315,11 +362,21 @@ fn list(registry: &Registry, expr: &Expr, format: Format) -> Result<i32, Failure
         }
     }
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return Ok(exit::OK);
     }
     if rows.is_empty() {
-        eprintln!("no runbooks found in {} (set RUNBOOK_PATH)", find::search_dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "no runbooks found in {} (set RUNBOOK_PATH)",
+            find::search_dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         return Ok(exit::OK);
     }
     let mut t = show::Table::new(&["NAME", "TITLE", "TRIGGERS", "FILE"]);
@@ -329,15 +386,26 @@ fn list(registry: &Registry, expr: &Expr, format: Format) -> Result<i32, Failure
         } else {
             format!("(invalid: {} errors; run `runbook validate`)", r["errors"])
         };
-        let triggers: Vec<&str> = r["triggers"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-        t.row(vec![r["name"].as_str().unwrap_or("").to_string(), title, triggers.join(","), r["file"].as_str().unwrap_or("").to_string()]);
+        let triggers: Vec<&str> = r["triggers"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        t.row(vec![
+            r["name"].as_str().unwrap_or("").to_string(),
+            title,
+            triggers.join(","),
+            r["file"].as_str().unwrap_or("").to_string(),
+        ]);
     }
     print!("{}", t.render());
     Ok(exit::OK)
 }
 
 /// `--param k=v` pairs checked against the runbook's declared parameters.
-pub fn parse_params(plan: &Plan, raw: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
+pub fn parse_params(
+    plan: &Plan,
+    raw: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
     let rb = &plan.runbook;
     let mut given = serde_json::Map::new();
     let mut errors = Vec::new();
@@ -354,10 +422,17 @@ pub fn parse_params(plan: &Plan, raw: &[String]) -> Result<serde_json::Map<Strin
                 None if names.is_empty() => "; it takes no parameters".to_string(),
                 None => format!("; it takes: {}", names.join(", ")),
             };
-            errors.push(format!("--param `{k}`: runbook `{}` has no such parameter{hint}", rb.name));
+            errors.push(format!(
+                "--param `{k}`: runbook `{}` has no such parameter{hint}",
+                rb.name
+            ));
             continue;
         };
-        match coerce_param(decl.ty, decl.choices.as_deref(), &serde_json::Value::String(v.to_string())) {
+        match coerce_param(
+            decl.ty,
+            decl.choices.as_deref(),
+            &serde_json::Value::String(v.to_string()),
+        ) {
             Ok(val) => {
                 given.insert(k.to_string(), val);
             }
@@ -374,7 +449,10 @@ pub fn parse_params(plan: &Plan, raw: &[String]) -> Result<serde_json::Map<Strin
                 "missing required parameter `{}` ({}){}: pass --param {}=VALUE",
                 d.name.name,
                 d.ty.as_str(),
-                d.description.as_ref().map(|x| format!(", {x}")).unwrap_or_default(),
+                d.description
+                    .as_ref()
+                    .map(|x| format!(", {x}"))
+                    .unwrap_or_default(),
                 d.name.name
             )),
             None => {
@@ -385,11 +463,22 @@ pub fn parse_params(plan: &Plan, raw: &[String]) -> Result<serde_json::Map<Strin
     if errors.is_empty() {
         Ok(out)
     } else {
-        Err(Failure::invalid(errors.iter().map(|e| format!("error: {e}")).collect::<Vec<_>>().join("\n")))
+        Err(Failure::invalid(
+            errors
+                .iter()
+                .map(|e| format!("error: {e}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ))
     }
 }
 
-async fn run(g: &Global, args: RunArgs, registry: Arc<Registry>, expr: Arc<Expr>) -> Result<i32, Failure> {
+async fn run(
+    g: &Global,
+    args: RunArgs,
+    registry: Arc<Registry>,
+    expr: Arc<Expr>,
+) -> Result<i32, Failure> {
     let (path, text, plan) = load_plan(&args.runbook, &registry, &expr)?;
     let params = parse_params(&plan, &args.params)?;
     let store = open_store(g).await?;
@@ -398,14 +487,21 @@ async fn run(g: &Global, args: RunArgs, registry: Arc<Registry>, expr: Arc<Expr>
     let sha = hex::encode(Sha256::digest(text.as_bytes()));
     let started = std::time::Instant::now();
     let plan = Arc::new(plan);
+    let engine = crate::Engine { registry, expr };
     let outcome = Driver::start(
         Arc::clone(&plan),
         store.as_ref(),
-        registry,
-        expr,
-        Source { text: &text, sha256: sha, path: Some(display_path(&path)) },
+        &engine,
+        Source {
+            text: &text,
+            sha256: sha,
+            path: Some(display_path(&path)),
+        },
         params,
-        RunOptions { actor, max_parallel: usize::from(args.max_parallel) },
+        RunOptions {
+            actor,
+            max_parallel: usize::from(args.max_parallel),
+        },
         &mut live,
     )
     .await
@@ -416,7 +512,10 @@ async fn run(g: &Global, args: RunArgs, registry: Arc<Registry>, expr: Arc<Expr>
     let took = runbook_steps::duration::human(started.elapsed());
     if g.output == Format::Json {
         let shown = show::run_json(store.as_ref(), &outcome.run_id).await?;
-        println!("{}", serde_json::to_string_pretty(&shown).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&shown).unwrap_or_default()
+        );
     } else if !args.quiet {
         let word = match outcome.status {
             RunStatus::Succeeded => console::style("succeeded").green().bold(),
@@ -424,7 +523,11 @@ async fn run(g: &Global, args: RunArgs, registry: Arc<Registry>, expr: Arc<Expr>
             RunStatus::Interrupted => console::style("interrupted").yellow().bold(),
             RunStatus::Running => console::style("running").bold(),
         };
-        eprintln!("run {} {word} in {took} — details: runbook show {}", outcome.run_id, &outcome.run_id[..12]);
+        eprintln!(
+            "run {} {word} in {took} — details: runbook show {}",
+            outcome.run_id,
+            &outcome.run_id[..12]
+        );
     }
     Ok(match outcome.status {
         RunStatus::Succeeded => exit::OK,

@@ -85,48 +85,90 @@ impl Observer for Live {
                 if self.fancy {
                     let bar = self.multi.add(ProgressBar::new_spinner());
                     bar.set_style(
-                        ProgressStyle::with_template("  {spinner:.cyan} {prefix} {elapsed:.dim} {wide_msg:.dim}")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                        ProgressStyle::with_template(
+                            "  {spinner:.cyan} {prefix} {elapsed:.dim} {wide_msg:.dim}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                     );
                     bar.set_prefix(label);
                     bar.enable_steady_tick(Duration::from_millis(120));
                     self.bars.insert(step.clone(), bar);
-                } else if plan.step(step).is_some_and(|s| s.def.timeout.is_some() || matches!(s.kind, crate::runbook::plan::StepKind::Sleep { .. } | crate::runbook::plan::StepKind::WaitUntil { .. })) || *attempt > 1 {
+                } else if plan.step(step).is_some_and(|s| {
+                    s.def.timeout.is_some()
+                        || matches!(
+                            s.kind,
+                            crate::runbook::plan::StepKind::Sleep { .. }
+                                | crate::runbook::plan::StepKind::WaitUntil { .. }
+                        )
+                }) || *attempt > 1
+                {
                     self.line(format!("  … {label} started"));
                 }
             }
             Event::ApprovalGranted { step, by, how } => {
-                self.line(format!("  {} {step} approved by {by} ({how})", style("✔").green()));
+                self.line(format!(
+                    "  {} {step} approved by {by} ({how})",
+                    style("✔").green()
+                ));
             }
-            Event::DecisionTaken { step, condition, taken, values, .. } => {
+            Event::DecisionTaken {
+                step,
+                condition,
+                taken,
+                values,
+                ..
+            } => {
                 let why = match condition {
                     Some(c) => format!("`{c}`"),
                     None => "default".to_string(),
                 };
                 let read: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let read = if read.is_empty() { String::new() } else { format!(" [{}]", read.join(", ")) };
+                let read = if read.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", read.join(", "))
+                };
                 self.line(format!(
                     "  {} {step}: {why} → {}{}",
                     style("◆").magenta(),
-                    if taken.is_empty() { "nothing".to_string() } else { taken.join(", ") },
+                    if taken.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        taken.join(", ")
+                    },
                     style(read).dim()
                 ));
             }
             Event::StepSucceeded { step, .. } => {
                 self.end_bar(step);
                 let took = self.elapsed(step);
-                let is_branch = plan.step(step).is_some_and(|s| matches!(s.kind, crate::runbook::plan::StepKind::Branch { .. }));
+                let is_branch = plan.step(step).is_some_and(|s| {
+                    matches!(s.kind, crate::runbook::plan::StepKind::Branch { .. })
+                });
                 if !is_branch {
-                    self.line(format!("  {} {step} {}", style("✓").green(), style(took).dim()));
+                    self.line(format!(
+                        "  {} {step} {}",
+                        style("✓").green(),
+                        style(took).dim()
+                    ));
                 }
             }
-            Event::StepFailed { step, attempt, kind, error, retry_at_ms, .. } => {
+            Event::StepFailed {
+                step,
+                attempt,
+                kind,
+                error,
+                retry_at_ms,
+                ..
+            } => {
                 self.end_bar(step);
                 let took = self.elapsed(step);
                 let retry = match retry_at_ms {
                     Some(at) => format!(
                         " — retrying in {}",
-                        human(Duration::from_millis(u64::try_from(at - crate::run::event::now_ms()).unwrap_or(0)))
+                        human(Duration::from_millis(
+                            u64::try_from(at - crate::run::event::now_ms()).unwrap_or(0)
+                        ))
                     ),
                     None => String::new(),
                 };
@@ -138,7 +180,11 @@ impl Observer for Live {
                 ));
             }
             Event::StepSkipped { step, reason } => {
-                self.line(format!("  {} {step} skipped: {}", style("⊘").dim(), style(reason).dim()));
+                self.line(format!(
+                    "  {} {step} skipped: {}",
+                    style("⊘").dim(),
+                    style(reason).dim()
+                ));
             }
             Event::RunInterrupted { reason } => {
                 for (_, b) in self.bars.drain() {
@@ -159,7 +205,10 @@ impl Observer for Live {
     fn approve(&mut self, step: &PlanStep, inputs: &serde_json::Value) -> Approval {
         let id = &step.def.id.name;
         if self.yes {
-            return Approval::Granted { by: self.actor.clone(), how: "--yes".to_string() };
+            return Approval::Granted {
+                by: self.actor.clone(),
+                how: "--yes".to_string(),
+            };
         }
         if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
             return Approval::Refused {
@@ -187,9 +236,17 @@ impl Observer for Live {
             line.trim().to_ascii_lowercase()
         });
         if answer == "y" || answer == "yes" {
-            Approval::Granted { by: self.actor.clone(), how: "terminal".to_string() }
+            Approval::Granted {
+                by: self.actor.clone(),
+                how: "terminal".to_string(),
+            }
         } else {
-            Approval::Refused { reason: format!("approval of `{id}` refused at the terminal by {}", self.actor) }
+            Approval::Refused {
+                reason: format!(
+                    "approval of `{id}` refused at the terminal by {}",
+                    self.actor
+                ),
+            }
         }
     }
 }

@@ -19,7 +19,9 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str]) -> Table {
-        Table { rows: vec![header.iter().map(|h| h.to_string()).collect()] }
+        Table {
+            rows: vec![header.iter().map(|h| h.to_string()).collect()],
+        }
     }
     pub fn row(&mut self, r: Vec<String>) {
         self.rows.push(r);
@@ -27,7 +29,13 @@ impl Table {
     pub fn render(&self) -> String {
         let n = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..n)
-            .map(|c| self.rows.iter().map(|r| r.get(c).map_or(0, |s| console::measure_text_width(s))).max().unwrap_or(0))
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(c).map_or(0, |s| console::measure_text_width(s)))
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let mut out = String::new();
         for r in &self.rows {
@@ -36,7 +44,12 @@ impl Table {
                 if c + 1 == r.len() {
                     line.push_str(cell);
                 } else {
-                    line.push_str(&console::pad_str(cell, widths[c], console::Alignment::Left, None));
+                    line.push_str(&console::pad_str(
+                        cell,
+                        widths[c],
+                        console::Alignment::Left,
+                        None,
+                    ));
                     line.push_str("  ");
                 }
             }
@@ -49,7 +62,11 @@ impl Table {
 
 fn when(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|t| {
+            t.to_zoned(jiff::tz::TimeZone::system())
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_else(|_| ms.to_string())
 }
 
@@ -63,7 +80,10 @@ fn span(from: i64, to: Option<i64>) -> String {
 pub async fn runs(store: &dyn Store, limit: i64, format: Format) -> Result<i32, Failure> {
     let rows = store.runs(limit).await?;
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).unwrap_or_default()
+        );
         return Ok(exit::OK);
     }
     if rows.is_empty() {
@@ -72,7 +92,14 @@ pub async fn runs(store: &dyn Store, limit: i64, format: Format) -> Result<i32, 
     }
     let mut t = Table::new(&["ID", "RUNBOOK", "STATUS", "STARTED", "DURATION", "BY"]);
     for r in rows {
-        t.row(vec![r.id.clone(), r.runbook.clone(), status_word(&r.status), when(r.started_at), span(r.started_at, r.finished_at), r.actor.clone()]);
+        t.row(vec![
+            r.id.clone(),
+            r.runbook.clone(),
+            status_word(&r.status),
+            when(r.started_at),
+            span(r.started_at, r.finished_at),
+            r.actor.clone(),
+        ]);
     }
     print!("{}", t.render());
     Ok(exit::OK)
@@ -136,9 +163,20 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
             Some(i) => i,
             None => {
                 views.push(StepView {
-                    id: step.to_string(), uses: String::new(), status: "not run".into(), attempts: 0,
-                    started_at: None, finished_at: None, class: None, error: None, error_kind: None,
-                    skip_reason: None, decision: None, guard: None, approval: None, outputs: None,
+                    id: step.to_string(),
+                    uses: String::new(),
+                    status: "not run".into(),
+                    attempts: 0,
+                    started_at: None,
+                    finished_at: None,
+                    class: None,
+                    error: None,
+                    error_kind: None,
+                    skip_reason: None,
+                    decision: None,
+                    guard: None,
+                    approval: None,
+                    outputs: None,
                 });
                 views.len() - 1
             }
@@ -160,8 +198,17 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                     v.outputs = Some(Value::Object(outputs.clone()));
                 }
             }
-            Event::StepFailed { kind, error, retry_at_ms, .. } => {
-                v.status = if retry_at_ms.is_some() { "retry-wait".into() } else { "failed".into() };
+            Event::StepFailed {
+                kind,
+                error,
+                retry_at_ms,
+                ..
+            } => {
+                v.status = if retry_at_ms.is_some() {
+                    "retry-wait".into()
+                } else {
+                    "failed".into()
+                };
                 v.finished_at = Some(rec.at_ms);
                 v.error = Some(error.clone());
                 v.error_kind = Some(kind.as_str().to_string());
@@ -170,10 +217,24 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                 v.status = "skipped".into();
                 v.skip_reason = Some(reason.clone());
             }
-            Event::DecisionTaken { case, condition, values, taken, not_taken, .. } => {
-                v.decision = Some(json!({"case": case, "condition": condition, "values": values, "taken": taken, "not_taken": not_taken}));
+            Event::DecisionTaken {
+                case,
+                condition,
+                values,
+                taken,
+                not_taken,
+                ..
+            } => {
+                v.decision = Some(
+                    json!({"case": case, "condition": condition, "values": values, "taken": taken, "not_taken": not_taken}),
+                );
             }
-            Event::GuardEvaluated { condition, holds, values, .. } => {
+            Event::GuardEvaluated {
+                condition,
+                holds,
+                values,
+                ..
+            } => {
                 v.guard = Some(json!({"condition": condition, "holds": holds, "values": values}));
             }
             Event::ApprovalGranted { by, how, .. } => {
@@ -190,14 +251,25 @@ async fn load(store: &dyn Store, id: &str) -> Result<(RunRow, Vec<(Record, Event
     let records = store.events(&run.id).await?;
     let mut out = Vec::with_capacity(records.len());
     for r in records {
-        let ev = r.event().map_err(|e| Failure::env(format!("event {} of run {} is unreadable: {e}", r.seq, run.id)))?;
+        let ev = r.event().map_err(|e| {
+            Failure::env(format!(
+                "event {} of run {} is unreadable: {e}",
+                r.seq, run.id
+            ))
+        })?;
         out.push((r, ev));
     }
     Ok((run, out))
 }
 
 fn stored_plan(run: &RunRow) -> Option<Plan> {
-    crate::runbook::validate::check("stored", &run.runbook_text, &Registry::builtin(), &Expr::new()).ok()
+    crate::runbook::validate::check(
+        "stored",
+        &run.runbook_text,
+        &Registry::builtin(),
+        &Expr::new(),
+    )
+    .ok()
 }
 
 pub async fn run_json(store: &dyn Store, id: &str) -> Result<Value, Failure> {
@@ -207,7 +279,14 @@ pub async fn run_json(store: &dyn Store, id: &str) -> Result<Value, Failure> {
     Ok(json!({"run": run, "steps": steps}))
 }
 
-pub async fn show(store: &dyn Store, id: &str, all_events: bool, format: Format, _registry: &Registry, _expr: &Expr) -> Result<i32, Failure> {
+pub async fn show(
+    store: &dyn Store,
+    id: &str,
+    all_events: bool,
+    format: Format,
+    _registry: &Registry,
+    _expr: &Expr,
+) -> Result<i32, Failure> {
     let (run, events) = load(store, id).await?;
     let plan = stored_plan(&run);
     let steps = step_views(plan.as_ref(), &events);
@@ -220,7 +299,12 @@ pub async fn show(store: &dyn Store, id: &str, all_events: bool, format: Format,
         return Ok(exit::OK);
     }
     let mut out = String::new();
-    out.push_str(&format!("run {}  {}  {}\n", style(&run.id).bold(), run.runbook, status_word(&run.status)));
+    out.push_str(&format!(
+        "run {}  {}  {}\n",
+        style(&run.id).bold(),
+        run.runbook,
+        status_word(&run.status)
+    ));
     if let Some(t) = &run.title {
         out.push_str(&format!("  {t}\n"));
     }
@@ -247,42 +331,93 @@ pub async fn show(store: &dyn Store, id: &str, all_events: bool, format: Format,
         };
         let mut detail = Vec::new();
         if let Some(d) = &v.decision {
-            let why = d["condition"].as_str().map_or("default".to_string(), |c| format!("`{c}`"));
-            let taken: Vec<&str> = d["taken"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-            detail.push(format!("chose {} by {why}", if taken.is_empty() { "nothing".to_string() } else { taken.join(", ") }));
+            let why = d["condition"]
+                .as_str()
+                .map_or("default".to_string(), |c| format!("`{c}`"));
+            let taken: Vec<&str> = d["taken"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            detail.push(format!(
+                "chose {} by {why}",
+                if taken.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    taken.join(", ")
+                }
+            ));
             if let Some(vals) = d["values"].as_object().filter(|m| !m.is_empty()) {
-                detail.push(format!("read {}", vals.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")));
+                detail.push(format!(
+                    "read {}",
+                    vals.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
         }
         if let Some(g) = &v.guard
             && g["holds"] == false
         {
-            detail.push(format!("when `{}` was false", g["condition"].as_str().unwrap_or("")));
+            detail.push(format!(
+                "when `{}` was false",
+                g["condition"].as_str().unwrap_or("")
+            ));
         }
         if let Some(a) = &v.approval {
-            detail.push(format!("approved by {} ({})", a["by"].as_str().unwrap_or("?"), a["how"].as_str().unwrap_or("?")));
+            detail.push(format!(
+                "approved by {} ({})",
+                a["by"].as_str().unwrap_or("?"),
+                a["how"].as_str().unwrap_or("?")
+            ));
         }
         if let Some(r) = &v.skip_reason {
             detail.push(r.clone());
         }
         if let Some(e) = &v.error {
-            detail.push(format!("{}: {}", v.error_kind.as_deref().unwrap_or("error"), e));
+            detail.push(format!(
+                "{}: {}",
+                v.error_kind.as_deref().unwrap_or("error"),
+                e
+            ));
         }
         if let Some(o) = v.outputs.as_ref().and_then(Value::as_object) {
-            detail.push(o.iter().map(|(k, v)| format!("{k}={}", short(v))).collect::<Vec<_>>().join(" "));
+            detail.push(
+                o.iter()
+                    .map(|(k, v)| format!("{k}={}", short(v)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         }
         let took = match v.started_at {
             Some(s) => span(s, v.finished_at),
             None => "-".to_string(),
         };
-        let tries = if v.attempts == 0 { "-".to_string() } else { v.attempts.to_string() };
-        t.row(vec![mark, v.id.clone(), v.status.clone(), tries, took, detail.join("; ")]);
+        let tries = if v.attempts == 0 {
+            "-".to_string()
+        } else {
+            v.attempts.to_string()
+        };
+        t.row(vec![
+            mark,
+            v.id.clone(),
+            v.status.clone(),
+            tries,
+            took,
+            detail.join("; "),
+        ]);
     }
     out.push_str(&t.render());
     if all_events {
         out.push_str("\nevents:\n");
         for (r, e) in &events {
-            out.push_str(&format!("  {:>4}  {}  {:<16} {}\n", r.seq, when(r.at_ms), r.kind, serde_json::to_string(e).unwrap_or_default()));
+            out.push_str(&format!(
+                "  {:>4}  {}  {:<16} {}\n",
+                r.seq,
+                when(r.at_ms),
+                r.kind,
+                serde_json::to_string(e).unwrap_or_default()
+            ));
         }
     }
     print!("{out}");
@@ -308,8 +443,19 @@ pub fn graph(plan: &Plan, format: GraphFormat) -> String {
         GraphFormat::Mermaid => {
             out.push_str("flowchart TD\n");
             for s in &plan.steps {
-                let shape = if matches!(s.kind, StepKind::Branch { .. }) { ("{", "}") } else { ("[", "]") };
-                out.push_str(&format!("    {}{}\"{}<br/><small>{}</small>\"{}\n", s.def.id.name, shape.0, esc(&s.def.id.name), esc(&s.def.uses.name), shape.1));
+                let shape = if matches!(s.kind, StepKind::Branch { .. }) {
+                    ("{", "}")
+                } else {
+                    ("[", "]")
+                };
+                out.push_str(&format!(
+                    "    {}{}\"{}<br/><small>{}</small>\"{}\n",
+                    s.def.id.name,
+                    shape.0,
+                    esc(&s.def.id.name),
+                    esc(&s.def.uses.name),
+                    shape.1
+                ));
             }
             for (i, s) in plan.steps.iter().enumerate() {
                 for &d in &s.needs {
@@ -318,23 +464,45 @@ pub fn graph(plan: &Plan, format: GraphFormat) -> String {
                 if let StepKind::Branch { cases, default } = &s.kind {
                     for c in cases {
                         for &t in &c.then {
-                            out.push_str(&format!("    {} -- \"{}\" --> {}\n", plan.id(i), esc(&c.when), plan.id(t)));
+                            out.push_str(&format!(
+                                "    {} -- \"{}\" --> {}\n",
+                                plan.id(i),
+                                esc(&c.when),
+                                plan.id(t)
+                            ));
                         }
                     }
                     for &t in default {
-                        out.push_str(&format!("    {} -- \"default\" --> {}\n", plan.id(i), plan.id(t)));
+                        out.push_str(&format!(
+                            "    {} -- \"default\" --> {}\n",
+                            plan.id(i),
+                            plan.id(t)
+                        ));
                     }
                 }
                 if let OnFailure::Goto(h) = &s.def.on_failure {
-                    out.push_str(&format!("    {} -. \"on failure\" .-> {}\n", plan.id(i), h.name));
+                    out.push_str(&format!(
+                        "    {} -. \"on failure\" .-> {}\n",
+                        plan.id(i),
+                        h.name
+                    ));
                 }
             }
         }
         GraphFormat::Dot => {
             out.push_str(&format!("digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box, fontname=\"sans-serif\"];\n", esc(&plan.runbook.name)));
             for s in &plan.steps {
-                let shape = if matches!(s.kind, StepKind::Branch { .. }) { ", shape=diamond" } else { "" };
-                out.push_str(&format!("    \"{}\" [label=\"{}\\n{}\"{shape}];\n", s.def.id.name, esc(&s.def.id.name), esc(&s.def.uses.name)));
+                let shape = if matches!(s.kind, StepKind::Branch { .. }) {
+                    ", shape=diamond"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "    \"{}\" [label=\"{}\\n{}\"{shape}];\n",
+                    s.def.id.name,
+                    esc(&s.def.id.name),
+                    esc(&s.def.uses.name)
+                ));
             }
             for (i, s) in plan.steps.iter().enumerate() {
                 for &d in &s.needs {
@@ -343,15 +511,28 @@ pub fn graph(plan: &Plan, format: GraphFormat) -> String {
                 if let StepKind::Branch { cases, default } = &s.kind {
                     for c in cases {
                         for &t in &c.then {
-                            out.push_str(&format!("    \"{}\" -> \"{}\" [label=\"{}\"];\n", plan.id(i), plan.id(t), esc(&c.when)));
+                            out.push_str(&format!(
+                                "    \"{}\" -> \"{}\" [label=\"{}\"];\n",
+                                plan.id(i),
+                                plan.id(t),
+                                esc(&c.when)
+                            ));
                         }
                     }
                     for &t in default {
-                        out.push_str(&format!("    \"{}\" -> \"{}\" [label=\"default\"];\n", plan.id(i), plan.id(t)));
+                        out.push_str(&format!(
+                            "    \"{}\" -> \"{}\" [label=\"default\"];\n",
+                            plan.id(i),
+                            plan.id(t)
+                        ));
                     }
                 }
                 if let OnFailure::Goto(h) = &s.def.on_failure {
-                    out.push_str(&format!("    \"{}\" -> \"{}\" [style=dashed, label=\"on failure\"];\n", plan.id(i), h.name));
+                    out.push_str(&format!(
+                        "    \"{}\" -> \"{}\" [style=dashed, label=\"on failure\"];\n",
+                        plan.id(i),
+                        h.name
+                    ));
                 }
             }
             out.push_str("}\n");
@@ -386,8 +567,17 @@ pub fn plugins(registry: &Registry, name: Option<&str>, format: Format) -> Resul
             let mut t = Table::new(&["PLUGIN", "CLASS", "SUMMARY"]);
             for r in registry.iter() {
                 let i = r.info();
-                let first = i.summary.split(". ").next().unwrap_or(i.summary).trim_end_matches('.');
-                t.row(vec![i.name.to_string(), i.class.as_str().to_string(), first.to_string()]);
+                let first = i
+                    .summary
+                    .split(". ")
+                    .next()
+                    .unwrap_or(i.summary)
+                    .trim_end_matches('.');
+                t.row(vec![
+                    i.name.to_string(),
+                    i.class.as_str().to_string(),
+                    first.to_string(),
+                ]);
             }
             print!("{}", t.render());
             println!("\n`runbook plugins NAME` describes one.");
@@ -395,22 +585,49 @@ pub fn plugins(registry: &Registry, name: Option<&str>, format: Format) -> Resul
         }
         Some(n) => {
             let Some(r) = registry.get(n) else {
-                let hint = crate::diag::suggest(n, registry.names()).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
-                return Err(Failure { code: exit::INVALID, message: format!("unknown plugin `{n}`{hint}") });
+                let hint = crate::diag::suggest(n, registry.names())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                return Err(Failure {
+                    code: exit::INVALID,
+                    message: format!("unknown plugin `{n}`{hint}"),
+                });
             };
             let i = r.info();
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&describe(i)).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&describe(i)).unwrap_or_default()
+                );
                 return Ok(exit::OK);
             }
-            println!("{} ({})\n\n{}\n\nwith:", style(i.name).bold(), i.class.as_str(), i.summary);
+            println!(
+                "{} ({})\n\n{}\n\nwith:",
+                style(i.name).bold(),
+                i.class.as_str(),
+                i.summary
+            );
             for f in i.fields {
-                println!("  {}{}  {}\n      {}", f.name, if f.required { " (required)" } else { "" }, style(type_doc(&f.ty)).dim(), f.doc);
+                println!(
+                    "  {}{}  {}\n      {}",
+                    f.name,
+                    if f.required { " (required)" } else { "" },
+                    style(type_doc(&f.ty)).dim(),
+                    f.doc
+                );
             }
             for g in i.exactly_one_of {
                 println!("  exactly one of: {}", g.join(", "));
             }
-            println!("\nresult: {}\n\nexample:\n{}", i.output, i.example.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"));
+            println!(
+                "\nresult: {}\n\nexample:\n{}",
+                i.output,
+                i.example
+                    .lines()
+                    .map(|l| format!("  {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             Ok(exit::OK)
         }
     }

@@ -100,7 +100,11 @@ pub fn decide(plan: &Plan, state: &RunState, now_ms: i64, max_parallel: usize) -
             _ => continue,
         }
         let ps = &plan.steps[i];
-        if !ps.preds.iter().all(|&p| state.steps[p].status.is_terminal()) {
+        if !ps
+            .preds
+            .iter()
+            .all(|&p| state.steps[p].status.is_terminal())
+        {
             continue;
         }
         if let Some(reason) = skip_reason(plan, state, i) {
@@ -224,14 +228,20 @@ steps:
     fn roots_start_first_and_dependents_wait() {
         let p = plan(FAN);
         assert_eq!(ids(&p, &next(&p, &[], 0, 8)), ["start a"]);
-        assert_eq!(ids(&p, &next(&p, &[started("a", 1)], 0, 8)), Vec::<String>::new());
+        assert_eq!(
+            ids(&p, &next(&p, &[started("a", 1)], 0, 8)),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn independent_ready_steps_start_together_up_to_the_bound() {
         let p = plan(FAN);
         let ev = [started("a", 1), ok("a")];
-        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["start b1", "start b2", "start b3"]);
+        assert_eq!(
+            ids(&p, &next(&p, &ev, 0, 8)),
+            ["start b1", "start b2", "start b3"]
+        );
         assert_eq!(ids(&p, &next(&p, &ev, 0, 2)), ["start b1", "start b2"]);
         let ev2 = [started("a", 1), ok("a"), started("b1", 1), started("b2", 1)];
         assert_eq!(ids(&p, &next(&p, &ev2, 0, 2)), Vec::<String>::new());
@@ -275,7 +285,13 @@ steps:
     #[test]
     fn branch_skips_the_path_not_taken_and_skipping_propagates() {
         let p = plan(BRANCH);
-        let mut ev = vec![started("diag", 1), ok("diag"), started("choose", 1), decided("choose", &["fix_a", "fix_a2"]), ok("choose")];
+        let mut ev = vec![
+            started("diag", 1),
+            ok("diag"),
+            started("choose", 1),
+            decided("choose", &["fix_a", "fix_a2"]),
+            ok("choose"),
+        ];
         assert_eq!(
             ids(&p, &next(&p, &ev, 0, 8)),
             ["start fix_a", "start fix_a2", "skip fix_b"]
@@ -292,17 +308,34 @@ steps:
     fn a_join_whose_needs_were_all_skipped_is_skipped() {
         let p = plan(BRANCH);
         let ev = vec![
-            started("diag", 1), ok("diag"), started("choose", 1), decided("choose", &["fix_b"]), ok("choose"),
-            skipped("fix_a"), skipped("fix_a2"), started("fix_b", 1), skipped("fix_b"),
+            started("diag", 1),
+            ok("diag"),
+            started("choose", 1),
+            decided("choose", &["fix_b"]),
+            ok("choose"),
+            skipped("fix_a"),
+            skipped("fix_a2"),
+            started("fix_b", 1),
+            skipped("fix_b"),
         ];
         let acts = next(&p, &ev, 0, 8);
-        assert!(acts.iter().any(|a| matches!(a, Action::Skip(i, _) if p.id(*i) == "verify")), "{acts:?}");
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::Skip(i, _) if p.id(*i) == "verify")),
+            "{acts:?}"
+        );
     }
 
     #[test]
     fn failure_with_abort_starts_nothing_new_and_fails_the_run() {
         let p = plan(FAN);
-        let ev = [started("a", 1), ok("a"), started("b1", 1), started("b2", 1), failed("b1", 1, None)];
+        let ev = [
+            started("a", 1),
+            ok("a"),
+            started("b1", 1),
+            started("b2", 1),
+            failed("b1", 1, None),
+        ];
         // b2 is still running: nothing new starts (b3 would be ready), and the run is not over yet.
         assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), Vec::<String>::new());
         let mut ev = ev.to_vec();
@@ -312,11 +345,13 @@ steps:
 
     #[test]
     fn retry_waits_for_its_backoff_time() {
-        let p = plan("
+        let p = plan(
+            "
 name: r
 steps:
   - { id: a, uses: flow.noop, retry: 3 }
-");
+",
+        );
         let ev = [started("a", 1), failed("a", 1, Some(5_000))];
         let n = decide(&p, &RunState::fold(&p, &ev), 1_000, 8);
         assert!(n.actions.is_empty());
@@ -326,12 +361,14 @@ steps:
 
     #[test]
     fn on_failure_continue_lets_dependents_run_and_the_run_succeed() {
-        let p = plan("
+        let p = plan(
+            "
 name: c
 steps:
   - { id: a, uses: flow.noop, on_failure: continue }
   - { id: b, uses: flow.noop, needs: a }
-");
+",
+        );
         let mut ev = vec![started("a", 1), failed("a", 1, None)];
         assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["start b"]);
         ev.extend([started("b", 1), ok("b")]);
@@ -340,13 +377,15 @@ steps:
 
     #[test]
     fn on_failure_goto_runs_the_handler_skips_dependents_and_fails_the_run() {
-        let p = plan("
+        let p = plan(
+            "
 name: g
 steps:
   - { id: a, uses: flow.noop, on_failure: rescue }
   - { id: b, uses: flow.noop, needs: a }
   - { id: rescue, uses: flow.noop }
-");
+",
+        );
         let mut ev = vec![started("a", 1), failed("a", 1, None)];
         assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["skip b", "start rescue"]);
         ev.extend([skipped("b"), started("rescue", 1), ok("rescue")]);
@@ -359,7 +398,9 @@ steps:
     #[test]
     fn a_finished_run_decides_nothing() {
         let p = plan(FAN);
-        let ev = [Event::RunInterrupted { reason: "test".into() }];
+        let ev = [Event::RunInterrupted {
+            reason: "test".into(),
+        }];
         assert!(next(&p, &ev, 0, 8).is_empty());
     }
 }

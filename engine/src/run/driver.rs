@@ -81,7 +81,11 @@ pub struct Driver<'a> {
 }
 
 fn env_map() -> Value {
-    Value::Object(std::env::vars().map(|(k, v)| (k, Value::String(v))).collect())
+    Value::Object(
+        std::env::vars()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
 }
 
 impl<'a> Driver<'a> {
@@ -89,13 +93,14 @@ impl<'a> Driver<'a> {
     pub async fn start(
         plan: Arc<Plan>,
         store: &'a dyn Store,
-        registry: Arc<Registry>,
-        expr: Arc<Expr>,
+        engine: &crate::Engine,
         source: Source<'_>,
         params: Map<String, Value>,
         opts: RunOptions,
         observer: &'a mut dyn Observer,
     ) -> Result<RunOutcome, DriverError> {
+        let registry = Arc::clone(&engine.registry);
+        let expr = Arc::clone(&engine.expr);
         let run_id = uuid::Uuid::now_v7().simple().to_string();
         let started_at = now_ms();
         let mut base = Map::new();
@@ -346,7 +351,12 @@ impl<'a> Driver<'a> {
             .map_err(|e| StepError::new(ErrorKind::Input, e.to_string()))
     }
 
-    fn duration(&self, v: &Value, ctx: &minijinja::Value, what: &str) -> Result<Duration, StepError> {
+    fn duration(
+        &self,
+        v: &Value,
+        ctx: &minijinja::Value,
+        what: &str,
+    ) -> Result<Duration, StepError> {
         let v = self.render(v, ctx)?;
         let text = match &v {
             Value::String(s) => s.clone(),
@@ -407,22 +417,37 @@ impl<'a> Driver<'a> {
                         Ok(d) => {
                             values.extend(d.values);
                             if d.holds {
-                                chosen = Some((Some(n), Some(case.when.clone()), case.then.clone()));
+                                chosen =
+                                    Some((Some(n), Some(case.when.clone()), case.then.clone()));
                                 break;
                             }
                         }
                         Err(e) => {
-                            self.fail_now(i, attempt, ErrorKind::Input, format!("case {}: {e}", n + 1));
+                            self.fail_now(
+                                i,
+                                attempt,
+                                ErrorKind::Input,
+                                format!("case {}: {e}", n + 1),
+                            );
                             return Ok(());
                         }
                     }
                 }
                 let (case, condition, taken) = chosen.unwrap_or((None, None, default.clone()));
-                let mut all: Vec<usize> = cases.iter().flat_map(|c| c.then.clone()).chain(default.clone()).collect();
+                let mut all: Vec<usize> = cases
+                    .iter()
+                    .flat_map(|c| c.then.clone())
+                    .chain(default.clone())
+                    .collect();
                 all.sort_unstable();
                 all.dedup();
-                let names = |v: &[usize]| v.iter().map(|&t| plan.id(t).to_string()).collect::<Vec<_>>();
-                let not_taken: Vec<usize> = all.into_iter().filter(|t| !taken.contains(t)).collect();
+                let names = |v: &[usize]| {
+                    v.iter()
+                        .map(|&t| plan.id(t).to_string())
+                        .collect::<Vec<_>>()
+                };
+                let not_taken: Vec<usize> =
+                    all.into_iter().filter(|t| !taken.contains(t)).collect();
                 let taken_names = names(&taken);
                 self.emit(Event::DecisionTaken {
                     step: step.clone(),
@@ -468,7 +493,9 @@ impl<'a> Driver<'a> {
                                 .with_detail(json!({"that": that, "values": values})),
                         );
                     }
-                    Err(e) => self.fail(i, attempt, StepError::new(ErrorKind::Input, e.to_string())),
+                    Err(e) => {
+                        self.fail(i, attempt, StepError::new(ErrorKind::Input, e.to_string()))
+                    }
                 }
             }
             StepKind::Sleep { duration } => {
@@ -489,7 +516,10 @@ impl<'a> Driver<'a> {
                     inputs: json!({"for": duration}),
                     deadline_ms: Some(deadline),
                 });
-                self.emit(Event::WaitStarted { step, deadline_ms: deadline });
+                self.emit(Event::WaitStarted {
+                    step,
+                    deadline_ms: deadline,
+                });
                 self.tasks.spawn(async move {
                     let start = now_ms();
                     sleep_until_ms(deadline).await;
@@ -534,7 +564,10 @@ impl<'a> Driver<'a> {
                     inputs: json!({"probe": {"uses": probe_uses, "with": input}, "until": until}),
                     deadline_ms: Some(deadline_ms),
                 });
-                self.emit(Event::WaitStarted { step: step.clone(), deadline_ms });
+                self.emit(Event::WaitStarted {
+                    step: step.clone(),
+                    deadline_ms,
+                });
                 let w = Wait {
                     registry: Arc::clone(&self.registry),
                     expr: Arc::clone(&self.expr),
@@ -559,21 +592,34 @@ impl<'a> Driver<'a> {
             }
             StepKind::Plugin => {
                 let Some(Runner::Plugin(plugin)) = self.registry.get(&ps.def.uses.name) else {
-                    self.fail_at_start(i, attempt, ErrorKind::Input, format!("plugin `{}` is not available", ps.def.uses.name));
+                    self.fail_at_start(
+                        i,
+                        attempt,
+                        ErrorKind::Input,
+                        format!("plugin `{}` is not available", ps.def.uses.name),
+                    );
                     return Ok(());
                 };
                 let inputs = match ps.def.with.as_ref() {
                     Some(w) if ps.has_templates => match self.render(&w.to_json(), &ctx) {
                         Ok(v) => v,
                         Err(e) => {
-                            self.fail_at_start(i, attempt, e.kind, format!("rendering `with`: {}", e.message));
+                            self.fail_at_start(
+                                i,
+                                attempt,
+                                e.kind,
+                                format!("rendering `with`: {}", e.message),
+                            );
                             return Ok(());
                         }
                     },
                     Some(w) => w.to_json(),
                     None => json!({}),
                 };
-                let class = ps.def.side_effect.unwrap_or_else(|| plugin.class_for(&inputs));
+                let class = ps
+                    .def
+                    .side_effect
+                    .unwrap_or_else(|| plugin.class_for(&inputs));
                 if ps.def.approval && !self.approved(i, &inputs, attempt) {
                     return Ok(());
                 }
@@ -599,7 +645,11 @@ impl<'a> Driver<'a> {
                 };
                 self.tasks.spawn(async move {
                     let Some(Runner::Plugin(plugin)) = registry.get(&uses) else {
-                        return (i, attempt, Err(StepError::new(ErrorKind::Input, "plugin vanished")));
+                        return (
+                            i,
+                            attempt,
+                            Err(StepError::new(ErrorKind::Input, "plugin vanished")),
+                        );
                     };
                     let fut = plugin.run(inputs, &sctx);
                     let r = match timeout {
@@ -691,7 +741,10 @@ struct Wait {
 impl Wait {
     async fn run(self) -> Result<Value, StepError> {
         let Some(Runner::Plugin(plugin)) = self.registry.get(&self.uses) else {
-            return Err(StepError::new(ErrorKind::Input, format!("probe plugin `{}` is not available", self.uses)));
+            return Err(StepError::new(
+                ErrorKind::Input,
+                format!("probe plugin `{}` is not available", self.uses),
+            ));
         };
         let start = now_ms();
         let mut probes = 0u64;
@@ -699,27 +752,38 @@ impl Wait {
         let mut last_problem;
         loop {
             probes += 1;
-            let left = Duration::from_millis(u64::try_from(self.deadline_ms - now_ms()).unwrap_or(0));
-            let outcome = tokio::time::timeout(left, plugin.run(self.input.clone(), &self.sctx)).await;
+            let left =
+                Duration::from_millis(u64::try_from(self.deadline_ms - now_ms()).unwrap_or(0));
+            let outcome =
+                tokio::time::timeout(left, plugin.run(self.input.clone(), &self.sctx)).await;
             match outcome {
                 Ok(Ok(result)) => {
                     let mut m = self.base.clone();
                     m.insert("steps".into(), self.steps.clone());
                     m.insert("result".into(), result.clone());
                     let ctx = minijinja::Value::from(minijinja::value::Serde(&m));
-                    let d = self.expr.eval_condition(&self.until, &ctx).map_err(|e| {
-                        StepError::new(ErrorKind::Input, format!("`until`: {e}"))
-                    })?;
+                    let d = self
+                        .expr
+                        .eval_condition(&self.until, &ctx)
+                        .map_err(|e| StepError::new(ErrorKind::Input, format!("`until`: {e}")))?;
                     if d.holds {
                         let since = *true_since.get_or_insert_with(now_ms);
-                        let held = Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0));
+                        let held =
+                            Duration::from_millis(u64::try_from(now_ms() - since).unwrap_or(0));
                         if self.hold.is_none_or(|h| held >= h) {
-                            return Ok(json!({"result": result, "probes": probes, "waited_ms": now_ms() - start}));
+                            return Ok(
+                                json!({"result": result, "probes": probes, "waited_ms": now_ms() - start}),
+                            );
                         }
-                        last_problem = format!("`{}` has held for {}", self.until, runbook_steps::duration::human(held));
+                        last_problem = format!(
+                            "`{}` has held for {}",
+                            self.until,
+                            runbook_steps::duration::human(held)
+                        );
                     } else {
                         true_since = None;
-                        let vals: Vec<String> = d.values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                        let vals: Vec<String> =
+                            d.values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
                         last_problem = format!("`{}` is false ({})", self.until, vals.join(", "));
                     }
                 }
@@ -731,7 +795,8 @@ impl Wait {
                     last_problem = "probe did not answer before the deadline".to_string();
                 }
             }
-            self.sctx.progress(format!("probe {probes}: {last_problem}"));
+            self.sctx
+                .progress(format!("probe {probes}: {last_problem}"));
             let next = now_ms() + ms(self.interval);
             if next >= self.deadline_ms {
                 sleep_until_ms(self.deadline_ms).await;

@@ -177,7 +177,14 @@ pub fn chain_hash(
     data: &str,
 ) -> String {
     let mut h = Sha256::new();
-    for part in [prev_hash, run_id, &seq.to_string(), &at_ms.to_string(), actor, data] {
+    for part in [
+        prev_hash,
+        run_id,
+        &seq.to_string(),
+        &at_ms.to_string(),
+        actor,
+        data,
+    ] {
         h.update(part.as_bytes());
         // A separator that cannot appear unescaped in JSON text keeps fields from running together.
         h.update([0u8]);

@@ -123,13 +123,19 @@ impl Loader {
         allowed: Option<&[&str]>,
     ) -> Option<Vec<(&'n str, Pos, &'n Node)>> {
         let Some(entries) = node.as_map() else {
-            self.err(node.pos, format!("{what} must be a mapping, found {}", node.kind()));
+            self.err(
+                node.pos,
+                format!("{what} must be a mapping, found {}", node.kind()),
+            );
             return None;
         };
         let mut out: Vec<(&str, Pos, &Node)> = Vec::new();
         for (k, v) in entries {
             let Some(key) = k.as_str() else {
-                self.err(k.pos, format!("keys of {what} must be strings, found {}", k.kind()));
+                self.err(
+                    k.pos,
+                    format!("keys of {what} must be strings, found {}", k.kind()),
+                );
                 continue;
             };
             if let Some(allowed) = allowed
@@ -155,7 +161,10 @@ impl Loader {
         match &node.value {
             Value::Str(s) => Some(s.clone()),
             _ => {
-                self.err(node.pos, format!("{what} must be a string, found {}", node.kind()));
+                self.err(
+                    node.pos,
+                    format!("{what} must be a string, found {}", node.kind()),
+                );
                 None
             }
         }
@@ -179,7 +188,10 @@ impl Loader {
             _ => {
                 self.err(
                     node.pos,
-                    format!("{what} must be a step id or a list of step ids, found {}", node.kind()),
+                    format!(
+                        "{what} must be a step id or a list of step ids, found {}",
+                        node.kind()
+                    ),
                 );
                 Vec::new()
             }
@@ -192,7 +204,10 @@ impl Loader {
             Value::Int(i) => i.to_string(),
             Value::Float(f) => f.to_string(),
             _ => {
-                self.err(node.pos, format!("{what} must be a duration, found {}", node.kind()));
+                self.err(
+                    node.pos,
+                    format!("{what} must be a duration, found {}", node.kind()),
+                );
                 return None;
             }
         };
@@ -209,7 +224,10 @@ impl Loader {
         match node.value {
             Value::Bool(b) => Some(b),
             _ => {
-                self.err(node.pos, format!("{what} must be true or false, found {}", node.kind()));
+                self.err(
+                    node.pos,
+                    format!("{what} must be true or false, found {}", node.kind()),
+                );
                 None
             }
         }
@@ -297,7 +315,10 @@ impl Loader {
                 }
                 None => self.err(
                     node.pos,
-                    format!("triggers.alerts must be a list of alert names, found {}", node.kind()),
+                    format!(
+                        "triggers.alerts must be a list of alert names, found {}",
+                        node.kind()
+                    ),
                 ),
             }
         }
@@ -414,7 +435,11 @@ impl Loader {
             self.err(ty_pos, "`enum` goes with `type: string` or `type: enum`");
         }
         if node.get("type").and_then(Node::as_str) == Some("enum") && choices.is_none() {
-            self.err_help(ty_pos, "`type: enum` needs an `enum:` list", "add e.g. `enum: [a, b]`");
+            self.err_help(
+                ty_pos,
+                "`type: enum` needs an `enum:` list",
+                "add e.g. `enum: [a, b]`",
+            );
         }
         let default = match default {
             Some((value, pos)) => match coerce_param(ty, choices.as_deref(), &value) {
@@ -441,7 +466,10 @@ impl Loader {
 
     fn steps(&mut self, v: &Node) -> Vec<Step> {
         let Some(items) = v.as_seq() else {
-            self.err(v.pos, format!("`steps` must be a list of steps, found {}", v.kind()));
+            self.err(
+                v.pos,
+                format!("`steps` must be a list of steps, found {}", v.kind()),
+            );
             return Vec::new();
         };
         if items.is_empty() {
@@ -500,7 +528,10 @@ impl Loader {
                 "when" => {
                     step.when = self.condition_text(v, "`when`").map(|s| (s, v.pos));
                 }
-                "phase" => match v.as_str().and_then(|s| Phase::ALL.iter().find(|(n, _)| *n == s)) {
+                "phase" => match v
+                    .as_str()
+                    .and_then(|s| Phase::ALL.iter().find(|(n, _)| *n == s))
+                {
                     Some((_, p)) => step.phase = Some(*p),
                     None => self.err_help(
                         v.pos,
@@ -576,7 +607,10 @@ impl Loader {
             _ => {
                 self.err(
                     v.pos,
-                    format!("{what} must be an expression (a string), found {}", v.kind()),
+                    format!(
+                        "{what} must be an expression (a string), found {}",
+                        v.kind()
+                    ),
                 );
                 None
             }
@@ -631,7 +665,10 @@ impl Loader {
             match k {
                 "attempts" => match node.value {
                     Value::Int(n) => r.attempts = self.attempts(n, node.pos)?,
-                    _ => self.err(node.pos, format!("`attempts` must be a whole number, found {}", node.kind())),
+                    _ => self.err(
+                        node.pos,
+                        format!("`attempts` must be a whole number, found {}", node.kind()),
+                    ),
                 },
                 "backoff" => {
                     let Some(b) = self.map(node, "`backoff`", Some(BACKOFF_KEYS)) else {
@@ -639,7 +676,9 @@ impl Loader {
                     };
                     for (bk, _, bn) in b {
                         match bk {
-                            "initial" => r.initial = self.duration(bn, "`initial`").unwrap_or(r.initial),
+                            "initial" => {
+                                r.initial = self.duration(bn, "`initial`").unwrap_or(r.initial)
+                            }
                             "max" => r.max = self.duration(bn, "`max`").unwrap_or(r.max),
                             "factor" => match bn.value {
                                 Value::Int(i) if i >= 1 => r.factor = i as f64,
@@ -663,7 +702,8 @@ impl Loader {
                         match it.as_str().and_then(ErrorKind::parse) {
                             Some(k) => r.on.push(k),
                             None => {
-                                let kinds: Vec<&str> = ErrorKind::ALL.iter().map(|(n, _)| *n).collect();
+                                let kinds: Vec<&str> =
+                                    ErrorKind::ALL.iter().map(|(n, _)| *n).collect();
                                 self.err_help(
                                     it.pos,
                                     format!("unknown error kind {}", show_scalar(it)),
@@ -683,7 +723,11 @@ impl Loader {
         match u32::try_from(n) {
             Ok(a) if (1..=100).contains(&a) => Some(a),
             _ => {
-                self.err_help(pos, format!("retry attempts {n} out of range"), "attempts counts the first try too: 1 to 100");
+                self.err_help(
+                    pos,
+                    format!("retry attempts {n} out of range"),
+                    "attempts counts the first try too: 1 to 100",
+                );
                 None
             }
         }

@@ -103,11 +103,9 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(s) => J::Array(s.iter().map(Node::to_json).collect()),
-            Value::Map(m) => J::Object(
-                m.iter()
-                    .map(|(k, v)| (k.key_text(), v.to_json()))
-                    .collect(),
-            ),
+            Value::Map(m) => {
+                J::Object(m.iter().map(|(k, v)| (k.key_text(), v.to_json())).collect())
+            }
         }
     }
 
@@ -210,7 +208,10 @@ mod tests {
         let uses = first.get("uses").expect("uses");
         assert_eq!(uses.as_str(), Some("shell.run"));
         assert_eq!((uses.pos.line, uses.pos.col), (4, 11));
-        assert_eq!(&src[uses.pos.offset..uses.pos.offset + uses.pos.len], "shell.run");
+        assert_eq!(
+            &src[uses.pos.offset..uses.pos.offset + uses.pos.len],
+            "shell.run"
+        );
         let id_key = &first.as_map().expect("map")[0].0;
         assert_eq!((id_key.pos.line, id_key.pos.col), (3, 5));
     }

@@ -182,7 +182,11 @@ pub(crate) fn build(
             PlanStep {
                 def: s.clone(),
                 kind,
-                needs: s.needs.iter().filter_map(|n| index.get(&n.name).copied()).collect(),
+                needs: s
+                    .needs
+                    .iter()
+                    .filter_map(|n| index.get(&n.name).copied())
+                    .collect(),
                 branch_parents: Vec::new(),
                 handler_of: Vec::new(),
                 preds: Vec::new(),

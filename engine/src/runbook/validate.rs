@@ -81,7 +81,9 @@ impl<'a> Validator<'a> {
                 self.err(
                     Diagnostic::new(s.id.pos, format!("duplicate step id `{}`", s.id.name))
                         .label("defined again here")
-                        .help(format!("first defined on line {line}; step ids must be unique")),
+                        .help(format!(
+                            "first defined on line {line}; step ids must be unique"
+                        )),
                 );
             } else {
                 self.index.insert(&s.id.name, i);
@@ -125,14 +127,28 @@ impl<'a> Validator<'a> {
         };
         let info = runner.info();
         match &s.with {
-            Some(w) => self.check_object(w, info.fields, info.exactly_one_of, &format!("`with` of `{}`", info.name)),
+            Some(w) => self.check_object(
+                w,
+                info.fields,
+                info.exactly_one_of,
+                &format!("`with` of `{}`", info.name),
+            ),
             None => {
-                let required: Vec<&str> =
-                    info.fields.iter().filter(|f| f.required).map(|f| f.name).collect();
+                let required: Vec<&str> = info
+                    .fields
+                    .iter()
+                    .filter(|f| f.required)
+                    .map(|f| f.name)
+                    .collect();
                 if !required.is_empty() || !info.exactly_one_of.is_empty() {
                     let mut need: Vec<String> = required.iter().map(|r| format!("`{r}`")).collect();
                     for g in info.exactly_one_of {
-                        need.push(g.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(" or "));
+                        need.push(
+                            g.iter()
+                                .map(|f| format!("`{f}`"))
+                                .collect::<Vec<_>>()
+                                .join(" or "),
+                        );
                     }
                     self.err(
                         Diagnostic::new(s.uses.pos, format!("step `{}` has no `with`", s.id.name))
@@ -158,17 +174,26 @@ impl<'a> Validator<'a> {
 
     fn check_object(&mut self, node: &Node, fields: &[Field], one_of: &[&[&str]], what: &str) {
         let Some(entries) = node.as_map() else {
-            self.err(Diagnostic::new(node.pos, format!("{what} must be a mapping, found {}", node.kind())));
+            self.err(Diagnostic::new(
+                node.pos,
+                format!("{what} must be a mapping, found {}", node.kind()),
+            ));
             return;
         };
         let mut present: Vec<&str> = Vec::new();
         for (k, v) in entries {
             let Some(key) = k.as_str() else {
-                self.err(Diagnostic::new(k.pos, format!("keys of {what} must be strings")));
+                self.err(Diagnostic::new(
+                    k.pos,
+                    format!("keys of {what} must be strings"),
+                ));
                 continue;
             };
             if present.contains(&key) {
-                self.err(Diagnostic::new(k.pos, format!("duplicate key `{key}` in {what}")));
+                self.err(Diagnostic::new(
+                    k.pos,
+                    format!("duplicate key `{key}` in {what}"),
+                ));
                 continue;
             }
             present.push(key);
@@ -181,22 +206,37 @@ impl<'a> Validator<'a> {
                         None if names.is_empty() => "it takes no fields".to_string(),
                         None => format!("it takes: {}", names.join(", ")),
                     };
-                    self.err(Diagnostic::new(k.pos, format!("unknown field `{key}` in {what}")).help(help));
+                    self.err(
+                        Diagnostic::new(k.pos, format!("unknown field `{key}` in {what}"))
+                            .help(help),
+                    );
                 }
             }
         }
         for f in fields.iter().filter(|f| f.required) {
             if !present.contains(&f.name) {
                 self.err(
-                    Diagnostic::new(node.pos, format!("missing required field `{}` in {what}", f.name))
-                        .help(format!("`{}`: {} — {}", f.name, f.ty.describe(), f.doc)),
+                    Diagnostic::new(
+                        node.pos,
+                        format!("missing required field `{}` in {what}", f.name),
+                    )
+                    .help(format!(
+                        "`{}`: {} — {}",
+                        f.name,
+                        f.ty.describe(),
+                        f.doc
+                    )),
                 );
             }
         }
         for group in one_of {
             let given: Vec<&&str> = group.iter().filter(|g| present.contains(g)).collect();
             if given.len() != 1 {
-                let names = group.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(" or ");
+                let names = group
+                    .iter()
+                    .map(|g| format!("`{g}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
                 let msg = if given.is_empty() {
                     format!("{what} needs {names}")
                 } else {
@@ -218,8 +258,11 @@ impl<'a> Validator<'a> {
         }
         let mismatch = |this: &mut Self, expected: &str| {
             this.err(
-                Diagnostic::new(node.pos, format!("{what} must be {expected}, found {}", node.kind()))
-                    .label(format!("expected {expected}")),
+                Diagnostic::new(
+                    node.pos,
+                    format!("{what} must be {expected}, found {}", node.kind()),
+                )
+                .label(format!("expected {expected}")),
             );
         };
         match ty {
@@ -260,7 +303,10 @@ impl<'a> Validator<'a> {
                         Some(sug) => format!("did you mean `{sug}`?"),
                         None => format!("choose one of: {}", choices.join(", ")),
                     };
-                    self.err(Diagnostic::new(node.pos, format!("{what}: `{s}` is not allowed")).help(help));
+                    self.err(
+                        Diagnostic::new(node.pos, format!("{what}: `{s}` is not allowed"))
+                            .help(help),
+                    );
                 }
                 None => mismatch(self, &format!("one of {}", choices.join(", "))),
             },
@@ -276,7 +322,10 @@ impl<'a> Validator<'a> {
                 Some(entries) => {
                     for (k, v) in entries {
                         if k.as_str().is_none() {
-                            self.err(Diagnostic::new(k.pos, format!("keys of {what} must be strings")));
+                            self.err(Diagnostic::new(
+                                k.pos,
+                                format!("keys of {what} must be strings"),
+                            ));
                         }
                         self.check_type(v, inner, &format!("`{}` in {what}", k.key_text()));
                     }
@@ -361,7 +410,10 @@ impl<'a> Validator<'a> {
     fn check_edges(&mut self, s: &Step) {
         for n in &s.needs {
             if n.name == s.id.name {
-                self.err(Diagnostic::new(n.pos, format!("step `{}` needs itself", s.id.name)));
+                self.err(Diagnostic::new(
+                    n.pos,
+                    format!("step `{}` needs itself", s.id.name),
+                ));
             } else if !self.index.contains_key(n.name.as_str()) {
                 self.unknown_step(n.pos, &n.name);
             }
@@ -437,10 +489,17 @@ impl<'a> Validator<'a> {
                 && let Some(&other) = branch_parent.get(&b)
                 && other != a
             {
-                let (t, o, p) = (self.rb.steps[b].id.name.clone(), self.rb.steps[other].id.name.clone(), self.rb.steps[a].id.name.clone());
+                let (t, o, p) = (
+                    self.rb.steps[b].id.name.clone(),
+                    self.rb.steps[other].id.name.clone(),
+                    self.rb.steps[a].id.name.clone(),
+                );
                 self.err(
-                    Diagnostic::new(pos, format!("step `{t}` is a target of two branches, `{o}` and `{p}`"))
-                        .help("a step can be chosen by one branch only; add a step per path"),
+                    Diagnostic::new(
+                        pos,
+                        format!("step `{t}` is a target of two branches, `{o}` and `{p}`"),
+                    )
+                    .help("a step can be chosen by one branch only; add a step per path"),
                 );
             } else if kind == "branch" {
                 branch_parent.insert(b, a);
@@ -454,7 +513,10 @@ impl<'a> Validator<'a> {
             cyclic = true;
             let mut members: Vec<usize> = scc.iter().map(|&ni| g[ni]).collect();
             members.sort_unstable();
-            let names: Vec<String> = members.iter().map(|&m| format!("`{}`", self.rb.steps[m].id.name)).collect();
+            let names: Vec<String> = members
+                .iter()
+                .map(|&m| format!("`{}`", self.rb.steps[m].id.name))
+                .collect();
             // Point at an edge inside the cycle, so the caret lands on text that closes it.
             let pos = edges
                 .iter()
@@ -478,8 +540,10 @@ impl<'a> Validator<'a> {
                 indeg[g[b]] += 1;
             }
         }
-        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<usize>> =
-            (0..n).filter(|&i| indeg[i] == 0).map(std::cmp::Reverse).collect();
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+            .filter(|&i| indeg[i] == 0)
+            .map(std::cmp::Reverse)
+            .collect();
         let mut order = Vec::with_capacity(n);
         while let Some(std::cmp::Reverse(i)) = heap.pop() {
             order.push(i);
@@ -511,7 +575,8 @@ impl<'a> Validator<'a> {
     fn step_templates(&mut self, i: usize, s: &Step, upstream: Option<&Ancestry>) -> StepRefs {
         let mut acc = StepRefs::default();
         let ctx = StepCtx { step: i, upstream };
-        let plugin_fields: Option<&[Field]> = self.registry.get(&s.uses.name).map(|r| r.info().fields);
+        let plugin_fields: Option<&[Field]> =
+            self.registry.get(&s.uses.name).map(|r| r.info().fields);
         if let Some(w) = &s.with {
             // Conditions and the wait_until `until` are expressions, not templates.
             if let (Some(entries), Some(fields)) = (w.as_map(), plugin_fields) {
@@ -519,16 +584,22 @@ impl<'a> Validator<'a> {
                     let field = fields.iter().find(|f| Some(f.name) == k.as_str());
                     let r = match field.map(|f| f.ty) {
                         Some(FieldType::Condition) => {
-                            let scope = if s.uses.name == "flow.wait_until" { Scope::WithResult } else { Scope::Step };
+                            let scope = if s.uses.name == "flow.wait_until" {
+                                Scope::WithResult
+                            } else {
+                                Scope::Step
+                            };
                             self.condition(v, scope, Some(&ctx))
                         }
-                        Some(FieldType::List(FieldType::Object(case_fields))) if s.uses.name == "flow.branch" => {
+                        Some(FieldType::List(FieldType::Object(case_fields)))
+                            if s.uses.name == "flow.branch" =>
+                        {
                             let mut r = StepRefs::default();
                             for c in v.as_seq().unwrap_or_default() {
                                 for (ck, cv) in c.as_map().unwrap_or_default() {
-                                    let is_cond = case_fields
-                                        .iter()
-                                        .any(|f| Some(f.name) == ck.as_str() && f.ty == FieldType::Condition);
+                                    let is_cond = case_fields.iter().any(|f| {
+                                        Some(f.name) == ck.as_str() && f.ty == FieldType::Condition
+                                    });
                                     if is_cond {
                                         merge(&mut r, self.condition(cv, Scope::Step, Some(&ctx)));
                                     }
@@ -544,12 +615,21 @@ impl<'a> Validator<'a> {
             }
         }
         if let Some((cond, pos)) = &s.when {
-            let node = Node { value: Value::Str(cond.clone()), pos: *pos };
+            let node = Node {
+                value: Value::Str(cond.clone()),
+                pos: *pos,
+            };
             merge(&mut acc, self.condition(&node, Scope::Step, Some(&ctx)));
         }
         for o in &s.outputs {
-            let node = Node { value: Value::Str(o.template.clone()), pos: o.pos };
-            merge(&mut acc, self.templates_in(&node, Scope::WithResult, Some(&ctx), &[]));
+            let node = Node {
+                value: Value::Str(o.template.clone()),
+                pos: o.pos,
+            };
+            merge(
+                &mut acc,
+                self.templates_in(&node, Scope::WithResult, Some(&ctx), &[]),
+            );
             acc.any = true;
         }
         acc.steps.sort_unstable();
@@ -560,7 +640,12 @@ impl<'a> Validator<'a> {
     fn condition(&mut self, node: &Node, scope: Scope, ctx: Option<&StepCtx>) -> StepRefs {
         let text = match &node.value {
             Value::Str(s) => super::load::strip_braces(s).to_string(),
-            Value::Bool(_) => return StepRefs { any: true, ..StepRefs::default() },
+            Value::Bool(_) => {
+                return StepRefs {
+                    any: true,
+                    ..StepRefs::default()
+                };
+            }
             _ => return StepRefs::default(),
         };
         match self.expr.condition_refs(&text) {
@@ -579,7 +664,13 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn templates_in(&mut self, node: &Node, scope: Scope, ctx: Option<&StepCtx>, vars_so_far: &[&str]) -> StepRefs {
+    fn templates_in(
+        &mut self,
+        node: &Node,
+        scope: Scope,
+        ctx: Option<&StepCtx>,
+        vars_so_far: &[&str],
+    ) -> StepRefs {
         let mut acc = StepRefs::default();
         match &node.value {
             Value::Str(s) if is_template(s) => {
@@ -609,7 +700,14 @@ impl<'a> Validator<'a> {
         acc
     }
 
-    fn check_refs(&mut self, paths: &[String], pos: Pos, scope: Scope, ctx: Option<&StepCtx>, vars_so_far: &[&str]) -> StepRefs {
+    fn check_refs(
+        &mut self,
+        paths: &[String],
+        pos: Pos,
+        scope: Scope,
+        ctx: Option<&StepCtx>,
+        vars_so_far: &[&str],
+    ) -> StepRefs {
         let mut acc = StepRefs::default();
         let rb = self.rb;
         for path in paths {
@@ -623,11 +721,18 @@ impl<'a> Validator<'a> {
                     if let Some(p) = second
                         && !rb.params.iter().any(|x| x.name.name == p)
                     {
-                        let help = match suggest(p, rb.params.iter().map(|x| x.name.name.as_str())) {
+                        let help = match suggest(p, rb.params.iter().map(|x| x.name.name.as_str()))
+                        {
                             Some(s) => format!("did you mean `params.{s}`?"),
                             None => "declare it under `params:`".to_string(),
                         };
-                        self.err(Diagnostic::new(pos, format!("`params.{p}` is not a declared parameter")).help(help));
+                        self.err(
+                            Diagnostic::new(
+                                pos,
+                                format!("`params.{p}` is not a declared parameter"),
+                            )
+                            .help(help),
+                        );
                     }
                 }
                 "vars" => {
@@ -639,11 +744,15 @@ impl<'a> Validator<'a> {
                                     .help("a var can read only the vars above it"),
                             );
                         } else if !declared {
-                            let help = match suggest(v, rb.vars.iter().map(|(n, _)| n.name.as_str())) {
-                                Some(s) => format!("did you mean `vars.{s}`?"),
-                                None => "declare it under `vars:`".to_string(),
-                            };
-                            self.err(Diagnostic::new(pos, format!("`vars.{v}` is not a declared var")).help(help));
+                            let help =
+                                match suggest(v, rb.vars.iter().map(|(n, _)| n.name.as_str())) {
+                                    Some(s) => format!("did you mean `vars.{s}`?"),
+                                    None => "declare it under `vars:`".to_string(),
+                                };
+                            self.err(
+                                Diagnostic::new(pos, format!("`vars.{v}` is not a declared var"))
+                                    .help(help),
+                            );
                         }
                     }
                 }
@@ -651,7 +760,10 @@ impl<'a> Validator<'a> {
                     if let Some(c) = second
                         && !rb.connections.iter().any(|(n, _)| n.name == c)
                     {
-                        self.err(Diagnostic::new(pos, format!("`connections.{c}` is not a declared connection")));
+                        self.err(Diagnostic::new(
+                            pos,
+                            format!("`connections.{c}` is not a declared connection"),
+                        ));
                     }
                 }
                 "run" if scope != Scope::Vars => {
@@ -684,8 +796,15 @@ impl<'a> Validator<'a> {
                         && !up.is_upstream(target, ctx.step)
                     {
                         self.err(
-                            Diagnostic::new(pos, format!("step `{me}` reads `steps.{id}`, which is not upstream of it"))
-                                .help(format!("add `{id}` to `needs:` of `{me}` so it has finished first")),
+                            Diagnostic::new(
+                                pos,
+                                format!(
+                                    "step `{me}` reads `steps.{id}`, which is not upstream of it"
+                                ),
+                            )
+                            .help(format!(
+                                "add `{id}` to `needs:` of `{me}` so it has finished first"
+                            )),
                         );
                         continue;
                     }
@@ -701,7 +820,11 @@ impl<'a> Validator<'a> {
                                 None => format!("`steps.{id}` has: {}", known.join(", ")),
                             };
                             self.err(
-                                Diagnostic::new(pos, format!("step `{id}` has no output `{field}`")).help(help),
+                                Diagnostic::new(
+                                    pos,
+                                    format!("step `{id}` has no output `{field}`"),
+                                )
+                                .help(help),
                             );
                             continue;
                         }
@@ -714,11 +837,26 @@ impl<'a> Validator<'a> {
                         Scope::Step => "params, vars, connections, env, run, steps",
                         Scope::WithResult => "result, params, vars, connections, env, run, steps",
                     };
-                    let help = match suggest(root, ["params", "vars", "steps", "env", "result", "connections", "run"]) {
-                        Some(s) if s != root => format!("did you mean `{s}`? Templates here can read: {allowed}"),
+                    let help = match suggest(
+                        root,
+                        [
+                            "params",
+                            "vars",
+                            "steps",
+                            "env",
+                            "result",
+                            "connections",
+                            "run",
+                        ],
+                    ) {
+                        Some(s) if s != root => {
+                            format!("did you mean `{s}`? Templates here can read: {allowed}")
+                        }
                         _ => format!("templates here can read: {allowed}"),
                     };
-                    self.err(Diagnostic::new(pos, format!("`{path}` is not defined here")).help(help));
+                    self.err(
+                        Diagnostic::new(pos, format!("`{path}` is not defined here")).help(help),
+                    );
                 }
             }
         }
@@ -730,7 +868,11 @@ impl<'a> Validator<'a> {
     fn reachability(&mut self, order: &[usize]) {
         let rb = self.rb;
         let n = rb.steps.len();
-        let idx: HashMap<String, usize> = self.index.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let idx: HashMap<String, usize> = self
+            .index
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         let kinds: Vec<StepKind> = rb.steps.iter().map(|s| plan::step_kind(s, &idx)).collect();
         // live[b] = targets of branch b that some live case can choose.
         let mut live_targets: HashMap<usize, HashSet<usize>> = HashMap::new();
@@ -771,9 +913,15 @@ impl<'a> Validator<'a> {
         let mut reach = vec![false; n];
         for &i in order {
             let s = &rb.steps[i];
-            let needs: Vec<usize> = s.needs.iter().filter_map(|x| self.index.get(x.name.as_str()).copied()).collect();
+            let needs: Vec<usize> = s
+                .needs
+                .iter()
+                .filter_map(|x| self.index.get(x.name.as_str()).copied())
+                .collect();
             let by_branch = parents[i].is_empty()
-                || parents[i].iter().any(|b| reach[*b] && live_targets.get(b).is_some_and(|l| l.contains(&i)));
+                || parents[i]
+                    .iter()
+                    .any(|b| reach[*b] && live_targets.get(b).is_some_and(|l| l.contains(&i)));
             let by_needs = needs.is_empty() || needs.iter().any(|d| reach[*d]);
             let handlers = &handled_by[i];
             let by_failure = handlers.is_empty() || handlers.iter().any(|h| reach[*h]);

@@ -185,7 +185,10 @@ impl Store for SqliteStore {
             0 => Err(StoreError::NoSuchRun(id_or_prefix.to_string())),
             1 => Ok(row_to_run(&rows[0])?),
             n => {
-                if let Some(exact) = rows.iter().find(|r| r.try_get::<String, _>("id").ok().as_deref() == Some(id_or_prefix)) {
+                if let Some(exact) = rows
+                    .iter()
+                    .find(|r| r.try_get::<String, _>("id").ok().as_deref() == Some(id_or_prefix))
+                {
                     return Ok(row_to_run(exact)?);
                 }
                 Err(StoreError::Ambiguous {
