@@ -5,8 +5,13 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn json(o: &std::process::Output) -> Value {
-    serde_json::from_str(&stdout(o))
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", stdout(o), stderr(o)))
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            stdout(o),
+            stderr(o)
+        )
+    })
 }
 
 fn step<'a>(shown: &'a Value, id: &str) -> &'a Value {
@@ -28,7 +33,14 @@ fn run_json(sb: &Sandbox, file: &str, extra: &[&str]) -> (i32, Value) {
 fn shipped_example_runs_and_records_its_decision() {
     let sb = Sandbox::new();
     let example = crate::common::repo().join("runbooks/examples/service-health.yaml");
-    let o = sb.run(&["run", example.to_str().expect("utf-8 path"), "-o", "json", "--param", "url=http://127.0.0.1:1/health"]);
+    let o = sb.run(&[
+        "run",
+        example.to_str().expect("utf-8 path"),
+        "-o",
+        "json",
+        "--param",
+        "url=http://127.0.0.1:1/health",
+    ]);
     assert_eq!(o.status.code(), Some(0), "stderr:\n{}", stderr(&o));
     let shown = json(&o);
     assert_eq!(shown["run"]["status"], "succeeded");
@@ -91,7 +103,12 @@ steps:
     let (code, shown) = run_json(&sb, f.to_str().expect("path"), &[]);
     assert_eq!(code, 0, "{shown:#}");
     assert_eq!(step(&shown, "flaky")["attempts"], 3);
-    assert_eq!(std::fs::read_to_string(sb.path().join("n")).expect("n").trim(), "3");
+    assert_eq!(
+        std::fs::read_to_string(sb.path().join("n"))
+            .expect("n")
+            .trim(),
+        "3"
+    );
 }
 
 #[test]
@@ -117,7 +134,13 @@ steps:
     assert_eq!(code, 1);
     assert_eq!(step(&shown, "always")["attempts"], 3);
     assert_eq!(step(&shown, "always")["error_kind"], "status");
-    assert_eq!(std::fs::read_to_string(sb.path().join("tries")).expect("tries").lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(sb.path().join("tries"))
+            .expect("tries")
+            .lines()
+            .count(),
+        3
+    );
     assert_eq!(step(&shown, "not_listed")["attempts"], 1);
 }
 
@@ -138,7 +161,10 @@ steps:
     let t = Instant::now();
     let (code, shown) = run_json(&sb, f.to_str().expect("path"), &[]);
     assert_eq!(code, 1);
-    assert!(t.elapsed() < Duration::from_secs(20), "the timeout did not stop the step");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "the timeout did not stop the step"
+    );
     assert_eq!(step(&shown, "slow")["error_kind"], "timeout");
     assert_eq!(shown["run"]["status"], "failed");
 }
@@ -160,7 +186,10 @@ fn approval_without_a_terminal_fails_with_instructions_and_does_nothing() {
     assert_eq!(code, 1);
     let s = step(&shown, "risky");
     assert_eq!(s["error_kind"], "approval");
-    assert!(s["error"].as_str().is_some_and(|e| e.contains("--yes")), "{s:#}");
+    assert!(
+        s["error"].as_str().is_some_and(|e| e.contains("--yes")),
+        "{s:#}"
+    );
     assert!(!sb.path().join("did-it").exists());
 }
 
@@ -168,7 +197,11 @@ fn approval_without_a_terminal_fails_with_instructions_and_does_nothing() {
 fn approval_with_yes_is_recorded_with_who_and_how() {
     let sb = Sandbox::new();
     let f = sb.write("approve.yaml", APPROVE);
-    let (code, shown) = run_json(&sb, f.to_str().expect("path"), &["--yes", "--actor", "alice"]);
+    let (code, shown) = run_json(
+        &sb,
+        f.to_str().expect("path"),
+        &["--yes", "--actor", "alice"],
+    );
     assert_eq!(code, 0, "{shown:#}");
     let a = &step(&shown, "risky")["approval"];
     assert_eq!(a["by"], "alice");
@@ -201,8 +234,14 @@ fn params_are_typed_defaulted_and_checked() {
 
     for (args, needle) in [
         (vec!["-p", "count=many"], "not a number"),
-        (vec!["-p", "count=1", "-p", "level=extreme"], "not one of: low, high"),
-        (vec!["-p", "count=1", "-p", "levl=low"], "did you mean `level`"),
+        (
+            vec!["-p", "count=1", "-p", "level=extreme"],
+            "not one of: low, high",
+        ),
+        (
+            vec!["-p", "count=1", "-p", "levl=low"],
+            "did you mean `level`",
+        ),
         (vec![], "missing required parameter `count`"),
         (vec!["-p", "count"], "NAME=VALUE"),
     ] {
@@ -210,7 +249,11 @@ fn params_are_typed_defaulted_and_checked() {
         a.extend(args.iter().copied());
         let o = sb.run(&a);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains(needle), "{args:?}: expected `{needle}` in:\n{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(needle),
+            "{args:?}: expected `{needle}` in:\n{}",
+            stderr(&o)
+        );
         assert!(!stderr(&o).contains("panicked"));
     }
     // Nothing was recorded for the rejected runs.
@@ -264,16 +307,33 @@ steps:
     let (code, shown) = run_json(&sb, f.to_str().expect("path"), &["--max-parallel", "1"]);
     assert_eq!(code, 1, "{shown:#}");
     assert_eq!(step(&shown, "settle")["status"], "succeeded");
-    assert_eq!(std::fs::read_to_string(sb.path().join("n")).expect("n").trim(), "3");
+    assert_eq!(
+        std::fs::read_to_string(sb.path().join("n"))
+            .expect("n")
+            .trim(),
+        "3"
+    );
     let never = step(&shown, "never");
     assert_eq!(never["error_kind"], "timeout");
-    assert!(never["error"].as_str().is_some_and(|e| e.contains("result.value == 2")), "{never:#}");
+    assert!(
+        never["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("result.value == 2")),
+        "{never:#}"
+    );
     let id = shown["run"]["id"].as_str().expect("id");
     let o = sb.run(&["show", id, "--events", "-o", "json"]);
     let events = json(&o)["events"].as_array().cloned().unwrap_or_default();
-    let waits: Vec<&Value> = events.iter().filter(|e| e["event"]["type"] == "wait_started").collect();
+    let waits: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"]["type"] == "wait_started")
+        .collect();
     assert_eq!(waits.len(), 2);
-    assert!(waits.iter().all(|w| w["event"]["deadline_ms"].as_i64().is_some_and(|d| d > w["at"].as_i64().unwrap_or(i64::MAX))));
+    assert!(waits.iter().all(|w| {
+        w["event"]["deadline_ms"]
+            .as_i64()
+            .is_some_and(|d| d > w["at"].as_i64().unwrap_or(i64::MAX))
+    }));
 }
 
 #[test]
@@ -298,11 +358,17 @@ steps:
     // Wait (bounded) for the step to be running, observed through the file it creates.
     let t = Instant::now();
     while !sb.path().join("started").exists() {
-        assert!(t.elapsed() < Duration::from_secs(30), "the step never started");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the step never started"
+        );
         std::thread::yield_now();
     }
     let pid = i32::try_from(child.id()).expect("pid");
-    let kill = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(kill.success());
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(130));
@@ -327,7 +393,11 @@ fn show_runs_list_and_graph_read_back_what_happened() {
     let o = sb.run(&["runs"]);
     let out = stdout(&o);
     assert!(out.contains("params") && out.contains("succeeded"), "{out}");
-    let id = out.lines().nth(1).and_then(|l| l.split_whitespace().next()).expect("an id");
+    let id = out
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .expect("an id");
     let o = sb.run(&["show", &id[..10]]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("v=low-4-true"), "{}", stdout(&o));
@@ -345,6 +415,45 @@ fn graph_shows_branch_edges_with_their_conditions() {
     let o = sb.run(&["graph", example.to_str().expect("path")]);
     let out = stdout(&o);
     assert!(out.starts_with("flowchart TD"), "{out}");
-    assert!(out.contains("choose -- \"steps.probe.status == 'failed'\" --> report_down"), "{out}");
+    assert!(
+        out.contains("choose -- \"steps.probe.status == 'failed'\" --> report_down"),
+        "{out}"
+    );
     assert!(out.contains("disk --> choose"), "{out}");
+}
+
+#[test]
+fn the_intent_of_an_unsafe_step_is_committed_before_it_acts() {
+    // The step itself reads the journal from another process (the real CLI) while it runs: its own
+    // `step_started` must already be there, or it exits 7 and the run fails.
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "intent.yaml",
+        r#"
+name: intent
+steps:
+  - id: act
+    uses: shell.run
+    with:
+      shell: >-
+        "$RB" show {{ run.id }} --events -o json > seen.json &&
+        grep -q '"type": "step_started"' seen.json || exit 7
+      env: { RB: "{{ env.RUNBOOK_BIN }}" }
+"#,
+    );
+    let o = sb
+        .cmd(&["run", f.to_str().expect("path"), "--quiet"])
+        .env("RUNBOOK_BIN", crate::common::bin())
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let seen: Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.path().join("seen.json")).expect("seen"))
+            .expect("json");
+    let started = seen["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["event"]["type"] == "step_started"))
+        .expect("intent visible to another process");
+    assert_eq!(started["event"]["class"], "unsafe");
+    assert_eq!(started["event"]["step"], "act");
 }

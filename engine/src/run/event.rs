@@ -238,3 +238,45 @@ impl Chain {
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
+
+/// Where a stored chain stops verifying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBreak {
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// Recomputes a run's hash chain from its stored records (in `seq` order) and names the first event
+/// that does not match.
+pub fn verify_chain(records: &[Record]) -> Result<(), ChainBreak> {
+    let mut prev = GENESIS.to_string();
+    let mut expected_seq = 1;
+    for r in records {
+        if r.seq != expected_seq {
+            return Err(ChainBreak {
+                seq: r.seq,
+                reason: format!(
+                    "expected event {expected_seq}, found {} (an event is missing)",
+                    r.seq
+                ),
+            });
+        }
+        if r.prev_hash != prev {
+            return Err(ChainBreak {
+                seq: r.seq,
+                reason: "its link to the previous event does not match".to_string(),
+            });
+        }
+        let h = chain_hash(&prev, &r.run_id, r.seq, r.at_ms, &r.actor, &r.data);
+        if h != r.hash {
+            return Err(ChainBreak {
+                seq: r.seq,
+                reason: "its content does not match its hash (edited after it was written)"
+                    .to_string(),
+            });
+        }
+        prev = h;
+        expected_seq += 1;
+    }
+    Ok(())
+}
