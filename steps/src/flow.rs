@@ -41,7 +41,11 @@ pub static ASSERT: PluginInfo = PluginInfo {
     summary: "Fail the step (kind `condition`) unless the condition holds. Records the values it read.",
     class: SideEffect::Read,
     fields: &[
-        Field::req("that", FieldType::Condition, "Expression that must be true."),
+        Field::req(
+            "that",
+            FieldType::Condition,
+            "Expression that must be true.",
+        ),
         Field::opt(
             "message",
             FieldType::String,
@@ -73,7 +77,7 @@ pub static WAIT_UNTIL: PluginInfo = PluginInfo {
         Field::req(
             "probe",
             FieldType::Probe,
-            "The plugin call to repeat, e.g. `{ uses: http.request, with: { url: ... } }`. Must be `read`.",
+            "The plugin call to repeat, e.g. `{ uses: http.request, with: { url: ... } }`. Must be `read` (a probe may declare `side_effect: read`, like a step).",
         ),
         Field::req(
             "until",
@@ -132,7 +136,8 @@ impl Plugin for Noop {
 
     fn run<'a>(&'a self, input: serde_json::Value, _ctx: &'a StepContext) -> StepFuture<'a> {
         Box::pin(async move {
-            let input: NoopInput = serde_json::from_value(input).map_err(crate::StepError::input)?;
+            let input: NoopInput =
+                serde_json::from_value(input).map_err(crate::StepError::input)?;
             Ok(serde_json::json!({ "value": input.value }))
         })
     }

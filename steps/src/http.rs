@@ -1,7 +1,15 @@
 //! `http.request`: one HTTP request with an expected status and a parsed JSON body.
 
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{Map, Value, json};
+
 use crate::schema::{Field, FieldType};
-use crate::{Plugin, PluginInfo, SideEffect, StepContext, StepError, StepFuture};
+use crate::{ErrorKind, Plugin, PluginInfo, SideEffect, StepContext, StepError, StepFuture};
 
 static METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
 
@@ -11,7 +19,11 @@ static INFO: PluginInfo = PluginInfo {
               `read`, PUT and DELETE `idempotent`, POST and PATCH `unsafe`.",
     class: SideEffect::Read,
     fields: &[
-        Field::req("url", FieldType::String, "Absolute http:// or https:// URL."),
+        Field::req(
+            "url",
+            FieldType::String,
+            "Absolute http:// or https:// URL.",
+        ),
         Field::opt(
             "method",
             FieldType::Enum(&METHODS),
@@ -44,8 +56,187 @@ static INFO: PluginInfo = PluginInfo {
     example: "url: \"http://127.0.0.1:9090/api/v1/query\"\nquery: { query: up }",
 };
 
+/// The response body keeps at most this many bytes; the rest is not downloaded.
+const BODY_LIMIT: usize = 1 << 20;
+
+/// How much of the body an unexpected-status message quotes; the whole body is in the detail.
+const MESSAGE_BODY: usize = 300;
+
 #[derive(Default)]
-pub struct HttpRequest {}
+pub struct HttpRequest {
+    /// Built on first use and shared by every request, so connections are pooled across steps. Lazy
+    /// because building it needs the TLS provider installed and may fail (no usable system roots),
+    /// which should fail a step, not the registry.
+    client: OnceLock<reqwest::Client>,
+}
+
+/// The `with:` block of `http.request`. Every field is an `Option` so that a template rendering to
+/// `null` reads as "not given".
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    url: String,
+    method: Option<String>,
+    headers: Option<BTreeMap<String, String>>,
+    query: Option<BTreeMap<String, Value>>,
+    json: Option<Value>,
+    body: Option<String>,
+    expect_status: Option<Vec<u16>>,
+}
+
+fn parse_input(value: Value) -> Result<Input, StepError> {
+    serde_json::from_value(value).map_err(StepError::input)
+}
+
+/// Deserializes `value` into `http.request`'s typed input without sending anything. The schema
+/// self-test uses it to keep the declared fields and the struct in agreement.
+pub fn check_input(value: &Value) -> Result<(), StepError> {
+    parse_input(value.clone()).map(drop)
+}
+
+impl HttpRequest {
+    fn client(&self) -> Result<&reqwest::Client, StepError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        // reqwest is built without a crypto provider of its own and panics without one.
+        crate::init_tls();
+        let built = reqwest::Client::builder()
+            // Only the connect phase is bounded here: the step's own `timeout` bounds the whole
+            // request, and the engine enforces it by dropping the future.
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                StepError::new(
+                    ErrorKind::Other,
+                    format!("cannot set up the HTTP client: {}", cause_chain(&e)),
+                )
+            })?;
+        // Two steps racing here both build a client and one is thrown away, which is harmless.
+        Ok(self.client.get_or_init(|| built))
+    }
+
+    async fn request(&self, input: Value) -> Result<Value, StepError> {
+        let input = parse_input(input)?;
+        let method = parse_method(input.method.as_deref())?;
+        let mut url = Url::parse(&input.url).map_err(|e| {
+            StepError::new(
+                ErrorKind::Input,
+                format!("invalid url `{}`: {e}", input.url),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(StepError::new(
+                ErrorKind::Input,
+                format!(
+                    "invalid url `{}`: the scheme must be http or https",
+                    input.url
+                ),
+            ));
+        }
+        if let Some(query) = input.query.as_ref().filter(|q| !q.is_empty()) {
+            let mut pairs = url.query_pairs_mut();
+            for (name, value) in query {
+                match value {
+                    Value::String(s) => pairs.append_pair(name, s),
+                    other => pairs.append_pair(name, &other.to_string()),
+                };
+            }
+        }
+        let shown = redacted(&url);
+
+        let mut builder = self.client()?.request(method.clone(), url);
+        for (name, value) in input.headers.iter().flatten() {
+            // Checked here rather than left to `send`, whose builder error would not say which
+            // header is wrong.
+            let name_ok = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
+                StepError::new(
+                    ErrorKind::Input,
+                    format!("invalid header name `{name}`: {e}"),
+                )
+            })?;
+            let value_ok = HeaderValue::from_str(value).map_err(|e| {
+                StepError::new(
+                    ErrorKind::Input,
+                    format!("invalid value for header `{name}`: {e}"),
+                )
+            })?;
+            builder = builder.header(name_ok, value_ok);
+        }
+        match (input.json, input.body) {
+            (Some(_), Some(_)) => {
+                return Err(StepError::new(
+                    ErrorKind::Input,
+                    "give either `json` or `body`, not both",
+                ));
+            }
+            (Some(j), None) => builder = builder.json(&j),
+            (None, Some(b)) => builder = builder.body(b),
+            (None, None) => {}
+        }
+
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| send_error(&method, &shown, &e))?;
+
+        let status = response.status();
+        let headers = response_headers(response.headers());
+        let content_length = response.content_length();
+        let mut kept: Vec<u8> = Vec::new();
+        let mut cut = false;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| send_error(&method, &shown, &e))?
+        {
+            let take = chunk.len().min(BODY_LIMIT - kept.len());
+            kept.extend_from_slice(&chunk[..take]);
+            if take < chunk.len() {
+                // Stop downloading: the rest would be thrown away, and a streaming endpoint might
+                // never end.
+                cut = true;
+                break;
+            }
+        }
+        let json_body = parse_json_body(&kept);
+        let mut body = String::from_utf8_lossy(&kept).into_owned();
+        if cut {
+            match content_length {
+                Some(total) => body.push_str(&format!(
+                    "\n[... truncated {} bytes]",
+                    total.saturating_sub(kept.len() as u64)
+                )),
+                None => body.push_str("\n[... truncated: the body is longer than 1 MiB]"),
+            }
+        }
+
+        let result = json!({
+            "status": status.as_u16(),
+            "headers": headers,
+            "body": body,
+            "json": json_body,
+        });
+        let expected = match &input.expect_status {
+            Some(list) => list.contains(&status.as_u16()),
+            None => status.is_success(),
+        };
+        if !expected {
+            let quoted = match body.trim() {
+                "" => "; the body is empty".to_owned(),
+                text => format!("; body: {}", head_chars(text, MESSAGE_BODY)),
+            };
+            let message = format!(
+                "{method} {shown} answered {} (expected {}){quoted}",
+                describe_status(status),
+                describe_expected(input.expect_status.as_deref()),
+            );
+            return Err(StepError::new(ErrorKind::Status, message).with_detail(result));
+        }
+        Ok(result)
+    }
+}
 
 impl Plugin for HttpRequest {
     fn info(&self) -> &'static PluginInfo {
@@ -65,7 +256,430 @@ impl Plugin for HttpRequest {
         }
     }
 
-    fn run<'a>(&'a self, _input: serde_json::Value, _ctx: &'a StepContext) -> StepFuture<'a> {
-        Box::pin(async move { Err(StepError::new(crate::ErrorKind::Other, "not yet implemented")) })
+    fn run<'a>(&'a self, input: Value, _ctx: &'a StepContext) -> StepFuture<'a> {
+        Box::pin(self.request(input))
+    }
+}
+
+fn parse_method(method: Option<&str>) -> Result<Method, StepError> {
+    let Some(method) = method else {
+        return Ok(Method::GET);
+    };
+    let upper = method.to_ascii_uppercase();
+    if !METHODS.contains(&upper.as_str()) {
+        return Err(StepError::new(
+            ErrorKind::Input,
+            format!(
+                "unsupported method `{method}` (use one of {})",
+                METHODS.join(", ")
+            ),
+        ));
+    }
+    Method::from_bytes(upper.as_bytes())
+        .map_err(|e| StepError::new(ErrorKind::Input, format!("invalid method `{method}`: {e}")))
+}
+
+/// The URL as messages show it: a password in the userinfo is masked, since messages end up in the
+/// journal and on terminals.
+fn redacted(url: &Url) -> String {
+    if url.password().is_some() {
+        let mut masked = url.clone();
+        // Only fails for URLs that cannot have credentials, which this one has.
+        let _ = masked.set_password(Some("***"));
+        masked.to_string()
+    } else {
+        url.to_string()
+    }
+}
+
+/// A failure to get an answer at all. reqwest's own message is a generic category ("error sending
+/// request"); the useful part ("Connection refused", a DNS or certificate error) is down the source
+/// chain, so the whole chain is spelled out.
+fn send_error(method: &Method, url: &str, err: &reqwest::Error) -> StepError {
+    let kind = if err.is_builder() {
+        ErrorKind::Input
+    } else if err.is_redirect() {
+        ErrorKind::Other
+    } else {
+        ErrorKind::Connect
+    };
+    StepError::new(kind, format!("{method} {url}: {}", cause_chain(err)))
+}
+
+/// Every message in the error's source chain, joined with `: `, skipping the URL reqwest appends
+/// (the caller names it once) and messages that only repeat the previous one.
+fn cause_chain(err: &reqwest::Error) -> String {
+    let top = err.to_string();
+    let top = match err.url() {
+        Some(url) => top
+            .strip_suffix(&format!(" for url ({url})"))
+            .map(str::to_owned)
+            .unwrap_or(top),
+        None => top,
+    };
+    let mut parts = vec![top];
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
+}
+
+fn response_headers(headers: &reqwest::header::HeaderMap) -> Map<String, Value> {
+    let mut out = Map::new();
+    // `HeaderName`s are lowercase already. A repeated header (set-cookie, via) keeps every value,
+    // joined as HTTP allows for list-valued headers.
+    for (name, value) in headers {
+        let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match out.get_mut(name.as_str()) {
+            Some(Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&text);
+            }
+            _ => {
+                out.insert(name.as_str().to_owned(), Value::String(text));
+            }
+        }
+    }
+    out
+}
+
+/// The body as JSON when it is JSON, else null. The content type is not consulted: servers often
+/// label JSON `text/plain`, and a body that claims JSON but is not still deserves its raw text only.
+fn parse_json_body(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+fn describe_status(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => format!("{} {reason}", status.as_u16()),
+        None => status.as_u16().to_string(),
+    }
+}
+
+fn describe_expected(expect: Option<&[u16]>) -> String {
+    match expect {
+        None => "2xx".to_owned(),
+        Some([]) => "none".to_owned(),
+        Some(list) => list
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" or "),
+    }
+}
+
+fn head_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::extract::{Path, RawQuery};
+    use axum::http::{HeaderMap, Method, StatusCode};
+    use axum::routing::{any, get};
+    use serde_json::{Value, json};
+
+    use super::HttpRequest;
+    use crate::{ErrorKind, Plugin, SideEffect, StepContext, StepError};
+
+    /// Echoes what the request looked like, as JSON.
+    async fn echo(
+        method: Method,
+        RawQuery(query): RawQuery,
+        headers: HeaderMap,
+        body: String,
+    ) -> axum::Json<Value> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        axum::Json(json!({
+            "method": method.as_str(),
+            "query": query,
+            "content_type": header("content-type"),
+            "x_token": header("x-token"),
+            "body": body,
+        }))
+    }
+
+    async fn status(Path(code): Path<u16>) -> (StatusCode, String) {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT);
+        (
+            code,
+            format!("  status {} says: overloaded, try later\n", code.as_u16()),
+        )
+    }
+
+    /// Serves the test routes on an ephemeral port and returns the base URL. The listener is bound
+    /// before this returns, so requests queue in its backlog until the server task picks them up.
+    async fn server() -> String {
+        let app = Router::new()
+            .route("/echo", any(echo))
+            .route("/status/{code}", get(status))
+            .route("/big", get(|| async { "a".repeat((1 << 20) + 10) }))
+            .route("/text", get(|| async { "plain words" }))
+            .route("/json-as-text", get(|| async { "[1, 2]" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind an ephemeral port");
+        let addr = listener.local_addr().expect("local address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    /// Runs `http.request`; the timeout only turns a hang into a failure instead of a hung suite.
+    async fn run(plugin: &HttpRequest, input: Value) -> Result<Value, StepError> {
+        let ctx = StepContext::default();
+        tokio::time::timeout(Duration::from_secs(60), plugin.run(input, &ctx))
+            .await
+            .expect("http.request did not finish within 60s")
+    }
+
+    fn ok(result: Result<Value, StepError>) -> Value {
+        match result {
+            Ok(v) => v,
+            Err(e) => panic!("step failed: {:?}: {}", e.kind, e.message),
+        }
+    }
+
+    fn err(result: Result<Value, StepError>) -> StepError {
+        match result {
+            Ok(v) => panic!("step succeeded unexpectedly: {v}"),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn get_sends_query_params_and_parses_the_json_answer() {
+        let base = server().await;
+        let plugin = HttpRequest::default();
+        let r = ok(run(
+            &plugin,
+            json!({
+                "url": format!("{base}/echo"),
+                "query": { "q": "up & down", "n": 5, "flag": true, "list": [1, "a"] },
+            }),
+        )
+        .await);
+        assert_eq!(r["status"], 200);
+        assert_eq!(r["headers"]["content-type"], "application/json");
+        assert_eq!(r["json"]["method"], "GET");
+        assert_eq!(
+            r["json"]["query"],
+            "flag=true&list=%5B1%2C%22a%22%5D&n=5&q=up+%26+down"
+        );
+        let body: Value = serde_json::from_str(r["body"].as_str().expect("body is text"))
+            .expect("body is the JSON text");
+        assert_eq!(body, r["json"]);
+
+        // The same plugin (and client) serves a second request.
+        let r = ok(run(
+            &plugin,
+            json!({ "url": format!("{base}/echo?keep=1"), "query": { "k": "v" } }),
+        )
+        .await);
+        assert_eq!(r["json"]["query"], "keep=1&k=v");
+    }
+
+    #[tokio::test]
+    async fn post_sends_a_json_body_and_the_method_is_case_insensitive() {
+        let base = server().await;
+        let r = ok(run(
+            &HttpRequest::default(),
+            json!({ "url": format!("{base}/echo"), "method": "post", "json": { "replicas": 3 } }),
+        )
+        .await);
+        assert_eq!(r["json"]["method"], "POST");
+        assert_eq!(r["json"]["content_type"], "application/json");
+        assert_eq!(r["json"]["body"], "{\"replicas\":3}");
+    }
+
+    #[tokio::test]
+    async fn a_raw_body_and_headers_are_sent_as_given() {
+        let base = server().await;
+        let r = ok(run(
+            &HttpRequest::default(),
+            json!({
+                "url": format!("{base}/echo"),
+                "method": "PUT",
+                "headers": { "Content-Type": "text/plain", "X-Token": "s3cret" },
+                "body": "hello",
+            }),
+        )
+        .await);
+        assert_eq!(
+            r["json"],
+            json!({
+                "method": "PUT",
+                "query": null,
+                "content_type": "text/plain",
+                "x_token": "s3cret",
+                "body": "hello",
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unexpected_status_is_a_status_error_with_the_response() {
+        let base = server().await;
+        let url = format!("{base}/status/503");
+        let e = err(run(&HttpRequest::default(), json!({ "url": url })).await);
+        assert_eq!(e.kind, ErrorKind::Status);
+        assert_eq!(
+            e.message,
+            format!(
+                "GET {url} answered 503 Service Unavailable (expected 2xx); body: status 503 says: overloaded, try later"
+            )
+        );
+        let detail = e.detail.expect("detail keeps the response");
+        assert_eq!(detail["status"], 503);
+        assert_eq!(detail["body"], "  status 503 says: overloaded, try later\n");
+        assert_eq!(detail["json"], Value::Null);
+        assert!(detail["headers"]["content-type"].is_string());
+    }
+
+    #[tokio::test]
+    async fn expect_status_decides_what_counts_as_success() {
+        let base = server().await;
+        let plugin = HttpRequest::default();
+        let r = ok(run(
+            &plugin,
+            json!({ "url": format!("{base}/status/404"), "expect_status": [200, 404] }),
+        )
+        .await);
+        assert_eq!(r["status"], 404);
+
+        let e = err(run(
+            &plugin,
+            json!({ "url": format!("{base}/echo"), "expect_status": [201] }),
+        )
+        .await);
+        assert_eq!(e.kind, ErrorKind::Status);
+        assert!(
+            e.message.contains("answered 200 OK (expected 201)"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error_naming_the_url() {
+        // Bind and drop a listener: the port was free a moment ago and nothing listens on it now.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("ephemeral port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}/x");
+        let e = err(run(&HttpRequest::default(), json!({ "url": url })).await);
+        assert_eq!(e.kind, ErrorKind::Connect);
+        assert!(
+            e.message.starts_with(&format!("GET {url}: ")),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.to_lowercase().contains("connection refused"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_big_body_is_cut_at_one_mib() {
+        let base = server().await;
+        let r = ok(run(
+            &HttpRequest::default(),
+            json!({ "url": format!("{base}/big") }),
+        )
+        .await);
+        let body = r["body"].as_str().expect("body is text");
+        let marker = "\n[... truncated 10 bytes]";
+        assert!(body.ends_with(marker), "{}", &body[body.len() - 40..]);
+        assert_eq!(body.len(), (1 << 20) + marker.len());
+        assert_eq!(r["json"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn json_is_parsed_whatever_the_content_type_says() {
+        let base = server().await;
+        let plugin = HttpRequest::default();
+        let r = ok(run(&plugin, json!({ "url": format!("{base}/json-as-text") })).await);
+        assert!(
+            r["headers"]["content-type"]
+                .as_str()
+                .is_some_and(|ct| ct.starts_with("text/plain"))
+        );
+        assert_eq!(r["json"], json!([1, 2]));
+        let r = ok(run(&plugin, json!({ "url": format!("{base}/text") })).await);
+        assert_eq!(r["body"], "plain words");
+        assert_eq!(r["json"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn bad_inputs_are_input_errors() {
+        let plugin = HttpRequest::default();
+        for (input, needle) in [
+            (json!({ "url": "not a url" }), "invalid url `not a url`"),
+            (json!({ "url": "ftp://example.com/f" }), "http or https"),
+            (
+                json!({ "url": "http://127.0.0.1/", "json": {}, "body": "x" }),
+                "not both",
+            ),
+            (
+                json!({ "url": "http://127.0.0.1/", "method": "FETCH" }),
+                "unsupported method `FETCH`",
+            ),
+            (
+                json!({ "url": "http://127.0.0.1/", "headers": { "bad header": "x" } }),
+                "invalid header name `bad header`",
+            ),
+            (
+                json!({ "url": "http://127.0.0.1/", "timeout": "5s" }),
+                "unknown field `timeout`",
+            ),
+            (json!({ "method": "GET" }), "missing field `url`"),
+        ] {
+            let e = err(run(&plugin, input.clone()).await);
+            assert_eq!(e.kind, ErrorKind::Input, "{input}: {}", e.message);
+            assert!(e.message.contains(needle), "{input}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_class_follows_the_method() {
+        let plugin = HttpRequest::default();
+        for (method, class) in [
+            (None, SideEffect::Read),
+            (Some("GET"), SideEffect::Read),
+            (Some("head"), SideEffect::Read),
+            (Some("PUT"), SideEffect::Idempotent),
+            (Some("delete"), SideEffect::Idempotent),
+            (Some("POST"), SideEffect::Unsafe),
+            (Some("patch"), SideEffect::Unsafe),
+        ] {
+            let mut input = json!({ "url": "http://127.0.0.1/" });
+            if let Some(m) = method {
+                input["method"] = json!(m);
+            }
+            assert_eq!(plugin.class_for(&input), class, "{method:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_masked_in_messages() {
+        let url = super::Url::parse("https://ops:hunter2@example.com/x").expect("valid url");
+        assert_eq!(super::redacted(&url), "https://ops:***@example.com/x");
     }
 }

@@ -7,7 +7,7 @@
 
 use super::decide::{Action, decide};
 use super::event::{Chain, Event, Record, RunStatus, now_ms};
-use super::state::{RunState, Status};
+use super::state::RunState;
 use crate::expr::{Expr, to_json};
 use crate::runbook::plan::{Plan, PlanStep, StepKind};
 use crate::store::{Durability, RunRow, Store, StoreError};
@@ -74,7 +74,6 @@ pub struct Driver<'a> {
     pending: Vec<Record>,
     /// params, vars, connections, run (and env, if anything reads it): the context every step shares.
     base: Map<String, Value>,
-    started_at: i64,
     tasks: JoinSet<TaskResult>,
     progress_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     progress_rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
@@ -173,7 +172,6 @@ impl<'a> Driver<'a> {
             state,
             pending: Vec::new(),
             base,
-            started_at,
             tasks: JoinSet::new(),
             progress_tx,
             progress_rx,
@@ -423,12 +421,9 @@ impl<'a> Driver<'a> {
                             }
                         }
                         Err(e) => {
-                            self.fail_now(
-                                i,
-                                attempt,
-                                ErrorKind::Input,
-                                format!("case {}: {e}", n + 1),
-                            );
+                            let e =
+                                StepError::new(ErrorKind::Input, format!("case {}: {e}", n + 1));
+                            self.fail(i, attempt, e);
                             return Ok(());
                         }
                     }
@@ -699,18 +694,6 @@ impl<'a> Driver<'a> {
             deadline_ms: None,
         });
         self.fail(i, attempt, StepError::new(kind, message));
-    }
-
-    fn fail_now(&mut self, i: usize, attempt: u32, kind: ErrorKind, message: String) {
-        self.fail(i, attempt, StepError::new(kind, message));
-    }
-
-    pub fn started_at(&self) -> i64 {
-        self.started_at
-    }
-
-    pub fn status_of(&self, i: usize) -> Status {
-        self.state.steps[i].status
     }
 }
 
