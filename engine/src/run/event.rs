@@ -250,8 +250,7 @@ pub struct ChainBreak {
 /// that does not match.
 pub fn verify_chain(records: &[Record]) -> Result<(), ChainBreak> {
     let mut prev = GENESIS.to_string();
-    let mut expected_seq = 1;
-    for r in records {
+    for (expected_seq, r) in (1..).zip(records) {
         if r.seq != expected_seq {
             return Err(ChainBreak {
                 seq: r.seq,
@@ -276,7 +275,6 @@ pub fn verify_chain(records: &[Record]) -> Result<(), ChainBreak> {
             });
         }
         prev = h;
-        expected_seq += 1;
     }
     Ok(())
 }
