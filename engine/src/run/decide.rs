@@ -73,40 +73,25 @@ pub fn decide(plan: &Plan, state: &RunState, now_ms: i64, max_parallel: usize) -
     if state.status != RunStatus::Running {
         return next;
     }
-    let mut running = state
-        .steps
-        .iter()
-        .filter(|s| s.status == Status::Running)
-        .count();
-    for &i in &plan.order {
-        let st = &state.steps[i];
-        match st.status {
-            Status::Pending => {}
-            Status::RetryWait => {
-                if state.aborting {
-                    continue;
-                }
-                let at = st.retry_at_ms.unwrap_or(now_ms);
-                if at <= now_ms {
-                    if running < max_parallel {
-                        next.actions.push(Action::Start(i));
-                        running += 1;
-                    }
-                } else {
-                    next.wake_at_ms = Some(next.wake_at_ms.map_or(at, |w| w.min(at)));
-                }
-                continue;
+    let mut running = state.running;
+    // Retries first: they were started before anything that became ready since.
+    for &rank in &state.retrying {
+        if state.aborting {
+            break;
+        }
+        let i = plan.order[rank];
+        let at = state.steps[i].retry_at_ms.unwrap_or(now_ms);
+        if at <= now_ms {
+            if running < max_parallel {
+                next.actions.push(Action::Start(i));
+                running += 1;
             }
-            _ => continue,
+        } else {
+            next.wake_at_ms = Some(next.wake_at_ms.map_or(at, |w| w.min(at)));
         }
-        let ps = &plan.steps[i];
-        if !ps
-            .preds
-            .iter()
-            .all(|&p| state.steps[p].status.is_terminal())
-        {
-            continue;
-        }
+    }
+    for &rank in &state.ready {
+        let i = plan.order[rank];
         if let Some(reason) = skip_reason(plan, state, i) {
             next.actions.push(Action::Skip(i, reason));
             continue;
@@ -117,6 +102,9 @@ pub fn decide(plan: &Plan, state: &RunState, now_ms: i64, max_parallel: usize) -
         if running < max_parallel {
             next.actions.push(Action::Start(i));
             running += 1;
+        } else {
+            // Ready steps beyond the bound wait; skips further on are found on the next call.
+            break;
         }
     }
     let idle = running == 0 && next.actions.is_empty() && next.wake_at_ms.is_none();

@@ -62,6 +62,11 @@ pub struct Source<'a> {
 
 type TaskResult = (usize, u32, Result<Value, StepError>);
 
+/// How long the bookkeeping of `read` steps may wait to share a commit with later transitions.
+/// Anything that precedes a side effect is committed (with fsync) before it regardless, so a crash
+/// within this window can only cost re-running reads.
+const GROUP_COMMIT: Duration = Duration::from_millis(10);
+
 pub struct Driver<'a> {
     plan: Arc<Plan>,
     store: &'a dyn Store,
@@ -72,6 +77,8 @@ pub struct Driver<'a> {
     chain: Chain,
     state: RunState,
     pending: Vec<Record>,
+    /// When the oldest uncommitted event was emitted.
+    pending_since: Option<tokio::time::Instant>,
     /// params, vars, connections, run (and env, if anything reads it): the context every step shares.
     base: Map<String, Value>,
     tasks: JoinSet<TaskResult>,
@@ -171,6 +178,7 @@ impl<'a> Driver<'a> {
             chain,
             state,
             pending: Vec::new(),
+            pending_since: None,
             base,
             tasks: JoinSet::new(),
             progress_tx,
@@ -184,6 +192,9 @@ impl<'a> Driver<'a> {
         let rec = self.chain.seal(now_ms(), &self.opts.actor, &event);
         self.state.apply(&self.plan, &event);
         self.observer.on_event(&self.plan, &rec, &event);
+        if self.pending.is_empty() {
+            self.pending_since = Some(tokio::time::Instant::now());
+        }
         self.pending.push(rec);
     }
 
@@ -193,6 +204,7 @@ impl<'a> Driver<'a> {
         }
         self.store.append(&self.pending, durability).await?;
         self.pending.clear();
+        self.pending_since = None;
         Ok(())
     }
 
@@ -227,9 +239,13 @@ impl<'a> Driver<'a> {
             if acted {
                 continue;
             }
-            // Nothing more can happen until a step finishes or a timer fires: make what happened so
-            // far durable (against a killed process) before waiting.
-            self.flush(Durability::Process).await?;
+            // Nothing more can happen until a step finishes or a timer fires. Commit what happened
+            // if it has waited long enough; otherwise let it share a commit with what comes next.
+            let flush_at = self.pending_since.map(|t| t + GROUP_COMMIT);
+            if flush_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
+                self.flush(Durability::Process).await?;
+                continue;
+            }
             let wake = next.wake_at_ms.map(|at| {
                 let ms = u64::try_from(at - now_ms()).unwrap_or(0);
                 tokio::time::Instant::now() + Duration::from_millis(ms)
@@ -245,6 +261,9 @@ impl<'a> Driver<'a> {
                     }
                 }
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
+                _ = async { match flush_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                    self.flush(Durability::Process).await?;
+                }
                 Some((step, line)) = self.progress_rx.recv() => {
                     self.observer.on_progress(&step, &line);
                 }
@@ -515,6 +534,8 @@ impl<'a> Driver<'a> {
                     step,
                     deadline_ms: deadline,
                 });
+                // The wake-up time must survive a crash, or a resumed run would sleep anew.
+                self.flush(Durability::Process).await?;
                 self.tasks.spawn(async move {
                     let start = now_ms();
                     sleep_until_ms(deadline).await;
@@ -563,6 +584,7 @@ impl<'a> Driver<'a> {
                     step: step.clone(),
                     deadline_ms,
                 });
+                self.flush(Durability::Process).await?;
                 let w = Wait {
                     registry: Arc::clone(&self.registry),
                     expr: Arc::clone(&self.expr),

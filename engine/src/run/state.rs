@@ -4,6 +4,7 @@ use super::event::{Event, RunStatus};
 use crate::runbook::plan::Plan;
 use runbook_steps::ErrorKind;
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -71,16 +72,71 @@ pub struct RunState {
     pub steps: Vec<StepState>,
     /// A step failed with `on_failure: abort`: start nothing new.
     pub aborting: bool,
+    /// Per step, how many of its predecessors are not finished yet.
+    waiting_on: Vec<usize>,
+    /// Pending steps whose predecessors are all finished, by topological rank: what the scheduler
+    /// looks at, so deciding costs what is ready rather than the size of the runbook.
+    pub ready: BTreeSet<usize>,
+    /// Steps waiting for a retry, by rank.
+    pub retrying: BTreeSet<usize>,
+    pub running: usize,
 }
 
 impl RunState {
     pub fn new(plan: &Plan) -> RunState {
+        let waiting_on: Vec<usize> = plan.steps.iter().map(|s| s.preds.len()).collect();
+        let ready = (0..plan.steps.len())
+            .filter(|&i| waiting_on[i] == 0)
+            .map(|i| plan.rank[i])
+            .collect();
         RunState {
             status: RunStatus::Running,
             params: Map::new(),
             vars: Map::new(),
             steps: vec![StepState::new(); plan.steps.len()],
             aborting: false,
+            waiting_on,
+            ready,
+            retrying: BTreeSet::new(),
+            running: 0,
+        }
+    }
+
+    /// Moves step `i` to `new`, keeping the ready set, the retry set and the running count in step.
+    fn set_status(&mut self, plan: &Plan, i: usize, new: Status) {
+        let old = self.steps[i].status;
+        if old == new {
+            return;
+        }
+        let rank = plan.rank[i];
+        match old {
+            Status::Pending => {
+                self.ready.remove(&rank);
+            }
+            Status::RetryWait => {
+                self.retrying.remove(&rank);
+            }
+            Status::Running => self.running -= 1,
+            _ => {}
+        }
+        match new {
+            Status::Running => self.running += 1,
+            Status::RetryWait => {
+                self.retrying.insert(rank);
+            }
+            Status::Pending if self.waiting_on[i] == 0 => {
+                self.ready.insert(rank);
+            }
+            _ => {}
+        }
+        self.steps[i].status = new;
+        if new.is_terminal() && !old.is_terminal() {
+            for &s in &plan.steps[i].succs {
+                self.waiting_on[s] -= 1;
+                if self.waiting_on[s] == 0 && self.steps[s].status == Status::Pending {
+                    self.ready.insert(plan.rank[s]);
+                }
+            }
         }
     }
 
@@ -103,8 +159,8 @@ impl RunState {
             }
             Event::StepStarted { attempt, .. } => {
                 if let Some(i) = idx {
+                    self.set_status(plan, i, Status::Running);
                     let st = &mut self.steps[i];
-                    st.status = Status::Running;
                     st.attempt = *attempt;
                     st.retry_at_ms = None;
                 }
@@ -126,8 +182,8 @@ impl RunState {
                 ..
             } => {
                 if let Some(i) = idx {
+                    self.set_status(plan, i, Status::Succeeded);
                     let st = &mut self.steps[i];
-                    st.status = Status::Succeeded;
                     st.attempt = *attempt;
                     st.result = Some(result.clone());
                     st.outputs = outputs.clone();
@@ -142,16 +198,23 @@ impl RunState {
                 ..
             } => {
                 if let Some(i) = idx {
+                    self.set_status(
+                        plan,
+                        i,
+                        if retry_at_ms.is_some() {
+                            Status::RetryWait
+                        } else {
+                            Status::Failed
+                        },
+                    );
                     let st = &mut self.steps[i];
                     st.attempt = *attempt;
                     st.error = Some((*kind, error.clone()));
                     match retry_at_ms {
                         Some(at) => {
-                            st.status = Status::RetryWait;
                             st.retry_at_ms = Some(*at);
                         }
                         None => {
-                            st.status = Status::Failed;
                             if matches!(
                                 plan.steps[i].def.on_failure,
                                 crate::runbook::OnFailure::Abort
@@ -164,7 +227,7 @@ impl RunState {
             }
             Event::StepSkipped { reason, .. } => {
                 if let Some(i) = idx {
-                    self.steps[i].status = Status::Skipped;
+                    self.set_status(plan, i, Status::Skipped);
                     self.steps[i].skip_reason = Some(reason.clone());
                 }
             }

@@ -49,6 +49,8 @@ pub struct PlanStep {
     pub handler_of: Vec<usize>,
     /// Every step that must be finished before this one is considered.
     pub preds: Vec<usize>,
+    /// The steps that have this one in their `preds`.
+    pub succs: Vec<usize>,
     /// Steps whose values this one's templates and conditions read.
     pub reads_steps: Vec<usize>,
     /// Whether any template or condition reads `env`.
@@ -66,6 +68,8 @@ pub struct Plan {
     pub index: HashMap<String, usize>,
     /// Steps in a topological order (ties in file order).
     pub order: Vec<usize>,
+    /// Each step's position in `order`.
+    pub rank: Vec<usize>,
     /// Whether any var or connection reads `env`.
     pub vars_read_env: bool,
 }
@@ -190,6 +194,7 @@ pub(crate) fn build(
                 branch_parents: Vec::new(),
                 handler_of: Vec::new(),
                 preds: Vec::new(),
+                succs: Vec::new(),
                 reads_steps: refs[i].steps.clone(),
                 reads_env: refs[i].env,
                 has_templates: refs[i].any,
@@ -225,11 +230,21 @@ pub(crate) fn build(
         preds.dedup();
         s.preds = preds;
     }
+    for i in 0..steps.len() {
+        for p in steps[i].preds.clone() {
+            steps[p].succs.push(i);
+        }
+    }
+    let mut rank = vec![0; steps.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        rank[i] = pos;
+    }
     Plan {
         runbook: rb,
         steps,
         index,
         order,
+        rank,
         vars_read_env,
     }
 }
