@@ -457,3 +457,42 @@ steps:
     assert_eq!(started["event"]["class"], "unsafe");
     assert_eq!(started["event"]["step"], "act");
 }
+
+#[test]
+fn an_abort_ends_pending_retries_as_failures_and_starts_nothing_new() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "abort.yaml",
+        r#"
+name: abort
+steps:
+  - id: slow_retry
+    uses: shell.run
+    retry: { attempts: 5, backoff: { initial: 30s } }
+    with: { argv: ["false"] }
+  - id: boom
+    uses: shell.run
+    with: { argv: ["false"] }
+  - id: guarded
+    uses: shell.run
+    on_failure: continue
+    when: "steps.boom.status == 'succeeded'"
+    needs: boom
+    with: { argv: [touch, guarded-ran] }
+"#,
+    );
+    let t = Instant::now();
+    let (code, shown) = run_json(&sb, f.to_str().expect("path"), &[]);
+    assert_eq!(code, 1, "{shown:#}");
+    // The 30s backoff is not waited out once the run has failed.
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let s = step(&shown, "slow_retry");
+    assert_eq!(s["status"], "failed", "{s:#}");
+    assert!(
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("run was aborted")),
+        "{s:#}"
+    );
+    assert!(!sb.path().join("guarded-ran").exists());
+}

@@ -19,6 +19,10 @@ fn describe(e: &minijinja::Error) -> String {
     {
         msg = format!("{msg}: {d}");
     }
+    // minijinja names its sources `<expression>`/`<string>`; they mean nothing to an author.
+    for internal in [" (in <expression>:1)", " (in <string>:1)"] {
+        msg = msg.replace(internal, "");
+    }
     msg.replace('\n', " ")
 }
 
@@ -106,6 +110,11 @@ impl Expr {
                 .compile_expression(inner)
                 .and_then(|e| e.eval(ctx.clone()))
                 .map_err(|e| ExprError(describe(&e)))?;
+            // Strict mode only errors when an undefined value is used; a template that *is* the
+            // lookup would otherwise quietly yield null for a typo.
+            if v.is_undefined() {
+                return Err(ExprError(format!("`{inner}` is undefined")));
+            }
             return to_json(&v);
         }
         self.env

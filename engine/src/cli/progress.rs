@@ -202,7 +202,12 @@ impl Observer for Live {
         }
     }
 
-    fn approve(&mut self, step: &PlanStep, inputs: &serde_json::Value) -> Approval {
+    fn approve(
+        &mut self,
+        step: &PlanStep,
+        class: runbook_steps::SideEffect,
+        inputs: &serde_json::Value,
+    ) -> Approval {
         let id = &step.def.id.name;
         if self.yes {
             return Approval::Granted {
@@ -226,7 +231,7 @@ impl Observer for Live {
                 style("?").yellow().bold(),
                 style(id).bold(),
                 step.def.uses.name,
-                step.class.as_str(),
+                class.as_str(),
                 rendered
             );
             let _ = write!(err, "Approve? [y/N] ");

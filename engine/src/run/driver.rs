@@ -38,7 +38,8 @@ pub enum Approval {
 pub trait Observer: Send {
     fn on_event(&mut self, _plan: &Plan, _record: &Record, _event: &Event) {}
     fn on_progress(&mut self, _step: &str, _line: &str) {}
-    fn approve(&mut self, step: &PlanStep, inputs: &Value) -> Approval;
+    /// `class` is this call's side-effect class (it can depend on the input, e.g. an HTTP method).
+    fn approve(&mut self, step: &PlanStep, class: SideEffect, inputs: &Value) -> Approval;
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +228,27 @@ impl<'a> Driver<'a> {
                     }),
                     Action::Start(i) => self.start_step(i).await?,
                     Action::Finish(status) => {
+                        // Retries that an abort cancelled end as the failures they were.
+                        let cancelled: Vec<usize> = self
+                            .state
+                            .retrying
+                            .iter()
+                            .map(|&r| self.plan.order[r])
+                            .collect();
+                        for i in cancelled {
+                            let (kind, error) = self.state.steps[i]
+                                .error
+                                .clone()
+                                .unwrap_or((ErrorKind::Other, String::new()));
+                            self.emit(Event::StepFailed {
+                                step: self.plan.id(i).to_string(),
+                                attempt: self.state.steps[i].attempt,
+                                kind,
+                                error: format!("{error} (no retry: the run was aborted)"),
+                                detail: None,
+                                retry_at_ms: None,
+                            });
+                        }
                         self.emit(Event::RunFinished {
                             status,
                             error: None,
@@ -291,18 +313,23 @@ impl<'a> Driver<'a> {
             }
         };
         match result {
-            Ok(result) => match self.outputs(i, &result) {
-                Ok(outputs) => self.emit(Event::StepSucceeded {
-                    step: self.plan.id(i).to_string(),
-                    attempt,
-                    result,
-                    outputs,
-                }),
-                Err(e) => self.fail(i, attempt, e),
-            },
+            Ok(result) => self.succeed(i, attempt, result),
             Err(e) => self.fail(i, attempt, e),
         }
         Ok(())
+    }
+
+    /// A step's result is in: compute its outputs, and record success (or the outputs' failure).
+    fn succeed(&mut self, i: usize, attempt: u32, result: Value) {
+        match self.outputs(i, &result) {
+            Ok(outputs) => self.emit(Event::StepSucceeded {
+                step: self.plan.id(i).to_string(),
+                attempt,
+                result,
+                outputs,
+            }),
+            Err(e) => self.fail(i, attempt, e),
+        }
     }
 
     fn fail(&mut self, i: usize, attempt: u32, e: StepError) {
@@ -393,9 +420,8 @@ impl<'a> Driver<'a> {
         } else {
             minijinja::Value::UNDEFINED
         };
-        if attempt == 1
-            && let Some((cond, _)) = &ps.def.when
-        {
+        // The guard is checked on every attempt: a retry must not bypass it.
+        if let Some((cond, _)) = &ps.def.when {
             match self.expr.eval_condition(cond, &ctx) {
                 Ok(d) => {
                     self.emit(Event::GuardEvaluated {
@@ -464,19 +490,18 @@ impl<'a> Driver<'a> {
                     all.into_iter().filter(|t| !taken.contains(t)).collect();
                 let taken_names = names(&taken);
                 self.emit(Event::DecisionTaken {
-                    step: step.clone(),
+                    step,
                     case,
                     condition: condition.clone(),
                     values,
                     taken: taken_names.clone(),
                     not_taken: names(&not_taken),
                 });
-                self.emit(Event::StepSucceeded {
-                    step,
+                self.succeed(
+                    i,
                     attempt,
-                    result: json!({"case": case, "taken": taken_names, "condition": condition}),
-                    outputs: Map::new(),
-                });
+                    json!({"case": case, "taken": taken_names, "condition": condition}),
+                );
             }
             StepKind::Assert { that, message } => {
                 self.emit(Event::StepStarted {
@@ -487,12 +512,9 @@ impl<'a> Driver<'a> {
                     deadline_ms: None,
                 });
                 match self.expr.eval_condition(that, &ctx) {
-                    Ok(d) if d.holds => self.emit(Event::StepSucceeded {
-                        step,
-                        attempt,
-                        result: json!({"holds": true, "values": d.values}),
-                        outputs: Map::new(),
-                    }),
+                    Ok(d) if d.holds => {
+                        self.succeed(i, attempt, json!({"holds": true, "values": d.values}))
+                    }
                     Ok(d) => {
                         let msg = match message.as_ref().map(|m| self.render(m, &ctx)) {
                             Some(Ok(Value::String(s))) => s,
@@ -637,7 +659,7 @@ impl<'a> Driver<'a> {
                     .def
                     .side_effect
                     .unwrap_or_else(|| plugin.class_for(&inputs));
-                if ps.def.approval && !self.approved(i, &inputs, attempt) {
+                if ps.def.approval && !self.approved(i, class, &inputs, attempt) {
                     return Ok(());
                 }
                 let timeout = ps.def.timeout;
@@ -687,9 +709,10 @@ impl<'a> Driver<'a> {
     }
 
     /// Asks for approval; on refusal records the failure and returns false.
-    fn approved(&mut self, i: usize, inputs: &Value, attempt: u32) -> bool {
+    fn approved(&mut self, i: usize, class: SideEffect, inputs: &Value, attempt: u32) -> bool {
         let plan = Arc::clone(&self.plan);
-        let answer = tokio::task::block_in_place(|| self.observer.approve(&plan.steps[i], inputs));
+        let answer =
+            tokio::task::block_in_place(|| self.observer.approve(&plan.steps[i], class, inputs));
         match answer {
             Approval::Granted { by, how } => {
                 self.emit(Event::ApprovalGranted {

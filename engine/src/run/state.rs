@@ -213,6 +213,8 @@ impl RunState {
                     match retry_at_ms {
                         Some(at) => {
                             st.retry_at_ms = Some(*at);
+                            // Each attempt of a wait gets its own deadline.
+                            st.wait_deadline_ms = None;
                         }
                         None => {
                             if matches!(

@@ -8,6 +8,11 @@ use runbook_steps::{ErrorKind, SideEffect, parse_duration};
 /// Parses and interprets `source`. Returns the runbook when the structure was good enough to build one
 /// (there may still be diagnostics), and every diagnostic found.
 pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
+    if source.trim().is_empty() {
+        let d = Diagnostic::unplaced("the file is empty")
+            .help("a runbook is a mapping with at least `name:` and `steps:`");
+        return (None, vec![d]);
+    }
     // YAML 1.2 booleans only: `on:` is a key, and `country: no` stays a string.
     let opts = serde_saphyr::options! { strict_booleans: true };
     let doc: Node = match serde_saphyr::from_str_with_options(source, opts) {
@@ -20,34 +25,79 @@ pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
 }
 
 fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
-    // serde-saphyr's Display includes its own snippet; we only want the first line of the message,
-    // since ours renders the snippet.
+    // serde-saphyr's Display includes its own snippet and location; we render our own, so keep only
+    // the message.
     let full = e.to_string();
-    let msg = full
+    let first = full
         .lines()
         .next()
         .unwrap_or("invalid YAML")
         .trim()
-        .trim_start_matches("error: ")
-        .to_string();
-    let msg = strip_location_suffix(&msg);
-    match e.location() {
-        Some(loc) => {
-            let line = usize::try_from(loc.line()).unwrap_or(1).max(1);
-            let col = usize::try_from(loc.column()).unwrap_or(1).max(1);
-            let offset = line_col_to_offset(source, line, col);
-            Diagnostic::new(
-                Pos {
-                    line: line as u32,
-                    col: col as u32,
-                    offset,
-                    len: 0,
-                },
-                format!("invalid YAML: {msg}"),
+        .trim_start_matches("error: ");
+    let mut msg = strip_location_prefix(&strip_location_suffix(first)).to_string();
+    let mut help = None;
+    let (mut line, mut col) = e
+        .location()
+        .map(|l| {
+            (
+                usize::try_from(l.line()).unwrap_or(1).max(1),
+                usize::try_from(l.column()).unwrap_or(1).max(1),
             )
+        })
+        .unwrap_or((1, 1));
+    let mut len = 0;
+    if msg.contains("found a tab") || msg.contains("tabs") {
+        len = 1;
+        // The scanner notices a tab late; point at the first tab in indentation from there on.
+        if let Some((l, c)) = first_indent_tab(source, line) {
+            (line, col) = (l, c);
         }
-        None => Diagnostic::unplaced(format!("invalid YAML: {msg}")),
+        msg = "YAML indentation must use spaces, not tabs".to_string();
+    } else if let Some(rest) = msg.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        msg = format!("duplicate key `{key}`");
+        help = Some("each key may appear once in a mapping".to_string());
+    } else if msg.contains("only valid inside a block") || msg.contains("did not find expected") {
+        help = Some("look above this line for an unclosed `[`, `{` or quote".to_string());
     }
+    let offset = line_col_to_offset(source, line, col);
+    let d = Diagnostic::new(
+        Pos {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            col: u32::try_from(col).unwrap_or(u32::MAX),
+            offset,
+            len,
+        },
+        format!("invalid YAML: {msg}"),
+    );
+    match help {
+        Some(h) => d.help(h),
+        None => d,
+    }
+}
+
+/// `line 8 column 3: message` -> `message`.
+fn strip_location_prefix(msg: &str) -> &str {
+    if let Some(rest) = msg.strip_prefix("line ")
+        && let Some((_, after)) = rest.split_once(": ")
+        && rest
+            .split_once(": ")
+            .is_some_and(|(loc, _)| loc.contains("column"))
+    {
+        return after;
+    }
+    msg
+}
+
+fn first_indent_tab(source: &str, from_line: usize) -> Option<(usize, usize)> {
+    source
+        .lines()
+        .enumerate()
+        .skip(from_line.saturating_sub(1))
+        .find_map(|(n, l)| {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            indent.find('\t').map(|c| (n + 1, c + 1))
+        })
 }
 
 fn strip_location_suffix(msg: &str) -> String {
@@ -234,6 +284,14 @@ impl Loader {
     }
 
     fn runbook(&mut self, doc: &Node) -> Option<Runbook> {
+        if doc.as_seq().is_some() {
+            self.err_help(
+                doc.pos,
+                "the runbook must be a mapping, found a list",
+                "a runbook has keys at the top (`name:`, `steps:`, ...); did you mean to put this list under `steps:`?",
+            );
+            return None;
+        }
         let entries = self.map(doc, "the runbook", Some(TOP_KEYS))?;
         let mut rb = Runbook {
             name: String::new(),
@@ -374,6 +432,7 @@ impl Loader {
     fn param(&mut self, key: &str, kpos: Pos, node: &Node) -> Option<Param> {
         let entries = self.map(node, &format!("parameter `{key}`"), Some(PARAM_KEYS))?;
         let mut ty = None;
+        let mut ty_given = false;
         let mut ty_pos = node.pos;
         let mut choices = None;
         let mut default = None;
@@ -382,6 +441,7 @@ impl Loader {
         for (k, _, v) in entries {
             match k {
                 "type" => {
+                    ty_given = true;
                     ty_pos = v.pos;
                     match v.as_str() {
                         Some("string") | Some("enum") => ty = Some(ParamType::String),
@@ -422,6 +482,7 @@ impl Loader {
         let ty = match ty {
             Some(t) => t,
             None if choices.is_some() => ParamType::String,
+            None if ty_given => return None,
             None => {
                 self.err_help(
                     node.pos,
@@ -493,6 +554,7 @@ impl Loader {
                 pos: node.pos,
             },
             with: None,
+            with_key: node.pos,
             needs: Vec::new(),
             when: None,
             phase: None,
@@ -504,9 +566,12 @@ impl Loader {
             side_effect: None,
             pos: node.pos,
         };
-        for (k, _, v) in entries {
+        let mut id_given = false;
+        let mut uses_given = false;
+        for (k, kpos, v) in entries {
             match k {
                 "id" => {
+                    id_given = true;
                     if let Some(n) = self.named(v, "a step id") {
                         if !valid_ident(&n.name) {
                             self.err_help(
@@ -522,8 +587,14 @@ impl Loader {
                 "description" => {
                     self.string(v, "`description`");
                 }
-                "uses" => uses = self.named(v, "`uses`"),
-                "with" => step.with = Some(v.clone()),
+                "uses" => {
+                    uses_given = true;
+                    uses = self.named(v, "`uses`");
+                }
+                "with" => {
+                    step.with = Some(v.clone());
+                    step.with_key = kpos;
+                }
                 "needs" => step.needs = self.names(v, "`needs`"),
                 "when" => {
                     step.when = self.condition_text(v, "`when`").map(|s| (s, v.pos));
@@ -581,12 +652,21 @@ impl Loader {
         match id {
             Some(id) => step.id = id,
             None => {
-                self.err_help(node.pos, "step has no `id`", "add e.g. `id: check_health`");
+                // A present but malformed id was reported where it stands.
+                if !id_given {
+                    self.err_help(node.pos, "step has no `id`", "add e.g. `id: check_health`");
+                }
                 return None;
             }
         }
         match uses {
-            Some(u) => step.uses = u,
+            Some(u) => {
+                if step.with.is_none() {
+                    step.with_key = u.pos;
+                }
+                step.uses = u;
+            }
+            None if uses_given => return None,
             None => {
                 self.err_help(
                     step.id.pos,

@@ -131,6 +131,8 @@ pub struct Step {
     pub uses: Named,
     /// The `with:` block as written (templates unrendered).
     pub with: Option<Node>,
+    /// Where the `with:` key is (or the `uses:` value when there is none), for errors about the block.
+    pub with_key: Pos,
     pub needs: Vec<Named>,
     pub when: Option<(String, Pos)>,
     pub phase: Option<Phase>,

@@ -126,6 +126,32 @@ impl<'a> Validator<'a> {
             return;
         };
         let info = runner.info();
+        if let Runner::Builtin(_) = runner {
+            let ignored: Vec<&str> = [
+                (s.approval, "approval"),
+                (s.side_effect.is_some(), "side_effect"),
+                (s.timeout.is_some(), "timeout"),
+            ]
+            .iter()
+            .filter(|(set, _)| *set)
+            .map(|(_, k)| *k)
+            .collect();
+            for key in ignored {
+                let help = match (key, info.name) {
+                    ("timeout", "flow.wait_until") => "a wait has its own `deadline` in `with`",
+                    ("timeout", "flow.sleep") => "a sleep lasts exactly its `for`",
+                    ("timeout", _) => "this step evaluates a condition and cannot hang",
+                    _ => "flow steps change nothing, so there is nothing to approve or classify",
+                };
+                self.err(
+                    Diagnostic::new(
+                        s.uses.pos,
+                        format!("`{key}` has no effect on a `{}` step", info.name),
+                    )
+                    .help(help),
+                );
+            }
+        }
         match &s.with {
             Some(w) => self.check_object(
                 w,
@@ -162,17 +188,35 @@ impl<'a> Validator<'a> {
             && let Some(uses) = probe.get("uses")
             && let Some(name) = uses.as_str()
             && let Some(Runner::Plugin(p)) = self.registry.get(name)
-            && p.info().class != SideEffect::Read
+            && let class = p.class_for(
+                &probe
+                    .get("with")
+                    .map_or(serde_json::json!({}), Node::to_json),
+            )
+            && class != SideEffect::Read
             && probe.get("side_effect").and_then(Node::as_str) != Some("read")
         {
             self.err(
-                Diagnostic::new(uses.pos, format!("`{name}` is not a read-only plugin"))
+                Diagnostic::new(uses.pos, format!("this `{name}` call is `{}`, not `read`", class.as_str()))
                     .help("a wait_until probe is repeated many times, so it must be `read`; if this call changes nothing, say so with `side_effect: read` in the probe"),
             );
         }
     }
 
     fn check_object(&mut self, node: &Node, fields: &[Field], one_of: &[&[&str]], what: &str) {
+        self.check_object_at(node, node.pos, fields, one_of, what);
+    }
+
+    /// Checks a mapping against declared fields; `anchor` is where errors about the mapping as a
+    /// whole (a missing field) point, e.g. its `with:` key rather than its first entry.
+    fn check_object_at(
+        &mut self,
+        node: &Node,
+        anchor: Pos,
+        fields: &[Field],
+        one_of: &[&[&str]],
+        what: &str,
+    ) {
         let Some(entries) = node.as_map() else {
             self.err(Diagnostic::new(
                 node.pos,
@@ -181,6 +225,7 @@ impl<'a> Validator<'a> {
             return;
         };
         let mut present: Vec<&str> = Vec::new();
+        let mut key_pos: HashMap<&str, Pos> = HashMap::new();
         for (k, v) in entries {
             let Some(key) = k.as_str() else {
                 self.err(Diagnostic::new(
@@ -197,6 +242,7 @@ impl<'a> Validator<'a> {
                 continue;
             }
             present.push(key);
+            key_pos.insert(key, k.pos);
             match fields.iter().find(|f| f.name == key) {
                 Some(f) => self.check_type(v, &f.ty, &format!("`{key}`")),
                 None => {
@@ -237,12 +283,17 @@ impl<'a> Validator<'a> {
                     .map(|g| format!("`{g}`"))
                     .collect::<Vec<_>>()
                     .join(" or ");
-                let msg = if given.is_empty() {
-                    format!("{what} needs {names}")
+                let (pos, msg) = if given.is_empty() {
+                    (anchor, format!("{what} needs {names}"))
                 } else {
-                    format!("{what} takes only one of {names}")
+                    let second = given
+                        .get(1)
+                        .and_then(|g| key_pos.get(**g))
+                        .copied()
+                        .unwrap_or(anchor);
+                    (second, format!("{what} takes only one of {names}"))
                 };
-                self.err(Diagnostic::new(node.pos, msg));
+                self.err(Diagnostic::new(pos, msg));
             }
         }
     }
@@ -344,7 +395,16 @@ impl<'a> Validator<'a> {
                         if it.as_str().is_some() {
                             self.check_step_ref(it);
                         } else {
-                            mismatch(self, "a step id");
+                            self.err(
+                                Diagnostic::new(
+                                    it.pos,
+                                    format!(
+                                        "an item of {what} must be a step id, found {}",
+                                        it.kind()
+                                    ),
+                                )
+                                .label("expected a step id"),
+                            );
                         }
                     }
                 }
@@ -408,6 +468,15 @@ impl<'a> Validator<'a> {
     }
 
     fn check_edges(&mut self, s: &Step) {
+        if let OnFailure::Goto(h) = &s.on_failure
+            && let Some(&hi) = self.index.get(h.name.as_str())
+            && let Some(need) = self.rb.steps[hi].needs.iter().find(|n| n.name == s.id.name)
+        {
+            self.err(
+                Diagnostic::new(need.pos, format!("`{}` handles the failure of `{}` but also needs it", h.name, s.id.name))
+                    .help(format!("a step that needs `{0}` runs only if `{0}` succeeded, so as its failure handler it could never run; remove `{0}` from its `needs`", s.id.name)),
+            );
+        }
         for n in &s.needs {
             if n.name == s.id.name {
                 self.err(Diagnostic::new(
@@ -511,21 +580,43 @@ impl<'a> Validator<'a> {
                 continue;
             }
             cyclic = true;
-            let mut members: Vec<usize> = scc.iter().map(|&ni| g[ni]).collect();
-            members.sort_unstable();
-            let names: Vec<String> = members
+            let members: HashSet<usize> = scc.iter().map(|&ni| g[ni]).collect();
+            let cycle = cycle_through(&edges, &members);
+            let step = |i: usize| format!("`{}`", self.rb.steps[i].id.name);
+            let mut path: Vec<String> = cycle.iter().map(|e| step(e.0)).collect();
+            if let Some(first) = cycle.first() {
+                path.push(step(first.0));
+            }
+            let described: Vec<String> = cycle
                 .iter()
-                .map(|&m| format!("`{}`", self.rb.steps[m].id.name))
+                .map(|&(a, b, pos, kind)| match kind {
+                    "needs" => format!("{} needs {} (line {})", step(b), step(a), pos.line),
+                    "branch" => format!("{} branches to {} (line {})", step(a), step(b), pos.line),
+                    _ => format!("{} fails over to {} (line {})", step(a), step(b), pos.line),
+                })
                 .collect();
-            // Point at an edge inside the cycle, so the caret lands on text that closes it.
-            let pos = edges
+            // The caret goes on the edge most likely to be the mistake: a branch or failure edge
+            // that points back, else the edge that closes the loop.
+            let culprit = cycle
                 .iter()
-                .find(|(a, b, _, _)| members.contains(a) && members.contains(b))
-                .map_or(self.rb.steps[members[0]].id.pos, |e| e.2);
+                .find(|e| e.3 != "needs")
+                .or(cycle.last())
+                .map_or(
+                    self.rb.steps[scc.iter().map(|&ni| g[ni]).min().unwrap_or(0)]
+                        .id
+                        .pos,
+                    |e| e.2,
+                );
             self.err(
-                Diagnostic::new(pos, format!("steps form a cycle: {}", names.join(" -> ")))
-                    .label("this edge closes the cycle")
-                    .help("runbooks are DAGs: remove one of these `needs`, branch targets or `on_failure` edges"),
+                Diagnostic::new(
+                    culprit,
+                    format!("steps form a cycle: {}", path.join(" -> ")),
+                )
+                .label("this edge closes the cycle")
+                .help(format!(
+                    "runbooks are DAGs; the cycle is: {}. Remove one of these edges",
+                    described.join("; ")
+                )),
             );
         }
         if cyclic {
@@ -655,9 +746,14 @@ impl<'a> Validator<'a> {
                 r
             }
             Err(e) => {
+                let help = if text.contains("{{") {
+                    "a condition is one bare expression: drop the `{{ }}`, e.g. `a and not b`"
+                } else {
+                    "conditions are minijinja expressions, e.g. `steps.check.result.exit_code == 0`"
+                };
                 self.err(
                     Diagnostic::new(node.pos, format!("condition does not compile: {e}"))
-                        .help("conditions are minijinja expressions, e.g. `steps.check.result.exit_code == 0`"),
+                        .help(help),
                 );
                 StepRefs::default()
             }
@@ -913,10 +1009,12 @@ impl<'a> Validator<'a> {
         let mut reach = vec![false; n];
         for &i in order {
             let s = &rb.steps[i];
+            // A step needing itself is reported as such, not also as unreachable.
             let needs: Vec<usize> = s
                 .needs
                 .iter()
                 .filter_map(|x| self.index.get(x.name.as_str()).copied())
+                .filter(|&d| d != i)
                 .collect();
             let by_branch = parents[i].is_empty()
                 || parents[i]
@@ -978,4 +1076,45 @@ fn merge(acc: &mut StepRefs, r: StepRefs) {
     acc.steps.extend(r.steps);
     acc.env |= r.env;
     acc.any |= r.any;
+}
+
+/// One cycle inside a strongly connected set of steps, as its edges in order: a breadth-first walk
+/// from the member written first, so the loop reported is a shortest one.
+fn cycle_through(
+    edges: &[(usize, usize, Pos, &'static str)],
+    members: &HashSet<usize>,
+) -> Vec<(usize, usize, Pos, &'static str)> {
+    let Some(&start) = members.iter().min() else {
+        return Vec::new();
+    };
+    let inner: Vec<_> = edges
+        .iter()
+        .filter(|(a, b, _, _)| members.contains(a) && members.contains(b))
+        .copied()
+        .collect();
+    let mut came_by: HashMap<usize, (usize, usize, Pos, &'static str)> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    let mut seen = HashSet::from([start]);
+    while let Some(n) = queue.pop_front() {
+        for &e in inner.iter().filter(|e| e.0 == n) {
+            if e.1 == start {
+                let mut path = vec![e];
+                let mut cur = n;
+                while cur != start {
+                    let Some(&prev) = came_by.get(&cur) else {
+                        break;
+                    };
+                    path.push(prev);
+                    cur = prev.0;
+                }
+                path.reverse();
+                return path;
+            }
+            if seen.insert(e.1) {
+                came_by.insert(e.1, e);
+                queue.push_back(e.1);
+            }
+        }
+    }
+    Vec::new()
 }
