@@ -496,3 +496,68 @@ steps:
     );
     assert!(!sb.path().join("guarded-ran").exists());
 }
+
+/// Whether a process is gone (or only a zombie waiting to be reaped).
+fn dead(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Err(_) => true,
+        Ok(s) => s
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
+    }
+}
+
+#[test]
+fn a_timed_out_shell_step_takes_its_children_with_it() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "orphan.yaml",
+        r#"
+name: orphan
+steps:
+  - id: spawn
+    uses: shell.run
+    timeout: 1s
+    with: { shell: "sleep 300 & echo $! > child.pid; wait" }
+"#,
+    );
+    let (code, shown) = run_json(&sb, f.to_str().expect("path"), &[]);
+    assert_eq!(code, 1, "{shown:#}");
+    assert_eq!(step(&shown, "spawn")["error_kind"], "timeout");
+    let pid = std::fs::read_to_string(sb.path().join("child.pid")).expect("pid");
+    let pid = pid.trim();
+    // SIGKILL is delivered before killpg returns; allow only for the kernel to finish the exit.
+    let t = Instant::now();
+    while !dead(pid) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "background child {pid} outlived its step"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn numbers_from_templates_reach_argv_as_text() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "num.yaml",
+        r#"
+name: num
+params:
+  replicas: { type: number, default: 3 }
+steps:
+  - id: echo
+    uses: shell.run
+    side_effect: read
+    with:
+      argv: [echo, --replicas, "{{ params.replicas }}", "{{ params.replicas > 2 }}"]
+      env: { N: "{{ params.replicas }}" }
+    outputs:
+      out: "{{ result.stdout | trim }}"
+"#,
+    );
+    let (code, shown) = run_json(&sb, f.to_str().expect("path"), &[]);
+    assert_eq!(code, 0, "{shown:#}");
+    assert_eq!(step(&shown, "echo")["outputs"]["out"], "--replicas 3 true");
+}

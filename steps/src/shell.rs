@@ -72,13 +72,61 @@ pub struct ShellRun;
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Input {
+    #[serde(default, deserialize_with = "scalar_list")]
     argv: Option<Vec<String>>,
     shell: Option<String>,
+    #[serde(default, deserialize_with = "scalar_map")]
     env: Option<BTreeMap<String, String>>,
     cwd: Option<String>,
     stdin: Option<String>,
     parse_json: Option<bool>,
     ok_codes: Option<Vec<i32>>,
+}
+
+/// A scalar as the text a program receives. `{{ params.replicas }}` renders to a number, and an
+/// argument list must take it as `3`, not fail.
+fn scalar_text<E: serde::de::Error>(v: Value) -> Result<String, E> {
+    match v {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(E::custom(format!(
+            "expected a string, number or boolean, found {other}"
+        ))),
+    }
+}
+
+fn scalar_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let items: Option<Vec<Value>> = serde::Deserialize::deserialize(d)?;
+    items
+        .map(|v| v.into_iter().map(scalar_text).collect())
+        .transpose()
+}
+
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    let items: Option<BTreeMap<String, Value>> = serde::Deserialize::deserialize(d)?;
+    items
+        .map(|m| {
+            m.into_iter()
+                .map(|(k, v)| scalar_text(v).map(|t| (k, t)))
+                .collect()
+        })
+        .transpose()
+}
+
+/// Kills the child's whole process group when dropped before the child was waited for: a `shell:`
+/// step's `/bin/sh` is not the only process a timeout or Ctrl-C must stop.
+struct GroupGuard(Option<nix::unistd::Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // The group may be gone already; nothing else to do then.
+            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 fn parse_input(value: Value) -> Result<Input, StepError> {
@@ -150,13 +198,21 @@ async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
         .stderr(Stdio::piped())
         // The engine enforces timeouts and cancellation by dropping this future; the child must not
         // outlive it.
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Its own process group, so that everything it starts can be stopped with it.
+        .process_group(0);
     if let Some(cwd) = &input.cwd {
         cmd.current_dir(cwd);
     }
     let mut child = cmd
         .spawn()
         .map_err(|e| spawn_error(&program, input.cwd.as_deref(), &e))?;
+    let mut guard = GroupGuard(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(nix::unistd::Pid::from_raw),
+    );
 
     let stdin_pipe = child.stdin.take();
     let stdin_text = input.stdin.unwrap_or_default();
@@ -181,6 +237,8 @@ async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
         .wait()
         .await
         .map_err(|e| io_error(&program, "waiting for", &e))?;
+    // Finished on its own: what it left running in the background is its business.
+    guard.0 = None;
 
     let stdout = out.text();
     let stderr = err.text();
