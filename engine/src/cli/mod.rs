@@ -30,11 +30,11 @@ pub mod exit {
 
 const AFTER_HELP: &str = "\
 Examples:
-  runbook validate runbooks/examples/disk-check.yaml
-  runbook run disk-check --param path=/var --param threshold=90
+  runbook validate runbooks/examples/service-health.yaml
+  runbook run service-health --param disk_path=/var --param disk_max_pct=80
   runbook runs
-  runbook show 0193a2
-  runbook graph disk-check --format mermaid
+  runbook show 01a20e91cbf5
+  runbook graph service-health --format mermaid
 
 Runbooks are found by NAME in ./runbooks (and its subdirectories) and in RUNBOOK_PATH, or given as a file.
 Runs are recorded in SQLite at --db (default: $XDG_STATE_HOME/runbook/runbook.db).
@@ -84,7 +84,7 @@ pub enum Format {
 pub enum Command {
     /// Check runbooks without running anything; prints every problem with its location.
     #[command(
-        after_help = "Examples:\n  runbook validate runbooks/examples/*.yaml\n  runbook validate model-degraded\n\nExit code 0 when every runbook is valid, 2 otherwise."
+        after_help = "Examples:\n  runbook validate runbooks/examples/*.yaml\n  runbook validate service-health\n\nExit code 0 when every runbook is valid, 2 otherwise."
     )]
     Validate {
         /// Runbook files or names.
@@ -93,7 +93,7 @@ pub enum Command {
     },
     /// Run a runbook and record the run.
     #[command(
-        after_help = "Examples:\n  runbook run disk-check\n  runbook run disk-check --param threshold=95 --yes\n  runbook run ./my-runbook.yaml -o json\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nWithout a terminal and without --yes, such a step fails with a message saying how to approve.\nCtrl-C stops the run; it is recorded as interrupted."
+        after_help = "Examples:\n  runbook run service-health\n  runbook run service-health --param disk_max_pct=95 --yes\n  runbook run ./my-runbook.yaml -o json\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nWithout a terminal and without --yes, such a step fails with a message saying how to approve.\nCtrl-C stops the run; it is recorded as interrupted."
     )]
     Run(RunArgs),
     /// List the runbooks found in ./runbooks and RUNBOOK_PATH.

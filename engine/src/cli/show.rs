@@ -356,13 +356,13 @@ pub async fn show(
                 ));
             }
         }
+        // A false guard is already the skip reason; show what it read.
         if let Some(g) = &v.guard
             && g["holds"] == false
+            && let Some(vals) = g["values"].as_object().filter(|m| !m.is_empty())
         {
-            detail.push(format!(
-                "when `{}` was false",
-                g["condition"].as_str().unwrap_or("")
-            ));
+            let read: Vec<String> = vals.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            detail.push(format!("read {}", read.join(", ")));
         }
         if let Some(a) = &v.approval {
             detail.push(format!(

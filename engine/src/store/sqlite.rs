@@ -184,16 +184,20 @@ impl Store for SqliteStore {
         match rows.len() {
             0 => Err(StoreError::NoSuchRun(id_or_prefix.to_string())),
             1 => Ok(row_to_run(&rows[0])?),
-            n => {
+            _ => {
                 if let Some(exact) = rows
                     .iter()
                     .find(|r| r.try_get::<String, _>("id").ok().as_deref() == Some(id_or_prefix))
                 {
                     return Ok(row_to_run(exact)?);
                 }
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE id LIKE $1")
+                    .bind(format!("{}%", id_or_prefix.to_ascii_lowercase()))
+                    .fetch_one(&self.pool)
+                    .await?;
                 Err(StoreError::Ambiguous {
                     prefix: id_or_prefix.to_string(),
-                    count: n,
+                    count: usize::try_from(count).unwrap_or(usize::MAX),
                 })
             }
         }
