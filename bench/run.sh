@@ -42,6 +42,9 @@ chain 1000 w4_chain1000
   echo "  - { id: verify, uses: flow.noop, needs: [a4, b4] }"
 } > $OUT/w3_branch.yaml
 chain 10000 v10k
+# W5: the same 100-step chain with every step `idempotent`: each step's intent is an fsync'd commit.
+{ echo "name: w5_chain100_fsync"; echo "steps:"; echo "  - { id: s0, uses: flow.noop, side_effect: idempotent }"
+  for ((i = 1; i < 100; i++)); do echo "  - { id: s$i, uses: flow.noop, side_effect: idempotent, needs: s$((i - 1)) }"; done; } > $OUT/w5_chain100_fsync.yaml
 
 # --- measurement -------------------------------------------------------------------------------
 # measure NAME CMD...: prints "median_wall_s median_peak_rss_kb" over $RUNS runs.
@@ -65,7 +68,7 @@ measure() {
 
 printf '%-14s %12s %12s\n' workload "wall (ms)" "peak RSS (MB)"
 declare -A W
-for w in w0_one w1_chain100 w2_fanout w3_branch w4_chain1000; do
+for w in w0_one w1_chain100 w2_fanout w3_branch w4_chain1000 w5_chain100_fsync; do
     read -r us kb < <(measure "$w" "$BIN" --db "$OUT/$w.db" run "$OUT/$w.yaml" --quiet)
     W[$w]=$us
     printf '%-14s %12.1f %12.1f\n' "$w" "$(echo "$us / 1000" | bc -l)" "$(echo "$kb / 1024" | bc -l)"
@@ -73,3 +76,4 @@ done
 read -r us kb < <(measure v10k "$BIN" validate "$OUT/v10k.yaml")
 printf '%-14s %12.1f %12.1f\n' "validate 10k" "$(echo "$us / 1000" | bc -l)" "$(echo "$kb / 1024" | bc -l)"
 printf '\nper-step overhead (W4 - one step) / 999: %.1f µs\n' "$(echo "(${W[w4_chain1000]} - ${W[w0_one]}) / 999" | bc -l)"
+printf 'per-step cost with an fsync per intent (W5 - one step) / 99: %.1f µs\n' "$(echo "(${W[w5_chain100_fsync]} - ${W[w0_one]}) / 99" | bc -l)"
