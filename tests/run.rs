@@ -561,3 +561,39 @@ steps:
     assert_eq!(code, 0, "{shown:#}");
     assert_eq!(step(&shown, "echo")["outputs"]["out"], "--replicas 3 true");
 }
+
+#[test]
+fn sleep_waits_its_time_and_journals_the_wake_up_time() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "sleep.yaml",
+        r#"
+name: nap
+steps:
+  - id: nap
+    uses: flow.sleep
+    with: { for: 300ms }
+    outputs:
+      slept: "{{ result.slept_ms }}"
+"#,
+    );
+    let (code, shown) = run_json(&sb, f.to_str().expect("path"), &[]);
+    assert_eq!(code, 0, "{shown:#}");
+    let slept = step(&shown, "nap")["outputs"]["slept"]
+        .as_i64()
+        .expect("slept_ms");
+    assert!(slept >= 300, "woke after {slept} ms");
+    let id = shown["run"]["id"].as_str().expect("id");
+    let events = json(&sb.run(&["show", id, "--events", "-o", "json"]))["events"].clone();
+    let wait = events
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["event"]["type"] == "wait_started"))
+        .cloned()
+        .expect("wait_started journaled");
+    let at = wait["at"].as_i64().expect("at");
+    let deadline = wait["event"]["deadline_ms"].as_i64().expect("deadline");
+    assert!(
+        (300..1_000).contains(&(deadline - at)),
+        "deadline {deadline} at {at}"
+    );
+}
