@@ -316,10 +316,7 @@ fn validate(
         }
     }
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&results).unwrap_or_default()
-        );
+        show::print_json(&results);
     }
     Ok(if bad == 0 { exit::OK } else { exit::INVALID })
 }
@@ -362,10 +359,7 @@ fn list(registry: &Registry, expr: &Expr, format: Format) -> Result<i32, Failure
         }
     }
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        );
+        show::print_json(&rows);
         return Ok(exit::OK);
     }
     if rows.is_empty() {
@@ -512,10 +506,7 @@ async fn run(
     let took = runbook_steps::duration::human(started.elapsed());
     if g.output == Format::Json {
         let shown = show::run_json(store.as_ref(), &outcome.run_id).await?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&shown).unwrap_or_default()
-        );
+        show::print_json(&shown);
     } else if !args.quiet {
         let word = match outcome.status {
             RunStatus::Succeeded => console::style("succeeded").green().bold(),

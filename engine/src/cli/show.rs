@@ -77,13 +77,15 @@ fn span(from: i64, to: Option<i64>) -> String {
     }
 }
 
+/// Writes a value to stdout as pretty JSON, for `-o json`.
+pub fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
 pub async fn runs(store: &dyn Store, limit: i64, format: Format) -> Result<i32, Failure> {
     let rows = store.runs(limit).await?;
     if format == Format::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rows).unwrap_or_default()
-        );
+        print_json(&rows);
         return Ok(exit::OK);
     }
     if rows.is_empty() {
@@ -295,7 +297,7 @@ pub async fn show(
         if all_events {
             v["events"] = Value::Array(events.iter().map(|(r, e)| json!({"seq": r.seq, "at": r.at_ms, "actor": r.actor, "event": e, "hash": r.hash})).collect());
         }
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        print_json(&v);
         return Ok(exit::OK);
     }
     let mut out = String::new();
@@ -436,104 +438,87 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// The DAG's edges, once for every output format: (from, to, label, dashed).
+fn graph_edges(plan: &Plan) -> Vec<(&str, &str, Option<String>, bool)> {
+    let mut edges = Vec::new();
+    for (i, s) in plan.steps.iter().enumerate() {
+        for &d in &s.needs {
+            edges.push((plan.id(d), plan.id(i), None, false));
+        }
+        if let StepKind::Branch { cases, default } = &s.kind {
+            for c in cases {
+                for &t in &c.then {
+                    edges.push((plan.id(i), plan.id(t), Some(c.when.clone()), false));
+                }
+            }
+            for &t in default {
+                edges.push((plan.id(i), plan.id(t), Some("default".to_string()), false));
+            }
+        }
+        if let OnFailure::Goto(h) = &s.def.on_failure {
+            edges.push((
+                plan.id(i),
+                h.name.as_str(),
+                Some("on failure".to_string()),
+                true,
+            ));
+        }
+    }
+    edges
+}
+
 pub fn graph(plan: &Plan, format: GraphFormat) -> String {
-    let mut out = String::new();
     let esc = |s: &str| s.replace('"', "'");
+    let is_branch = |s: &crate::runbook::plan::PlanStep| matches!(s.kind, StepKind::Branch { .. });
+    let mut out = String::new();
     match format {
         GraphFormat::Mermaid => {
             out.push_str("flowchart TD\n");
             for s in &plan.steps {
-                let shape = if matches!(s.kind, StepKind::Branch { .. }) {
-                    ("{", "}")
-                } else {
-                    ("[", "]")
-                };
+                let (open, close) = if is_branch(s) { ("{", "}") } else { ("[", "]") };
+                let (id, uses) = (&s.def.id.name, &s.def.uses.name);
                 out.push_str(&format!(
-                    "    {}{}\"{}<br/><small>{}</small>\"{}\n",
-                    s.def.id.name,
-                    shape.0,
-                    esc(&s.def.id.name),
-                    esc(&s.def.uses.name),
-                    shape.1
+                    "    {id}{open}\"{}<br/><small>{}</small>\"{close}\n",
+                    esc(id),
+                    esc(uses)
                 ));
             }
-            for (i, s) in plan.steps.iter().enumerate() {
-                for &d in &s.needs {
-                    out.push_str(&format!("    {} --> {}\n", plan.id(d), plan.id(i)));
-                }
-                if let StepKind::Branch { cases, default } = &s.kind {
-                    for c in cases {
-                        for &t in &c.then {
-                            out.push_str(&format!(
-                                "    {} -- \"{}\" --> {}\n",
-                                plan.id(i),
-                                esc(&c.when),
-                                plan.id(t)
-                            ));
-                        }
-                    }
-                    for &t in default {
-                        out.push_str(&format!(
-                            "    {} -- \"default\" --> {}\n",
-                            plan.id(i),
-                            plan.id(t)
-                        ));
-                    }
-                }
-                if let OnFailure::Goto(h) = &s.def.on_failure {
-                    out.push_str(&format!(
-                        "    {} -. \"on failure\" .-> {}\n",
-                        plan.id(i),
-                        h.name
-                    ));
-                }
+            for (from, to, label, dashed) in graph_edges(plan) {
+                out.push_str(&match (label, dashed) {
+                    (None, _) => format!("    {from} --> {to}\n"),
+                    (Some(l), false) => format!("    {from} -- \"{}\" --> {to}\n", esc(&l)),
+                    (Some(l), true) => format!("    {from} -. \"{}\" .-> {to}\n", esc(&l)),
+                });
             }
         }
         GraphFormat::Dot => {
-            out.push_str(&format!("digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box, fontname=\"sans-serif\"];\n", esc(&plan.runbook.name)));
+            out.push_str(&format!(
+                "digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box, fontname=\"sans-serif\"];\n",
+                esc(&plan.runbook.name)
+            ));
             for s in &plan.steps {
-                let shape = if matches!(s.kind, StepKind::Branch { .. }) {
-                    ", shape=diamond"
-                } else {
-                    ""
-                };
+                let shape = if is_branch(s) { ", shape=diamond" } else { "" };
+                let (id, uses) = (&s.def.id.name, &s.def.uses.name);
                 out.push_str(&format!(
-                    "    \"{}\" [label=\"{}\\n{}\"{shape}];\n",
-                    s.def.id.name,
-                    esc(&s.def.id.name),
-                    esc(&s.def.uses.name)
+                    "    \"{id}\" [label=\"{}\\n{}\"{shape}];\n",
+                    esc(id),
+                    esc(uses)
                 ));
             }
-            for (i, s) in plan.steps.iter().enumerate() {
-                for &d in &s.needs {
-                    out.push_str(&format!("    \"{}\" -> \"{}\";\n", plan.id(d), plan.id(i)));
+            for (from, to, label, dashed) in graph_edges(plan) {
+                let mut attrs = Vec::new();
+                if dashed {
+                    attrs.push("style=dashed".to_string());
                 }
-                if let StepKind::Branch { cases, default } = &s.kind {
-                    for c in cases {
-                        for &t in &c.then {
-                            out.push_str(&format!(
-                                "    \"{}\" -> \"{}\" [label=\"{}\"];\n",
-                                plan.id(i),
-                                plan.id(t),
-                                esc(&c.when)
-                            ));
-                        }
-                    }
-                    for &t in default {
-                        out.push_str(&format!(
-                            "    \"{}\" -> \"{}\" [label=\"default\"];\n",
-                            plan.id(i),
-                            plan.id(t)
-                        ));
-                    }
+                if let Some(l) = label {
+                    attrs.push(format!("label=\"{}\"", esc(&l)));
                 }
-                if let OnFailure::Goto(h) = &s.def.on_failure {
-                    out.push_str(&format!(
-                        "    \"{}\" -> \"{}\" [style=dashed, label=\"on failure\"];\n",
-                        plan.id(i),
-                        h.name
-                    ));
-                }
+                let attrs = if attrs.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", attrs.join(", "))
+                };
+                out.push_str(&format!("    \"{from}\" -> \"{to}\"{attrs};\n"));
             }
             out.push_str("}\n");
         }
@@ -561,7 +546,7 @@ pub fn plugins(registry: &Registry, name: Option<&str>, format: Format) -> Resul
         None => {
             if format == Format::Json {
                 let all: Vec<Value> = registry.iter().map(|r| describe(r.info())).collect();
-                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                print_json(&all);
                 return Ok(exit::OK);
             }
             let mut t = Table::new(&["PLUGIN", "CLASS", "SUMMARY"]);
@@ -595,10 +580,7 @@ pub fn plugins(registry: &Registry, name: Option<&str>, format: Format) -> Resul
             };
             let i = r.info();
             if format == Format::Json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&describe(i)).unwrap_or_default()
-                );
+                print_json(&describe(i));
                 return Ok(exit::OK);
             }
             println!(
