@@ -22,6 +22,37 @@ for tool in sh df kill touch; do
     command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is missing" >&2; exit 1; }
 done
 
+# PostgreSQL: the store suite and some end-to-end runs use a real server (RUNBOOK_TEST_PG, default the
+# local one). Start it if it is installed but stopped; install Debian's if there is none.
+export RUNBOOK_TEST_PG=${RUNBOOK_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! pg_up; then
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "== installing PostgreSQL"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        # A throwaway test server: trust connections from this machine, as the tests expect.
+        for hba in /etc/postgresql/*/main/pg_hba.conf; do
+            grep -q '^host all all 127.0.0.1/32 trust' "$hba" || sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        done
+    fi
+    if command -v pg_ctlcluster >/dev/null 2>&1 && ls /etc/postgresql/ >/dev/null 2>&1; then
+        echo "== starting PostgreSQL"
+        ver=$(ls /etc/postgresql | sort -V | tail -n1)
+        pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+    fi
+    for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+if ! pg_up; then
+    echo "error: PostgreSQL is not reachable at 127.0.0.1:5432 and could not be started" >&2
+    exit 1
+fi
+# Tests connect as `postgres` over TCP; Debian's default is peer/md5 auth for TCP, this machine kind
+# trusts local connections. Say so clearly rather than failing deep inside a test.
+if command -v psql >/dev/null 2>&1 && ! psql "$RUNBOOK_TEST_PG" -qtAc 'select 1' >/dev/null 2>&1; then
+    echo "error: cannot connect to $RUNBOOK_TEST_PG; set RUNBOOK_TEST_PG to a URL with credentials" >&2
+    exit 1
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -597,3 +597,53 @@ steps:
         "deadline {deadline} at {at}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_run_is_recorded_in_postgresql() {
+    let db = crate::common::PgDb::new().await;
+    let sb = Sandbox::new();
+    let example = crate::common::repo().join("runbooks/examples/service-health.yaml");
+    let url = db.url.clone();
+    let path = example.to_str().expect("path").to_string();
+    let (o, shown) = tokio::task::spawn_blocking({
+        let sb_path = sb.path().to_path_buf();
+        move || {
+            let run = |args: &[&str]| {
+                std::process::Command::new(crate::common::bin())
+                    .args(args)
+                    .current_dir(&sb_path)
+                    .env("RUNBOOK_DB", &url)
+                    .env("RUNBOOK_ACTOR", "tester")
+                    .env("NO_COLOR", "1")
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .expect("spawn")
+            };
+            let o = run(&[
+                "run",
+                &path,
+                "-o",
+                "json",
+                "--quiet",
+                "-p",
+                "url=http://127.0.0.1:1/",
+            ]);
+            let id = json(&o)["run"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let shown = run(&["show", &id[..12.min(id.len())], "-o", "json"]);
+            (o, shown)
+        }
+    })
+    .await
+    .expect("join");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown = json(&shown);
+    assert_eq!(shown["run"]["status"], "succeeded");
+    assert_eq!(
+        step(&shown, "choose")["decision"]["taken"],
+        serde_json::json!(["report_down"])
+    );
+    assert_eq!(step(&shown, "probe")["attempts"], 2);
+}

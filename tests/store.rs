@@ -1,7 +1,9 @@
 //! The store's behaviour, against a real SQLite file. The PostgreSQL store must pass the same suite.
 
 use runbook_engine::run::event::{Chain, Event, RunStatus, verify_chain};
-use runbook_engine::store::{Durability, RunRow, Store, StoreError, sqlite::SqliteStore};
+use runbook_engine::store::{
+    Durability, RunRow, Store, StoreError, postgres::PgStore, sqlite::SqliteStore,
+};
 use serde_json::{Map, json};
 
 fn row(id: &str, started_at: i64) -> RunRow {
@@ -203,4 +205,57 @@ async fn sqlite_open_errors_name_the_path_and_the_cause() {
         err.to_string().contains("junk.db") || err.to_string().contains("not a database"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn postgres_store_story() {
+    let db = crate::common::PgDb::new().await;
+    let store = PgStore::open(&db.url).await.expect("open");
+    let url = db.url.clone();
+    story(&store, async |sql: String| {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+        let refused = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&mut c)
+            .await;
+        assert!(refused.is_err_and(|e| e.to_string().contains("append-only")));
+        sqlx::query("DROP TRIGGER events_append_only ON events")
+            .execute(&mut c)
+            .await
+            .expect("drop trigger");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut c)
+            .await
+            .expect("tamper");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_store_reopens_and_migrations_are_idempotent() {
+    let db = crate::common::PgDb::new().await;
+    {
+        let store = PgStore::open(&db.url).await.expect("open");
+        let mut c = Chain::new("00000000000000000000000000000abc");
+        store
+            .create_run(
+                &row("00000000000000000000000000000abc", 1),
+                &[c.seal(1, "t", &started())],
+            )
+            .await
+            .expect("create");
+    }
+    let store = PgStore::open(&db.url).await.expect("reopen");
+    assert_eq!(store.runs(5).await.expect("runs").len(), 1);
+}
+
+#[tokio::test]
+async fn postgres_open_errors_hide_the_password() {
+    let err = PgStore::open("postgres://someone:s3cret@127.0.0.1:1/x")
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    let msg = err.to_string();
+    assert!(!msg.contains("s3cret"), "{msg}");
+    assert!(msg.contains("127.0.0.1:1"), "{msg}");
 }

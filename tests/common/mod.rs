@@ -69,3 +69,64 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// The PostgreSQL server the tests use: `RUNBOOK_TEST_PG`, or the local one `dev/test.sh` ensures.
+pub fn pg_admin_url() -> String {
+    std::env::var("RUNBOOK_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// A database of its own for one test, dropped afterwards. A missing server fails the test: the
+/// PostgreSQL half of the suite must not pass by skipping.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+}
+
+impl PgDb {
+    pub async fn new() -> PgDb {
+        use sqlx::Connection;
+        let admin = pg_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {admin} is required (dev/test.sh starts it): {e}")
+            });
+        let name = format!("rb_test_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        PgDb {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        // Best effort from a synchronous drop: a leftover test database is harmless and named as such.
+        let admin = pg_admin_url();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut c)
+                        .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}

@@ -1,6 +1,7 @@
 //! Where runs are kept. The engine talks to a [`Store`]; SQLite is the embedded default and PostgreSQL
 //! slots in behind the same trait.
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::run::event::{Record, RunStatus};
@@ -78,12 +79,10 @@ pub(crate) fn final_status(events: &[Record]) -> Option<(RunStatus, i64)> {
     })
 }
 
-/// Opens the store a `--db` value names: a path or `sqlite://` URL (PostgreSQL comes next).
+/// Opens the store a `--db` value names: a `postgres://` URL, or a SQLite path or `sqlite://` URL.
 pub async fn open(db: &str, create_dir: bool) -> Result<Box<dyn Store>, StoreError> {
     if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        return Err(StoreError::Unsupported(
-            "PostgreSQL is not supported by this build yet; use a SQLite file path".to_string(),
-        ));
+        return Ok(Box::new(postgres::PgStore::open(db).await?));
     }
     let path = db.strip_prefix("sqlite://").unwrap_or(db);
     Ok(Box::new(sqlite::SqliteStore::open(path, create_dir).await?))

@@ -1,0 +1,201 @@
+//! The PostgreSQL store: the same schema and SQL as SQLite, for shared and long-lived deployments.
+//!
+//! Durability maps onto `synchronous_commit`: a [`Durability::Power`] commit waits for the WAL flush
+//! (the server default); a [`Durability::Process`] commit sets it `off` for that transaction, which a
+//! killed client cannot lose (the server has it) and a server crash may.
+
+use super::{Durability, RunRow, Store, StoreError};
+use crate::run::event::Record;
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, PgPool, QueryBuilder, Row};
+use std::str::FromStr;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PgStore {
+    pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: redacted(url),
+            reason,
+        };
+        let opts = PgConnectOptions::from_str(url).map_err(|e| open_err(e.to_string()))?;
+        // The pool retries refused connections until its timeout; one plain attempt first makes a
+        // wrong URL or a stopped server an immediate, clear error.
+        let probe = opts.connect().await.map_err(|e| open_err(e.to_string()))?;
+        let _ = sqlx::Connection::close(probe).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    async fn insert_events(
+        tx: &mut sqlx::PgConnection,
+        events: &[Record],
+    ) -> Result<(), StoreError> {
+        // PostgreSQL allows 65535 bound parameters; 9 per row.
+        for chunk in events.chunks(1000) {
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO events (run_id, seq, at, actor, kind, step_id, data, prev_hash, hash) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.run_id)
+                    .push_bind(r.seq)
+                    .push_bind(r.at_ms)
+                    .push_bind(&r.actor)
+                    .push_bind(&r.kind)
+                    .push_bind(&r.step)
+                    .push_bind(&r.data)
+                    .push_bind(&r.prev_hash)
+                    .push_bind(&r.hash);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+}
+
+fn row_to_run(r: &sqlx::postgres::PgRow) -> Result<RunRow, sqlx::Error> {
+    let params: String = r.try_get("params")?;
+    Ok(RunRow {
+        id: r.try_get("id")?,
+        runbook: r.try_get("runbook")?,
+        title: r.try_get("title")?,
+        source_path: r.try_get("source_path")?,
+        runbook_sha256: r.try_get("runbook_sha256")?,
+        runbook_text: r.try_get("runbook_text")?,
+        params: serde_json::from_str(&params).unwrap_or(serde_json::Value::Null),
+        status: r.try_get("status")?,
+        actor: r.try_get("actor")?,
+        started_at: r.try_get("started_at")?,
+        finished_at: r.try_get("finished_at")?,
+        parent_run: r.try_get("parent_run")?,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_run(&self, run: &RunRow, events: &[Record]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(&run.id)
+        .bind(&run.runbook)
+        .bind(&run.title)
+        .bind(&run.source_path)
+        .bind(&run.runbook_sha256)
+        .bind(&run.runbook_text)
+        .bind(run.params.to_string())
+        .bind(&run.status)
+        .bind(&run.actor)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(&run.parent_run)
+        .execute(&mut *tx)
+        .await?;
+        Self::insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn append(&self, events: &[Record], durability: Durability) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        if durability == Durability::Process {
+            sqlx::query("SET LOCAL synchronous_commit TO off")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Self::insert_events(&mut tx, events).await?;
+        if let Some((status, at)) = super::final_status(events) {
+            sqlx::query("UPDATE runs SET status = $1, finished_at = $2 WHERE id = $3")
+                .bind(status.as_str())
+                .bind(at)
+                .bind(&events[0].run_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row_to_run).collect::<Result<_, _>>()?)
+    }
+
+    async fn run(&self, id_or_prefix: &str) -> Result<RunRow, StoreError> {
+        if id_or_prefix.is_empty() || !id_or_prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(StoreError::NoSuchRun(id_or_prefix.to_string()));
+        }
+        let pattern = format!("{}%", id_or_prefix.to_ascii_lowercase());
+        let rows = sqlx::query("SELECT * FROM runs WHERE id LIKE $1 ORDER BY started_at LIMIT 2")
+            .bind(&pattern)
+            .fetch_all(&self.pool)
+            .await?;
+        match rows.len() {
+            0 => Err(StoreError::NoSuchRun(id_or_prefix.to_string())),
+            1 => Ok(row_to_run(&rows[0])?),
+            _ => {
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE id LIKE $1")
+                    .bind(&pattern)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Err(StoreError::Ambiguous {
+                    prefix: id_or_prefix.to_string(),
+                    count: usize::try_from(count).unwrap_or(usize::MAX),
+                })
+            }
+        }
+    }
+
+    async fn events(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM events WHERE run_id = $1 ORDER BY seq")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Record {
+                    run_id: r.try_get("run_id")?,
+                    seq: r.try_get("seq")?,
+                    at_ms: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    kind: r.try_get("kind")?,
+                    step: r.try_get("step_id")?,
+                    data: r.try_get("data")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
