@@ -1,6 +1,7 @@
 //! The one integration-test binary. End-to-end tests spawn the real `runbook` CLI against real
 //! services (SQLite files, local HTTP servers, processes).
 
+mod audit;
 mod common;
 mod golden;
 mod run;

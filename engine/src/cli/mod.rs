@@ -1,5 +1,6 @@
 //! The `runbook` command line.
 
+pub mod audit;
 pub mod find;
 pub mod progress;
 pub mod show;
@@ -124,6 +125,27 @@ pub enum Command {
     Plugins {
         /// A plugin name, e.g. shell.run.
         name: Option<String>,
+    },
+    /// Check what the journal says happened.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute runs' hash chains and runbook hashes; names the first event that does not verify.
+    #[command(
+        after_help = "Examples:\n  runbook audit verify 01a20e91cbf5\n  runbook audit verify --all\n\nExit code 0 when everything verifies, 1 when a run does not."
+    )]
+    Verify {
+        /// Run id or unique id prefix.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        run: Option<String>,
+        /// Every run in the database.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -269,6 +291,12 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
             Ok(exit::OK)
         }
         Command::Plugins { name } => show::plugins(&registry, name.as_deref(), cli.global.output),
+        Command::Audit {
+            command: AuditCommand::Verify { run, all },
+        } => {
+            let store = open_store(&cli.global).await?;
+            audit::verify(store.as_ref(), run.as_deref(), all, cli.global.output).await
+        }
     }
 }
 
