@@ -4,5 +4,6 @@
 mod audit;
 mod common;
 mod golden;
+mod resume;
 mod run;
 mod store;

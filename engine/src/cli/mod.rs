@@ -26,6 +26,7 @@ pub mod exit {
     pub const RUN_FAILED: i32 = 1;
     pub const INVALID: i32 = 2;
     pub const ENVIRONMENT: i32 = 3;
+    pub const WAITING: i32 = 4;
     pub const INTERRUPTED: i32 = 130;
 }
 
@@ -45,6 +46,7 @@ Exit codes:
   1    the run failed (a step failed and the run stopped or ended failed)
   2    invalid input: a bad runbook, parameter or command line
   3    environment: the database cannot be opened or written
+  4    the run waits for an operator (a step's outcome is unknown after a crash; see `runbook resume`)
   130  interrupted (Ctrl-C); the run is recorded as interrupted";
 
 #[derive(Parser, Debug)]
@@ -104,6 +106,10 @@ pub enum Command {
         /// How many runs to show.
         #[arg(long, short = 'n', default_value_t = 20)]
         limit: i64,
+        /// Only runs that can be resumed: interrupted, waiting for an operator, or left running by a
+        /// process that stopped.
+        #[arg(long)]
+        resumable: bool,
     },
     /// Show one run: its steps with status, attempts, durations, decisions and errors.
     #[command(after_help = "RUN is a run id or a unique prefix of one (see `runbook runs`).")]
@@ -126,11 +132,40 @@ pub enum Command {
         /// A plugin name, e.g. shell.run.
         name: Option<String>,
     },
+    /// Continue a run that stopped (crash, Ctrl-C) or waits for an operator.
+    #[command(
+        after_help = "Completed steps are never run again and recorded decisions stand. A `read` or `idempotent`\nstep that was running when the run stopped is run again; an `unsafe` one becomes `unknown` and\nthe run waits until you say what happened:\n  runbook resume 01a20e91cbf5 --mark-done restart   # it did act\n  runbook resume 01a20e91cbf5 --retry restart       # run it again\n  runbook resume 01a20e91cbf5 --mark-failed restart # treat it as failed\nEach decision is journaled with who made it (--actor).\n\nExit codes as for `run`, plus 4: the run waits for an operator."
+    )]
+    Resume(ResumeArgs),
     /// Check what the journal says happened.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// Run id or unique id prefix.
+    pub run: String,
+    /// Run this unknown step again.
+    #[arg(long, value_name = "STEP")]
+    pub retry: Vec<String>,
+    /// Record this unknown step as done (it acted) without running it.
+    #[arg(long, value_name = "STEP")]
+    pub mark_done: Vec<String>,
+    /// Record this unknown step as failed.
+    #[arg(long, value_name = "STEP")]
+    pub mark_failed: Vec<String>,
+    /// Approve every step that requires approval, unattended.
+    #[arg(long)]
+    pub yes: bool,
+    /// How many independent steps may run at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_parallel: u16,
+    /// No live progress on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -268,10 +303,11 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Validate { runbooks } => validate(&runbooks, &registry, &expr, cli.global.output),
         Command::Run(args) => run(&cli.global, args, registry, expr).await,
+        Command::Resume(args) => resume(&cli.global, args, crate::Engine { registry, expr }).await,
         Command::List => list(&registry, &expr, cli.global.output),
-        Command::Runs { limit } => {
+        Command::Runs { limit, resumable } => {
             let store = open_store(&cli.global).await?;
-            show::runs(store.as_ref(), limit, cli.global.output).await
+            show::runs(store.as_ref(), limit, resumable, cli.global.output).await
         }
         Command::Show { run, events } => {
             let store = open_store(&cli.global).await?;
@@ -527,32 +563,104 @@ async fn run(
         &mut live,
     )
     .await
-    .map_err(|e| match e {
-        crate::run::driver::DriverError::Store(s) => Failure::env(s),
-        crate::run::driver::DriverError::Setup(m) => Failure::invalid(m),
-    })?;
+    .map_err(driver_failure)?;
+    finish(g, store.as_ref(), &outcome, started, args.quiet).await
+}
+
+fn driver_failure(e: crate::run::driver::DriverError) -> Failure {
+    use crate::run::driver::DriverError;
+    match e {
+        DriverError::Store(s) => Failure::from(s),
+        DriverError::Setup(m) | DriverError::Refused(m) => Failure::invalid(m),
+    }
+}
+
+/// The end of `run` and `resume`: the summary line (or JSON) and the exit code.
+async fn finish(
+    g: &Global,
+    store: &dyn Store,
+    outcome: &crate::run::driver::RunOutcome,
+    started: std::time::Instant,
+    quiet: bool,
+) -> Result<i32, Failure> {
     let took = runbook_steps::duration::human(started.elapsed());
+    let short = &outcome.run_id[..12.min(outcome.run_id.len())];
     if g.output == Format::Json {
-        let shown = show::run_json(store.as_ref(), &outcome.run_id).await?;
+        let shown = show::run_json(store, &outcome.run_id).await?;
         show::print_json(&shown);
-    } else if !args.quiet {
+    } else if !quiet {
         let word = match outcome.status {
             RunStatus::Succeeded => console::style("succeeded").green().bold(),
             RunStatus::Failed => console::style("failed").red().bold(),
             RunStatus::Interrupted => console::style("interrupted").yellow().bold(),
             RunStatus::Running => console::style("running").bold(),
+            RunStatus::Waiting => console::style("waiting for an operator").yellow().bold(),
         };
         eprintln!(
-            "run {} {word} in {took} — details: runbook show {}",
-            outcome.run_id,
-            &outcome.run_id[..12]
+            "run {} {word} in {took} — details: runbook show {short}",
+            outcome.run_id
         );
+    }
+    if outcome.status == RunStatus::Waiting && g.output == Format::Text {
+        let shown = show::run_json(store, &outcome.run_id).await?;
+        let unknown: Vec<String> = shown["steps"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|s| s["status"] == "unknown")
+                    .filter_map(|s| s["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for step in unknown {
+            eprintln!(
+                "step `{step}` is unsafe and was running when the run stopped: it may or may not have acted.\n  check, then: runbook resume {short} --mark-done {step}   (it did what it should)\n              runbook resume {short} --retry {step}       (run it again)\n              runbook resume {short} --mark-failed {step} (treat it as failed)"
+            );
+        }
     }
     Ok(match outcome.status {
         RunStatus::Succeeded => exit::OK,
         RunStatus::Interrupted => exit::INTERRUPTED,
+        RunStatus::Waiting => exit::WAITING,
         _ => exit::RUN_FAILED,
     })
+}
+
+async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i32, Failure> {
+    use crate::run::event::OperatorAction;
+    let store = open_store(g).await?;
+    let actor = actor(g);
+    let mut decisions = Vec::new();
+    for (steps, action) in [
+        (&args.retry, OperatorAction::Retry),
+        (&args.mark_done, OperatorAction::MarkDone),
+        (&args.mark_failed, OperatorAction::MarkFailed),
+    ] {
+        for s in steps {
+            if decisions.iter().any(|(d, _): &(String, _)| d == s) {
+                return Err(Failure::invalid(format!(
+                    "step `{s}` is given more than one decision"
+                )));
+            }
+            decisions.push((s.clone(), action));
+        }
+    }
+    let mut live = progress::Live::new(&actor, args.yes, args.quiet);
+    let started = std::time::Instant::now();
+    let outcome = Driver::resume(
+        store.as_ref(),
+        &engine,
+        &args.run,
+        decisions,
+        RunOptions {
+            actor,
+            max_parallel: usize::from(args.max_parallel),
+        },
+        &mut live,
+    )
+    .await
+    .map_err(driver_failure)?;
+    finish(g, store.as_ref(), &outcome, started, args.quiet).await
 }
 
 fn display_path(p: &Path) -> String {

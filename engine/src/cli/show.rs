@@ -82,8 +82,17 @@ pub fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-pub async fn runs(store: &dyn Store, limit: i64, format: Format) -> Result<i32, Failure> {
-    let rows = store.runs(limit).await?;
+pub async fn runs(
+    store: &dyn Store,
+    limit: i64,
+    resumable: bool,
+    format: Format,
+) -> Result<i32, Failure> {
+    let mut rows = store.runs(if resumable { i64::MAX } else { limit }).await?;
+    if resumable {
+        rows.retain(|r| matches!(r.status.as_str(), "running" | "interrupted" | "waiting"));
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
     if format == Format::Json {
         print_json(&rows);
         return Ok(exit::OK);
@@ -111,7 +120,7 @@ fn status_word(s: &str) -> String {
     match s {
         "succeeded" => style(s).green().to_string(),
         "failed" => style(s).red().to_string(),
-        "interrupted" => style(s).yellow().to_string(),
+        "interrupted" | "waiting" => style(s).yellow().to_string(),
         _ => s.to_string(),
     }
 }
@@ -132,6 +141,7 @@ pub struct StepView {
     pub decision: Option<Value>,
     pub guard: Option<Value>,
     pub approval: Option<Value>,
+    pub operator: Option<Value>,
     pub outputs: Option<Value>,
 }
 
@@ -155,6 +165,7 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                 decision: None,
                 guard: None,
                 approval: None,
+                operator: None,
                 outputs: None,
             });
         }
@@ -178,6 +189,7 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                     decision: None,
                     guard: None,
                     approval: None,
+                    operator: None,
                     outputs: None,
                 });
                 views.len() - 1
@@ -238,6 +250,27 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                 ..
             } => {
                 v.guard = Some(json!({"condition": condition, "holds": holds, "values": values}));
+            }
+            Event::StepRecovered { outcome, .. } => {
+                v.status = match outcome {
+                    crate::run::event::Recovery::Rerun => "pending".into(),
+                    crate::run::event::Recovery::Unknown => "unknown".into(),
+                };
+            }
+            Event::OperatorDecided { action, by, .. } => {
+                use crate::run::event::OperatorAction as A;
+                let (status, what) = match action {
+                    A::Retry => ("pending", "retry"),
+                    A::MarkDone => ("succeeded", "marked done"),
+                    A::MarkFailed => ("failed", "marked failed"),
+                };
+                v.status = status.into();
+                v.finished_at = Some(rec.at_ms);
+                v.operator = Some(json!({"action": what, "by": by, "at": rec.at_ms}));
+                if matches!(action, A::MarkFailed) {
+                    v.error = Some(format!("{what} by {by}"));
+                    v.error_kind = Some("other".into());
+                }
             }
             Event::ApprovalGranted { by, how, .. } => {
                 v.approval = Some(json!({"by": by, "how": how, "at": rec.at_ms}));
@@ -329,6 +362,7 @@ pub async fn show(
             "failed" => style("✗").red().to_string(),
             "skipped" => style("⊘").dim().to_string(),
             "running" | "retry-wait" => style("…").yellow().to_string(),
+            "unknown" => style("?").yellow().bold().to_string(),
             _ => style("·").dim().to_string(),
         };
         let mut detail = Vec::new();
@@ -365,6 +399,13 @@ pub async fn show(
         {
             let read: Vec<String> = vals.iter().map(|(k, v)| format!("{k}={v}")).collect();
             detail.push(format!("read {}", read.join(", ")));
+        }
+        if let Some(o) = &v.operator {
+            detail.push(format!(
+                "{} by {} (operator)",
+                o["action"].as_str().unwrap_or("?"),
+                o["by"].as_str().unwrap_or("?")
+            ));
         }
         if let Some(a) = &v.approval {
             detail.push(format!(

@@ -14,6 +14,8 @@ pub enum Action {
     Skip(usize, String),
     /// Nothing is running and nothing can start: the run is over.
     Finish(RunStatus),
+    /// Nothing can happen until an operator settles these steps (outcome unknown after a crash).
+    Park(Vec<usize>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -109,6 +111,16 @@ pub fn decide(plan: &Plan, state: &RunState, now_ms: i64, max_parallel: usize) -
     }
     let idle = running == 0 && next.actions.is_empty() && next.wake_at_ms.is_none();
     if idle {
+        let unknown: Vec<usize> = plan
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| state.steps[i].status == Status::Unknown)
+            .collect();
+        if !unknown.is_empty() && !state.aborting {
+            next.actions.push(Action::Park(unknown));
+            return next;
+        }
         let failed = state.aborting
             || plan.steps.iter().enumerate().any(|(i, ps)| {
                 state.steps[i].status == Status::Failed
@@ -198,6 +210,10 @@ mod tests {
                 Action::Start(i) => format!("start {}", p.id(*i)),
                 Action::Skip(i, _) => format!("skip {}", p.id(*i)),
                 Action::Finish(s) => format!("finish {}", s.as_str()),
+                Action::Park(v) => format!(
+                    "park {}",
+                    v.iter().map(|&i| p.id(i)).collect::<Vec<_>>().join(",")
+                ),
             })
             .collect()
     }
@@ -381,6 +397,40 @@ steps:
         // Without a failure, the handler is skipped and the run succeeds.
         let ev = vec![started("a", 1), ok("a")];
         assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["start b", "skip rescue"]);
+    }
+
+    #[test]
+    fn a_step_of_unknown_outcome_parks_the_run_until_an_operator_decides() {
+        use crate::run::event::{OperatorAction, Recovery};
+        let p = plan(FAN);
+        let mut ev = vec![
+            started("a", 1),
+            Event::StepRecovered {
+                step: "a".into(),
+                attempt: 1,
+                outcome: Recovery::Unknown,
+            },
+        ];
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["park a"]);
+        ev.push(Event::OperatorDecided {
+            step: "a".into(),
+            action: OperatorAction::MarkDone,
+            by: "op".into(),
+        });
+        assert_eq!(
+            ids(&p, &next(&p, &ev, 0, 8)),
+            ["start b1", "start b2", "start b3"]
+        );
+        // A read or idempotent step in flight is simply started again.
+        let ev = vec![
+            started("a", 1),
+            Event::StepRecovered {
+                step: "a".into(),
+                attempt: 1,
+                outcome: Recovery::Rerun,
+            },
+        ];
+        assert_eq!(ids(&p, &next(&p, &ev, 0, 8)), ["start a"]);
     }
 
     #[test]

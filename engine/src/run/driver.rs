@@ -25,7 +25,13 @@ pub enum DriverError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Setup(String),
+    /// The run cannot be resumed as asked; nothing was written.
+    #[error("{0}")]
+    Refused(String),
 }
+
+/// What an operator said about steps left in `unknown`.
+pub type OperatorDecisions = Vec<(String, super::event::OperatorAction)>;
 
 /// A person's (or a flag's) answer to an approval request.
 #[derive(Debug, Clone)]
@@ -110,36 +116,8 @@ impl<'a> Driver<'a> {
         let expr = Arc::clone(&engine.expr);
         let run_id = uuid::Uuid::now_v7().simple().to_string();
         let started_at = now_ms();
-        let mut base = Map::new();
-        base.insert("params".into(), Value::Object(params.clone()));
-        let reads_env = plan.vars_read_env || plan.steps.iter().any(|s| s.reads_env);
-        if reads_env {
-            base.insert("env".into(), env_map());
-        }
-        // Vars may read params, env and the vars above them; connections may read vars too.
-        let mut vars = Map::new();
-        base.insert("vars".into(), Value::Object(Map::new()));
-        for (name, node) in &plan.runbook.vars {
-            let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
-            let v = expr
-                .render_value(&node.to_json(), &ctx)
-                .map_err(|e| DriverError::Setup(format!("var `{}`: {e}", name.name)))?;
-            vars.insert(name.name.clone(), v);
-            base.insert("vars".into(), Value::Object(vars.clone()));
-        }
-        let mut conns = Map::new();
-        for (name, node) in &plan.runbook.connections {
-            let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
-            let v = expr
-                .render_value(&node.to_json(), &ctx)
-                .map_err(|e| DriverError::Setup(format!("connection `{}`: {e}", name.name)))?;
-            conns.insert(name.name.clone(), v);
-        }
-        base.insert("connections".into(), Value::Object(conns));
-        base.insert(
-            "run".into(),
-            json!({"id": run_id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": started_at}),
-        );
+        let run_info = json!({"id": run_id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": started_at});
+        let (base, vars) = base_context(&plan, &expr, &params, None, run_info)?;
 
         let mut chain = Chain::new(&run_id);
         let first = Event::RunStarted {
@@ -189,6 +167,159 @@ impl<'a> Driver<'a> {
         Ok(RunOutcome { run_id, status })
     }
 
+    /// Picks up a stopped run from its journal and drives it on. Completed steps and recorded decisions
+    /// stand; steps in flight at the stop are re-run if `read` or `idempotent` and become `unknown`
+    /// (parking the run) if `unsafe`, unless `decisions` settle them.
+    pub async fn resume(
+        store: &'a dyn Store,
+        engine: &crate::Engine,
+        run_id: &str,
+        decisions: OperatorDecisions,
+        opts: RunOptions,
+        observer: &'a mut dyn Observer,
+    ) -> Result<RunOutcome, DriverError> {
+        use super::event::{Recovery, verify_chain};
+        let run = store.run(run_id).await?;
+        if matches!(run.status.as_str(), "succeeded" | "failed") {
+            return Err(DriverError::Refused(format!(
+                "run {} already {}; there is nothing to resume",
+                run.id, run.status
+            )));
+        }
+        let records = store.events(&run.id).await?;
+        if let Err(b) = verify_chain(&records) {
+            return Err(DriverError::Refused(format!(
+                "the journal of run {} does not verify at event {} ({}); refusing to act on it (see `runbook audit verify`)",
+                run.id, b.seq, b.reason
+            )));
+        }
+        let plan = crate::runbook::validate::check(
+            run.source_path.as_deref().unwrap_or("stored runbook"),
+            &run.runbook_text,
+            &engine.registry,
+            &engine.expr,
+        )
+        .map_err(|r| {
+            DriverError::Setup(format!(
+                "the stored runbook no longer validates:\n{}",
+                r.render(false)
+            ))
+        })?;
+        let plan = Arc::new(plan);
+        let mut events = Vec::with_capacity(records.len());
+        for r in &records {
+            events.push(r.event().map_err(|e| {
+                DriverError::Refused(format!(
+                    "event {} of run {} is unreadable: {e}",
+                    r.seq, run.id
+                ))
+            })?);
+        }
+        let state = RunState::fold(&plan, &events);
+        let Some(Event::RunStarted { params, vars, .. }) = events.first() else {
+            return Err(DriverError::Refused(format!(
+                "run {} has no run_started event",
+                run.id
+            )));
+        };
+        // What was in flight, and what the class of that attempt was.
+        let mut recoveries = Vec::new();
+        for (i, st) in state.steps.iter().enumerate() {
+            if st.status != super::state::Status::Running {
+                continue;
+            }
+            let class = events
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::StepStarted { step, class, .. } if step == plan.id(i) => Some(*class),
+                    _ => None,
+                })
+                .unwrap_or(SideEffect::Unsafe);
+            let outcome = if class == SideEffect::Unsafe {
+                Recovery::Unknown
+            } else {
+                Recovery::Rerun
+            };
+            recoveries.push((i, st.attempt, outcome));
+        }
+        // Operator decisions may only settle steps whose outcome is unknown (now or from before).
+        let unknown: Vec<&str> = (0..plan.steps.len())
+            .filter(|&i| {
+                state.steps[i].status == super::state::Status::Unknown
+                    || recoveries
+                        .iter()
+                        .any(|r| r.0 == i && r.2 == Recovery::Unknown)
+            })
+            .map(|i| plan.id(i))
+            .collect();
+        for (step, _) in &decisions {
+            if !unknown.contains(&step.as_str()) {
+                return Err(DriverError::Refused(if plan.index.contains_key(step) {
+                    format!(
+                        "step `{step}` is not waiting for an operator{}",
+                        if unknown.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (these are: {})", unknown.join(", "))
+                        }
+                    )
+                } else {
+                    format!("run {} has no step `{step}`", run.id)
+                }));
+            }
+        }
+        let last = records
+            .last()
+            .map_or((1, super::event::GENESIS.to_string()), |r| {
+                (r.seq + 1, r.hash.clone())
+            });
+        let chain = Chain {
+            run_id: run.id.clone(),
+            next_seq: last.0,
+            last_hash: last.1,
+        };
+        let run_info = json!({"id": run.id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": run.started_at});
+        let (base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
+        let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut d = Driver {
+            plan: Arc::clone(&plan),
+            store,
+            registry: Arc::clone(&engine.registry),
+            expr: Arc::clone(&engine.expr),
+            opts,
+            observer,
+            chain,
+            state,
+            pending: Vec::new(),
+            pending_since: None,
+            base,
+            tasks: JoinSet::new(),
+            progress_tx,
+            progress_rx,
+        };
+        d.emit(Event::RunResumed {
+            runbook_sha256: run.runbook_sha256.clone(),
+        });
+        for (i, attempt, outcome) in recoveries {
+            d.emit(Event::StepRecovered {
+                step: plan.id(i).to_string(),
+                attempt,
+                outcome,
+            });
+        }
+        for (step, action) in decisions {
+            let by = d.opts.actor.clone();
+            d.emit(Event::OperatorDecided { step, action, by });
+        }
+        d.flush(Durability::Power).await?;
+        let status = d.drive().await?;
+        Ok(RunOutcome {
+            run_id: run.id,
+            status,
+        })
+    }
+
     fn emit(&mut self, event: Event) {
         let rec = self.chain.seal(now_ms(), &self.opts.actor, &event);
         self.state.apply(&self.plan, &event);
@@ -227,6 +358,15 @@ impl<'a> Driver<'a> {
                         reason,
                     }),
                     Action::Start(i) => self.start_step(i).await?,
+                    Action::Park(waiting) => {
+                        let waiting_for = waiting
+                            .iter()
+                            .map(|&i| self.plan.id(i).to_string())
+                            .collect();
+                        self.emit(Event::RunParked { waiting_for });
+                        self.flush(Durability::Power).await?;
+                        return Ok(RunStatus::Waiting);
+                    }
                     Action::Finish(status) => {
                         // Retries that an abort cancelled end as the failures they were.
                         let cancelled: Vec<usize> = self
@@ -740,6 +880,55 @@ impl<'a> Driver<'a> {
         });
         self.fail(i, attempt, StepError::new(kind, message));
     }
+}
+
+/// The context every step of a run shares. Vars are rendered once, when the run starts, and journaled;
+/// a resumed run passes the recorded ones so nothing is re-decided. Connections (which may hold
+/// secrets from the environment) are never journaled, so they are rendered each time.
+/// A JSON object: the shared context, or the run's vars.
+type Json = Map<String, Value>;
+
+fn base_context(
+    plan: &Plan,
+    expr: &Expr,
+    params: &Map<String, Value>,
+    recorded_vars: Option<&Map<String, Value>>,
+    run_info: Value,
+) -> Result<(Json, Json), DriverError> {
+    let mut base = Map::new();
+    base.insert("params".into(), Value::Object(params.clone()));
+    if plan.vars_read_env || plan.steps.iter().any(|s| s.reads_env) {
+        base.insert("env".into(), env_map());
+    }
+    let vars = match recorded_vars {
+        Some(v) => v.clone(),
+        None => {
+            // Vars may read params, env and the vars above them.
+            let mut vars = Map::new();
+            base.insert("vars".into(), Value::Object(Map::new()));
+            for (name, node) in &plan.runbook.vars {
+                let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
+                let v = expr
+                    .render_value(&node.to_json(), &ctx)
+                    .map_err(|e| DriverError::Setup(format!("var `{}`: {e}", name.name)))?;
+                vars.insert(name.name.clone(), v);
+                base.insert("vars".into(), Value::Object(vars.clone()));
+            }
+            vars
+        }
+    };
+    base.insert("vars".into(), Value::Object(vars.clone()));
+    let mut conns = Map::new();
+    for (name, node) in &plan.runbook.connections {
+        let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
+        let v = expr
+            .render_value(&node.to_json(), &ctx)
+            .map_err(|e| DriverError::Setup(format!("connection `{}`: {e}", name.name)))?;
+        conns.insert(name.name.clone(), v);
+    }
+    base.insert("connections".into(), Value::Object(conns));
+    base.insert("run".into(), run_info);
+    Ok((base, vars))
 }
 
 fn ms(d: Duration) -> i64 {

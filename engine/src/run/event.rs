@@ -80,6 +80,43 @@ pub enum Event {
     RunInterrupted {
         reason: String,
     },
+    /// A stopped run was picked up again.
+    RunResumed {
+        /// Hash of the runbook text the run continues with.
+        runbook_sha256: String,
+    },
+    /// A step was in flight when the run stopped: `rerun` for `read` and `idempotent` steps,
+    /// `unknown` for `unsafe` ones, which wait for an operator.
+    StepRecovered {
+        step: String,
+        attempt: u32,
+        outcome: Recovery,
+    },
+    /// An operator settled a step whose outcome was unknown.
+    OperatorDecided {
+        step: String,
+        action: OperatorAction,
+        by: String,
+    },
+    /// The run cannot go on without an operator (steps in `unknown`).
+    RunParked {
+        waiting_for: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recovery {
+    Rerun,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorAction {
+    Retry,
+    MarkDone,
+    MarkFailed,
 }
 
 impl Event {
@@ -96,6 +133,10 @@ impl Event {
             Event::StepSkipped { .. } => "step_skipped",
             Event::RunFinished { .. } => "run_finished",
             Event::RunInterrupted { .. } => "run_interrupted",
+            Event::RunResumed { .. } => "run_resumed",
+            Event::StepRecovered { .. } => "step_recovered",
+            Event::OperatorDecided { .. } => "operator_decided",
+            Event::RunParked { .. } => "run_parked",
         }
     }
 
@@ -108,7 +149,9 @@ impl Event {
             | Event::WaitStarted { step, .. }
             | Event::StepSucceeded { step, .. }
             | Event::StepFailed { step, .. }
-            | Event::StepSkipped { step, .. } => Some(step),
+            | Event::StepSkipped { step, .. }
+            | Event::StepRecovered { step, .. }
+            | Event::OperatorDecided { step, .. } => Some(step),
             _ => None,
         }
     }
@@ -121,6 +164,8 @@ pub enum RunStatus {
     Succeeded,
     Failed,
     Interrupted,
+    /// Stopped until an operator settles steps whose outcome is unknown.
+    Waiting,
 }
 
 impl RunStatus {
@@ -130,6 +175,7 @@ impl RunStatus {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Waiting => "waiting",
         }
     }
 
@@ -139,6 +185,7 @@ impl RunStatus {
             RunStatus::Succeeded,
             RunStatus::Failed,
             RunStatus::Interrupted,
+            RunStatus::Waiting,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

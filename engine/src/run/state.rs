@@ -1,6 +1,6 @@
 //! A run's state: a pure fold of its events over the plan.
 
-use super::event::{Event, RunStatus};
+use super::event::{Event, OperatorAction, Recovery, RunStatus};
 use crate::runbook::plan::Plan;
 use runbook_steps::ErrorKind;
 use serde_json::{Map, Value};
@@ -15,6 +15,8 @@ pub enum Status {
     Succeeded,
     Failed,
     Skipped,
+    /// An `unsafe` step was in flight when the run stopped; only an operator can say what happened.
+    Unknown,
 }
 
 impl Status {
@@ -30,6 +32,7 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
             Status::Skipped => "skipped",
+            Status::Unknown => "unknown",
         }
     }
 }
@@ -235,6 +238,44 @@ impl RunState {
             }
             Event::RunFinished { status, .. } => self.status = *status,
             Event::RunInterrupted { .. } => self.status = RunStatus::Interrupted,
+            Event::RunParked { .. } => self.status = RunStatus::Waiting,
+            Event::RunResumed { .. } => self.status = RunStatus::Running,
+            Event::StepRecovered { outcome, .. } => {
+                if let Some(i) = idx {
+                    self.set_status(
+                        plan,
+                        i,
+                        match outcome {
+                            Recovery::Rerun => Status::Pending,
+                            Recovery::Unknown => Status::Unknown,
+                        },
+                    );
+                }
+            }
+            Event::OperatorDecided { action, .. } => {
+                if let Some(i) = idx {
+                    match action {
+                        OperatorAction::Retry => self.set_status(plan, i, Status::Pending),
+                        OperatorAction::MarkDone => {
+                            self.set_status(plan, i, Status::Succeeded);
+                            self.steps[i].result = Some(Value::Null);
+                        }
+                        OperatorAction::MarkFailed => {
+                            self.set_status(plan, i, Status::Failed);
+                            self.steps[i].error = Some((
+                                ErrorKind::Other,
+                                "marked failed by an operator".to_string(),
+                            ));
+                            if matches!(
+                                plan.steps[i].def.on_failure,
+                                crate::runbook::OnFailure::Abort
+                            ) {
+                                self.aborting = true;
+                            }
+                        }
+                    }
+                }
+            }
             Event::ApprovalGranted { .. } | Event::GuardEvaluated { .. } => {}
         }
     }

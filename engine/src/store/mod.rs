@@ -68,13 +68,15 @@ pub trait Store: Send + Sync {
     async fn events(&self, run_id: &str) -> Result<Vec<Record>, StoreError>;
 }
 
-/// The status a batch of events leaves the run in, if it changes it.
-pub(crate) fn final_status(events: &[Record]) -> Option<(RunStatus, i64)> {
+/// The status a batch of events leaves the run's row in, if it changes it, with its end time (none
+/// while the run can still go on).
+pub(crate) fn final_status(events: &[Record]) -> Option<(RunStatus, Option<i64>)> {
+    use crate::run::event::Event;
     events.iter().rev().find_map(|r| match r.event() {
-        Ok(crate::run::event::Event::RunFinished { status, .. }) => Some((status, r.at_ms)),
-        Ok(crate::run::event::Event::RunInterrupted { .. }) => {
-            Some((RunStatus::Interrupted, r.at_ms))
-        }
+        Ok(Event::RunFinished { status, .. }) => Some((status, Some(r.at_ms))),
+        Ok(Event::RunInterrupted { .. }) => Some((RunStatus::Interrupted, Some(r.at_ms))),
+        Ok(Event::RunParked { .. }) => Some((RunStatus::Waiting, None)),
+        Ok(Event::RunResumed { .. }) => Some((RunStatus::Running, None)),
         _ => None,
     })
 }

@@ -1,0 +1,278 @@
+//! Crash and resume: the real CLI is killed with SIGKILL mid-run and resumed from its journal.
+
+use crate::common::{Sandbox, stderr, stdout};
+use serde_json::Value;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+fn json(o: &std::process::Output) -> Value {
+    serde_json::from_str(&stdout(o))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)))
+}
+
+fn step<'a>(shown: &'a Value, id: &str) -> &'a Value {
+    shown["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step {id}"))
+}
+
+fn lines(sb: &Sandbox, file: &str) -> usize {
+    std::fs::read_to_string(sb.path().join(file)).map_or(0, |s| s.lines().count())
+}
+
+/// Waits (bounded) until `cond` holds; the conditions are things the run itself makes true.
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn start(sb: &Sandbox, file: &str) -> Child {
+    sb.cmd(&["run", file, "--quiet"]).spawn().expect("spawn")
+}
+
+fn the_run(sb: &Sandbox) -> String {
+    let mut id = String::new();
+    until("the run to be recorded", || {
+        let o = sb.run(&["runs", "-o", "json"]);
+        id = serde_json::from_str::<Value>(&stdout(&o))
+            .ok()
+            .and_then(|v| v[0]["id"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        !id.is_empty()
+    });
+    id
+}
+
+fn status_of(sb: &Sandbox, run: &str, step_id: &str) -> String {
+    let o = sb.run(&["show", run, "-o", "json"]);
+    serde_json::from_str::<Value>(&stdout(&o))
+        .ok()
+        .map(|v| {
+            step(&v, step_id)["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn kill9(mut child: Child) {
+    child.kill().expect("SIGKILL");
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+}
+
+const READ_IN_FLIGHT: &str = r#"
+name: crash-read
+steps:
+  - id: act
+    uses: shell.run
+    with: { shell: "echo x >> act.count" }
+  - id: look
+    uses: shell.run
+    side_effect: read
+    needs: act
+    with: { shell: "echo x >> look.count; while [ ! -e go ]; do sleep 0.01; done" }
+  - { id: after, uses: flow.noop, needs: look }
+"#;
+
+#[test]
+fn a_read_step_in_flight_is_rerun_and_completed_steps_are_not() {
+    let sb = Sandbox::new();
+    let f = sb.write("r.yaml", READ_IN_FLIGHT);
+    let child = start(&sb, f.to_str().expect("path"));
+    let run = the_run(&sb);
+    until("act to be journaled as done and look to be running", || {
+        lines(&sb, "look.count") == 1 && status_of(&sb, &run, "act") == "succeeded"
+    });
+    kill9(child);
+    std::fs::write(sb.path().join("go"), "").expect("go");
+    let o = sb.run(&["runs", "--resumable", "-o", "json"]);
+    assert_eq!(json(&o)[0]["id"], run.as_str());
+
+    let o = sb.run(&["resume", &run[..12], "--quiet", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown = json(&o);
+    assert_eq!(shown["run"]["status"], "succeeded");
+    assert_eq!(
+        lines(&sb, "act.count"),
+        1,
+        "a completed unsafe step ran again"
+    );
+    assert_eq!(
+        lines(&sb, "look.count"),
+        2,
+        "the read step in flight was not re-run"
+    );
+    assert_eq!(step(&shown, "look")["attempts"], 2);
+    assert_eq!(step(&shown, "after")["status"], "succeeded");
+    let o = sb.run(&["audit", "verify", &run]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "the resumed chain must verify: {}",
+        stdout(&o)
+    );
+    let o = sb.run(&["resume", &run]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("already succeeded"), "{}", stderr(&o));
+}
+
+const UNSAFE_IN_FLIGHT: &str = r#"
+name: crash-unsafe
+steps:
+  - id: restart
+    uses: shell.run
+    with: { shell: "echo x >> restart.count; while [ ! -e go ]; do sleep 0.01; done" }
+  - { id: verify, uses: flow.noop, needs: restart }
+"#;
+
+fn crashed_in_unsafe_step(sb: &Sandbox) -> String {
+    let f = sb.write("u.yaml", UNSAFE_IN_FLIGHT);
+    let child = start(sb, f.to_str().expect("path"));
+    // The intent is committed before the side effect, so once the step acts the journal knows.
+    until("restart to act", || lines(sb, "restart.count") == 1);
+    let run = the_run(sb);
+    kill9(child);
+    std::fs::write(sb.path().join("go"), "").expect("go");
+    run
+}
+
+#[test]
+fn an_unsafe_step_in_flight_waits_for_an_operator_who_marks_it_done() {
+    let sb = Sandbox::new();
+    let run = crashed_in_unsafe_step(&sb);
+    let o = sb.run(&["resume", &run]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--mark-done restart"), "{}", stderr(&o));
+    assert_eq!(
+        lines(&sb, "restart.count"),
+        1,
+        "an unsafe step was repeated without an operator"
+    );
+    let o = sb.run(&["runs", "--resumable", "-o", "json"]);
+    assert_eq!(json(&o)[0]["status"], "waiting");
+
+    let o = sb.run(&["resume", &run, "--retry", "verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("not waiting for an operator (these are: restart)"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = sb
+        .cmd(&[
+            "resume",
+            &run,
+            "--mark-done",
+            "restart",
+            "-o",
+            "json",
+            "--quiet",
+        ])
+        .env("RUNBOOK_ACTOR", "ops-alice")
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown = json(&o);
+    assert_eq!(lines(&sb, "restart.count"), 1);
+    assert_eq!(step(&shown, "restart")["operator"]["by"], "ops-alice");
+    assert_eq!(step(&shown, "restart")["operator"]["action"], "marked done");
+    assert_eq!(step(&shown, "verify")["status"], "succeeded");
+}
+
+#[test]
+fn an_operator_can_retry_an_unknown_step() {
+    let sb = Sandbox::new();
+    let run = crashed_in_unsafe_step(&sb);
+    let o = sb.run(&["resume", &run, "--retry", "restart", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(lines(&sb, "restart.count"), 2);
+}
+
+#[test]
+fn a_resumed_sleep_keeps_its_original_wake_up_time() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "s.yaml",
+        "name: nap\nsteps:\n  - { id: nap, uses: flow.sleep, with: { for: 3s } }\n",
+    );
+    let child = start(&sb, f.to_str().expect("path"));
+    let run = the_run(&sb);
+    let mut deadline = 0;
+    until("the wake-up time to be journaled", || {
+        let o = sb.run(&["show", &run, "--events", "-o", "json"]);
+        deadline = serde_json::from_str::<Value>(&stdout(&o))
+            .ok()
+            .and_then(|v| {
+                v["events"]
+                    .as_array()?
+                    .iter()
+                    .find(|e| e["event"]["type"] == "wait_started")?["event"]["deadline_ms"]
+                    .as_i64()
+            })
+            .unwrap_or(0);
+        deadline > 0
+    });
+    kill9(child);
+    let now = || jiff::Timestamp::now().as_millisecond();
+    // Time itself is what is tested: resume with about a second of the three left.
+    until("two seconds of the sleep to pass", || {
+        now() >= deadline - 1_000
+    });
+    let resumed_at = now();
+    let o = sb.run(&["resume", &run, "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let ended = now();
+    assert!(ended >= deadline, "woke before its deadline");
+    assert!(
+        ended - resumed_at < 2_500,
+        "slept {} ms after resuming: the deadline was not kept",
+        ended - resumed_at
+    );
+}
+
+#[test]
+fn a_tampered_journal_is_not_resumed() {
+    let sb = Sandbox::new();
+    let run = crashed_in_unsafe_step(&sb);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", sb.db().display()))
+            .await
+            .expect("db");
+        sqlx::query("DROP TRIGGER events_append_only")
+            .execute(&pool)
+            .await
+            .expect("drop");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE events SET actor = 'mallory' WHERE run_id = '{run}' AND seq = 2"
+        )))
+        .execute(&pool)
+        .await
+        .expect("tamper");
+        pool.close().await;
+    });
+    let o = sb.run(&["resume", &run, "--mark-done", "restart"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("does not verify at event 2"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(lines(&sb, "restart.count"), 1);
+}
