@@ -276,3 +276,20 @@ fn a_tampered_journal_is_not_resumed() {
     );
     assert_eq!(lines(&sb, "restart.count"), 1);
 }
+
+#[test]
+fn a_run_being_driven_cannot_be_resumed_by_another_process() {
+    let sb = Sandbox::new();
+    let f = sb.write("u.yaml", UNSAFE_IN_FLIGHT);
+    let child = start(&sb, f.to_str().expect("path"));
+    until("restart to act", || lines(&sb, "restart.count") == 1);
+    let run = the_run(&sb);
+    let o = sb.run(&["resume", &run, "--mark-done", "restart"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is being driven by"), "{}", stderr(&o));
+    std::fs::write(sb.path().join("go"), "").expect("go");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(lines(&sb, "restart.count"), 1);
+    assert_eq!(status_of(&sb, &run, "verify"), "succeeded");
+}

@@ -122,6 +122,58 @@ async fn story(store: &dyn Store, raw_sql: impl AsyncFnOnce(String)) {
     assert!(store.append(&[dup], Durability::Process).await.is_err());
     assert_eq!(store.events(id).await.expect("events").len(), 7);
 
+    // Leases: one driver at a time; expiry and a known-dead holder free it.
+    assert_eq!(
+        store
+            .acquire_lease(id, "A", 10_000, 20_000, None)
+            .await
+            .expect("lease"),
+        None
+    );
+    assert_eq!(
+        store
+            .acquire_lease(id, "B", 11_000, 21_000, None)
+            .await
+            .expect("lease"),
+        Some(("A".to_string(), 20_000))
+    );
+    assert!(store.renew_lease(id, "A", 30_000).await.expect("renew"));
+    assert_eq!(
+        store
+            .acquire_lease(id, "A", 12_000, 40_000, None)
+            .await
+            .expect("re-take"),
+        None
+    );
+    assert_eq!(
+        store
+            .acquire_lease(id, "B", 40_001, 50_000, None)
+            .await
+            .expect("expired"),
+        None
+    );
+    assert!(
+        !store.renew_lease(id, "A", 60_000).await.expect("renew"),
+        "A lost its lease"
+    );
+    assert_eq!(
+        store
+            .acquire_lease(id, "C", 41_000, 51_000, Some("B"))
+            .await
+            .expect("stale"),
+        None
+    );
+    store
+        .release_lease(id, "B")
+        .await
+        .expect("release by a non-holder is a no-op");
+    assert_eq!(
+        store.lease(id).await.expect("lease"),
+        Some(("C".to_string(), 51_000))
+    );
+    store.release_lease(id, "C").await.expect("release");
+    assert_eq!(store.lease(id).await.expect("lease"), None);
+
     // Editing the journal behind the store's back is caught by the chain.
     raw_sql(format!(
         "UPDATE events SET data = replace(data, 's2', 's9') WHERE run_id = '{id}' AND seq = 4"

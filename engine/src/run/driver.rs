@@ -74,6 +74,53 @@ type TaskResult = (usize, u32, Result<Value, StepError>);
 /// within this window can only cost re-running reads.
 const GROUP_COMMIT: Duration = Duration::from_millis(10);
 
+/// How long a run's lease lasts without renewal, and how often the driver renews it.
+const LEASE_TTL_MS: i64 = 15_000;
+const LEASE_RENEW: Duration = Duration::from_secs(5);
+
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// This process's lease holder name: `host:pid:nonce`.
+fn holder_name() -> String {
+    let nonce = uuid::Uuid::now_v7().simple().to_string();
+    format!("{}:{}:{}", this_host(), std::process::id(), &nonce[24..])
+}
+
+/// A holder that is a process of this host which no longer exists cannot be driving the run: its
+/// lease need not be waited out.
+fn is_dead_local_holder(holder: &str) -> bool {
+    let mut parts = holder.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    host == this_host()
+        && pid.parse::<u32>().is_ok_and(|p| p != std::process::id())
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Takes the run's lease or explains who has it.
+async fn take_lease(store: &dyn Store, run_id: &str, holder: &str) -> Result<(), DriverError> {
+    let stale = store
+        .lease(run_id)
+        .await?
+        .map(|(h, _)| h)
+        .filter(|h| is_dead_local_holder(h));
+    let now = now_ms();
+    match store
+        .acquire_lease(run_id, holder, now, now + LEASE_TTL_MS, stale.as_deref())
+        .await?
+    {
+        None => Ok(()),
+        Some((other, until)) => Err(DriverError::Refused(format!(
+            "run {run_id} is being driven by {other} (its lease runs for another {}s); a run is driven by one process at a time",
+            (until - now).max(0) / 1000
+        ))),
+    }
+}
 pub struct Driver<'a> {
     plan: Arc<Plan>,
     store: &'a dyn Store,
@@ -91,6 +138,8 @@ pub struct Driver<'a> {
     tasks: JoinSet<TaskResult>,
     progress_tx: tokio::sync::mpsc::UnboundedSender<(String, String)>,
     progress_rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    /// This process's name on the run's lease.
+    holder: String,
 }
 
 fn env_map() -> Value {
@@ -162,8 +211,10 @@ impl<'a> Driver<'a> {
             tasks: JoinSet::new(),
             progress_tx,
             progress_rx,
+            holder: holder_name(),
         };
-        let status = d.drive().await?;
+        take_lease(store, &run_id, &d.holder).await?;
+        let status = d.drive_leased().await?;
         Ok(RunOutcome { run_id, status })
     }
 
@@ -297,7 +348,9 @@ impl<'a> Driver<'a> {
             tasks: JoinSet::new(),
             progress_tx,
             progress_rx,
+            holder: holder_name(),
         };
+        take_lease(store, &run.id, &d.holder).await?;
         d.emit(Event::RunResumed {
             runbook_sha256: run.runbook_sha256.clone(),
         });
@@ -340,9 +393,20 @@ impl<'a> Driver<'a> {
         Ok(())
     }
 
+    /// Drives the run while holding its lease, and lets the lease go however driving ends.
+    async fn drive_leased(&mut self) -> Result<RunStatus, DriverError> {
+        let result = self.drive().await;
+        let run_id = self.chain.run_id.clone();
+        // A lease left behind only delays the next resume until it expires.
+        let _ = self.store.release_lease(&run_id, &self.holder).await;
+        result
+    }
+
     async fn drive(&mut self) -> Result<RunStatus, DriverError> {
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
+        let mut heartbeat = tokio::time::interval(LEASE_RENEW);
+        heartbeat.tick().await;
         loop {
             let next = decide(
                 &self.plan,
@@ -425,6 +489,17 @@ impl<'a> Driver<'a> {
                 _ = async { match wake { Some(w) => tokio::time::sleep_until(w).await, None => std::future::pending().await } } => {}
                 _ = async { match flush_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                     self.flush(Durability::Process).await?;
+                }
+                _ = heartbeat.tick() => {
+                    let until = now_ms() + LEASE_TTL_MS;
+                    if !self.store.renew_lease(&self.chain.run_id, &self.holder, until).await? {
+                        // Someone else drives the run now; acting on would do everything twice.
+                        self.tasks.abort_all();
+                        return Err(DriverError::Refused(format!(
+                            "lost the lease of run {} to another process; stopped",
+                            self.chain.run_id
+                        )));
+                    }
                 }
                 Some((step, line)) = self.progress_rx.recv() => {
                     self.observer.on_progress(&step, &line);
@@ -682,9 +757,12 @@ impl<'a> Driver<'a> {
                         return Ok(());
                     }
                 };
+                // A resumed sleep keeps the wake-up time it journaled; `slept_ms` counts from the
+                // moment that time was set.
                 let deadline = self.state.steps[i]
                     .wait_deadline_ms
                     .unwrap_or_else(|| now_ms() + ms(d));
+                let start = deadline - ms(d);
                 self.emit(Event::StepStarted {
                     step: step.clone(),
                     attempt,
@@ -699,7 +777,6 @@ impl<'a> Driver<'a> {
                 // The wake-up time must survive a crash, or a resumed run would sleep anew.
                 self.flush(Durability::Process).await?;
                 self.tasks.spawn(async move {
-                    let start = now_ms();
                     sleep_until_ms(deadline).await;
                     (i, attempt, Ok(json!({"slept_ms": now_ms() - start})))
                 });

@@ -66,7 +66,42 @@ pub trait Store: Send + Sync {
     async fn run(&self, id_or_prefix: &str) -> Result<RunRow, StoreError>;
 
     async fn events(&self, run_id: &str) -> Result<Vec<Record>, StoreError>;
+
+    /// Takes the run's lease for `holder` until `expires_at`, if it is free, expired, already
+    /// `holder`'s, or held by `stale` (a holder known to be dead). Returns the current holder and
+    /// expiry when someone else has it.
+    async fn acquire_lease(
+        &self,
+        run_id: &str,
+        holder: &str,
+        now: i64,
+        expires_at: i64,
+        stale: Option<&str>,
+    ) -> Result<Option<(String, i64)>, StoreError>;
+
+    /// Extends `holder`'s lease; false when it was lost (expired and taken by another).
+    async fn renew_lease(
+        &self,
+        run_id: &str,
+        holder: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError>;
+
+    async fn release_lease(&self, run_id: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// The current holder of the run's lease and its expiry, if any.
+    async fn lease(&self, run_id: &str) -> Result<Option<(String, i64)>, StoreError>;
 }
+
+/// The lease SQL, the same text on both backends.
+pub(crate) const ACQUIRE_LEASE: &str =
+    "INSERT INTO leases (run_id, holder, expires_at) VALUES ($1, $2, $3)
+     ON CONFLICT (run_id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+     WHERE leases.expires_at < $4 OR leases.holder = excluded.holder OR leases.holder = $5";
+pub(crate) const RENEW_LEASE: &str =
+    "UPDATE leases SET expires_at = $1 WHERE run_id = $2 AND holder = $3";
+pub(crate) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE run_id = $1 AND holder = $2";
+pub(crate) const GET_LEASE: &str = "SELECT holder, expires_at FROM leases WHERE run_id = $1";
 
 /// The status a batch of events leaves the run's row in, if it changes it, with its end time (none
 /// while the run can still go on).

@@ -198,4 +198,58 @@ impl Store for PgStore {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
     }
+
+    async fn acquire_lease(
+        &self,
+        run_id: &str,
+        holder: &str,
+        now: i64,
+        expires_at: i64,
+        stale: Option<&str>,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        let done = sqlx::query(super::ACQUIRE_LEASE)
+            .bind(run_id)
+            .bind(holder)
+            .bind(expires_at)
+            .bind(now)
+            .bind(stale.unwrap_or(""))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(None);
+        }
+        Ok(Some(self.lease(run_id).await?.unwrap_or_default()))
+    }
+
+    async fn renew_lease(
+        &self,
+        run_id: &str,
+        holder: &str,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(super::RENEW_LEASE)
+            .bind(expires_at)
+            .bind(run_id)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, run_id: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query(super::RELEASE_LEASE)
+            .bind(run_id)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn lease(&self, run_id: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let row: Option<(String, i64)> = sqlx::query_as(super::GET_LEASE)
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row)
+    }
 }
