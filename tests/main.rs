@@ -7,3 +7,4 @@ mod golden;
 mod resume;
 mod run;
 mod store;
+mod torture;

@@ -78,6 +78,31 @@ const GROUP_COMMIT: Duration = Duration::from_millis(10);
 const LEASE_TTL_MS: i64 = 15_000;
 const LEASE_RENEW: Duration = Duration::from_secs(5);
 
+/// Fault injection for the crash tests: `RUNBOOK_TEST_CRASH=before:K` (or `after:K`) kills the
+/// process outright just before (after) its K-th journal commit, so every commit boundary can be
+/// crashed at deterministically. Unset, it costs one cached lookup per commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashWhen {
+    Before,
+    After,
+}
+
+static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn crash_point() -> Option<(CrashWhen, u64)> {
+    static POINT: std::sync::OnceLock<Option<(CrashWhen, u64)>> = std::sync::OnceLock::new();
+    *POINT.get_or_init(|| {
+        let v = std::env::var("RUNBOOK_TEST_CRASH").ok()?;
+        let (when, k) = v.split_once(':')?;
+        let when = match when {
+            "before" => CrashWhen::Before,
+            "after" => CrashWhen::After,
+            _ => return None,
+        };
+        Some((when, k.parse().ok()?))
+    })
+}
+
 fn this_host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -387,7 +412,15 @@ impl<'a> Driver<'a> {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let crash = crash_point();
+        let n = COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if crash == Some((CrashWhen::Before, n)) {
+            std::process::abort();
+        }
         self.store.append(&self.pending, durability).await?;
+        if crash == Some((CrashWhen::After, n)) {
+            std::process::abort();
+        }
         self.pending.clear();
         self.pending_since = None;
         Ok(())
