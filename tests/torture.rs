@@ -139,40 +139,35 @@ impl Bench {
         if self.json(&["show", run, "-o", "json"])["run"]["status"] == "succeeded" {
             return 0;
         }
-        let mut retries = 0;
-        for _ in 0..6 {
-            let o = self.out(&["resume", run, "--quiet"]);
-            match o.status.code() {
-                Some(0) => return retries,
-                Some(4) => {
-                    let state = self.final_state(run);
-                    let effects = self.log("effects.log");
-                    let mut args =
-                        vec!["resume".to_string(), run.to_string(), "--quiet".to_string()];
-                    for (id, (status, _, _)) in state {
-                        if status == "unknown" {
-                            if effects.contains(&id) {
-                                args.extend(["--mark-done".to_string(), id]);
-                            } else {
-                                retries += 1;
-                                args.extend(["--retry".to_string(), id]);
-                            }
+        let o = self.out(&["resume", run, "--quiet"]);
+        match o.status.code() {
+            Some(0) => 0,
+            Some(4) => {
+                let mut retries = 0;
+                let effects = self.log("effects.log");
+                let mut args = vec!["resume".to_string(), run.to_string(), "--quiet".to_string()];
+                for (id, (status, _, _)) in self.final_state(run) {
+                    if status == "unknown" {
+                        if effects.contains(&id) {
+                            args.extend(["--mark-done".to_string(), id]);
+                        } else {
+                            retries += 1;
+                            args.extend(["--retry".to_string(), id]);
                         }
                     }
-                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                    let o = self.out(&args);
-                    assert_eq!(
-                        o.status.code(),
-                        Some(0),
-                        "{label}: operator resume failed: {}",
-                        stderr(&o)
-                    );
-                    return retries;
                 }
-                other => panic!("{label}: resume exited {other:?}: {}", stderr(&o)),
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let o = self.out(&args);
+                assert_eq!(
+                    o.status.code(),
+                    Some(0),
+                    "{label}: operator resume failed: {}",
+                    stderr(&o)
+                );
+                retries
             }
+            other => panic!("{label}: resume exited {other:?}: {}", stderr(&o)),
         }
-        panic!("{label}: the run never finished");
     }
 
     /// One crash scenario: start with `crash` set (or killed from outside after `kill_after`),
@@ -206,7 +201,10 @@ impl Bench {
         let run = self.latest_run();
         if run == previous {
             // Killed before the run was recorded: there is nothing to resume, and nothing happened.
-            assert!(self.log("effects.log").is_empty(), "{label}: an unrecorded run acted");
+            assert!(
+                self.log("effects.log").is_empty(),
+                "{label}: an unrecorded run acted"
+            );
             return false;
         }
         let done_before = self.completed(&run);
