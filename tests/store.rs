@@ -2,7 +2,7 @@
 
 use runbook_engine::run::event::{Chain, Event, RunStatus, verify_chain};
 use runbook_engine::store::{
-    Durability, RunRow, Store, StoreError, postgres::PgStore, sqlite::SqliteStore,
+    Durability, EventKey, Pruned, RunRow, Store, StoreError, postgres::PgStore, sqlite::SqliteStore,
 };
 use serde_json::{Map, json};
 
@@ -173,6 +173,134 @@ async fn story(store: &dyn Store, raw_sql: impl AsyncFnOnce(String)) {
     );
     store.release_lease(id, "C").await.expect("release");
     assert_eq!(store.lease(id).await.expect("lease"), None);
+
+    // Two more runs: one interrupted long ago (resumable: never pruned), one that failed long ago and
+    // still has a lease row (pruned whole). Their events interleave in time with the first run's.
+    let id3 = "0a1b2c3d4e5f00000000000000000003";
+    let mut c3 = Chain::new(id3);
+    store
+        .create_run(&row(id3, 1_003), &[c3.seal(1_003, "tester", &started())])
+        .await
+        .expect("create 3");
+    let interrupted = Event::RunInterrupted {
+        reason: "test".into(),
+    };
+    store
+        .append(
+            &[
+                c3.seal(1_003, "other", &skipped("a")),
+                c3.seal(1_500, "tester", &interrupted),
+            ],
+            Durability::Process,
+        )
+        .await
+        .expect("append 3");
+    let id4 = "0a1b2c3d4e5f00000000000000000004";
+    let mut c4 = Chain::new(id4);
+    store
+        .create_run(&row(id4, 1_100), &[c4.seal(1_100, "tester", &started())])
+        .await
+        .expect("create 4");
+    let failed = Event::RunFinished {
+        status: RunStatus::Failed,
+        error: Some("test".into()),
+    };
+    store
+        .append(&[c4.seal(1_800, "tester", &failed)], Durability::Process)
+        .await
+        .expect("append 4");
+    assert_eq!(
+        store
+            .acquire_lease(id4, "D", 1_100, 1_200, None)
+            .await
+            .expect("lease 4"),
+        None
+    );
+    assert_eq!(
+        store.run(id3).await.expect("run 3").finished_at,
+        Some(1_500)
+    );
+
+    // Events across runs by time: since <= at < until, in (at, run, seq) order.
+    let key = |r: &runbook_engine::run::event::Record| (r.at_ms, r.run_id.clone(), r.seq);
+    let window = store
+        .events_between(1_003, 1_100, None, 100)
+        .await
+        .expect("window");
+    assert_eq!(
+        window.iter().map(key).collect::<Vec<_>>(),
+        [
+            (1_003, id.to_string(), 4),
+            (1_003, id3.to_string(), 1),
+            (1_003, id3.to_string(), 2),
+            (1_004, id.to_string(), 5),
+            (1_005, id.to_string(), 6),
+        ]
+    );
+    assert_eq!(window[2].actor, "other");
+    assert_eq!(
+        window[0],
+        store.events(id).await.expect("events")[3],
+        "whole records"
+    );
+    // Paging by key, two at a time, yields every event exactly once, in order.
+    let mut everything = Vec::new();
+    for r in [id, id2, id3, id4] {
+        everything.extend(store.events(r).await.expect("events"));
+    }
+    everything.sort_by_key(key);
+    let mut paged: Vec<runbook_engine::run::event::Record> = Vec::new();
+    loop {
+        let after = paged.last().map(|r| EventKey {
+            at: r.at_ms,
+            run_id: &r.run_id,
+            seq: r.seq,
+        });
+        let page = store
+            .events_between(i64::MIN, i64::MAX, after, 2)
+            .await
+            .expect("page");
+        assert!(page.len() <= 2);
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page);
+    }
+    assert_eq!(paged.len(), 13);
+    assert_eq!(paged, everything);
+
+    // Pruning: whole runs that finished (succeeded or failed) strictly before the cutoff; a dry run
+    // only counts. The first run finished at exactly 2_000 and stays.
+    assert_eq!(
+        store.prune(2_000, true).await.expect("dry run"),
+        Pruned { runs: 1, events: 2 }
+    );
+    assert_eq!(store.events(id4).await.expect("events").len(), 2);
+    assert!(store.lease(id4).await.expect("lease").is_some());
+    assert_eq!(
+        store.prune(2_000, false).await.expect("prune"),
+        Pruned { runs: 1, events: 2 }
+    );
+    assert!(matches!(
+        store.run(id4).await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    assert!(store.events(id4).await.expect("events").is_empty());
+    assert_eq!(store.lease(id4).await.expect("lease"), None);
+    for (r, n) in [(id, 7), (id2, 1), (id3, 3)] {
+        let kept = store.events(r).await.expect("events");
+        assert_eq!(kept.len(), n, "{r}");
+        verify_chain(&kept).expect("kept chains verify");
+    }
+    // However old, running and interrupted runs are never pruned.
+    assert_eq!(
+        store.prune(i64::MAX, true).await.expect("dry run"),
+        Pruned { runs: 1, events: 7 }
+    );
+    assert_eq!(
+        store.prune(2_000, false).await.expect("again"),
+        Pruned::default()
+    );
 
     // Editing the journal behind the store's back is caught by the chain.
     raw_sql(format!(

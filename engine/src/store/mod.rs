@@ -91,6 +91,37 @@ pub trait Store: Send + Sync {
 
     /// The current holder of the run's lease and its expiry, if any.
     async fn lease(&self, run_id: &str) -> Result<Option<(String, i64)>, StoreError>;
+
+    /// Events of every run written at `since <= at < until`, ordered by `(at, run_id, seq)`: one page
+    /// of at most `limit`, starting after the key `after` (the last event of the previous page).
+    async fn events_between(
+        &self,
+        since: i64,
+        until: i64,
+        after: Option<EventKey<'_>>,
+        limit: i64,
+    ) -> Result<Vec<Record>, StoreError>;
+
+    /// Deletes every run that finished (succeeded or failed) before `finished_before`: its row, all
+    /// its events and its lease, in one transaction. Running, waiting and interrupted runs are kept,
+    /// and a run is removed whole or not at all, so every chain left verifies. With `dry_run`, only
+    /// counts what would go.
+    async fn prune(&self, finished_before: i64, dry_run: bool) -> Result<Pruned, StoreError>;
+}
+
+/// Where an event sits in the order `events_between` pages through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventKey<'a> {
+    pub at: i64,
+    pub run_id: &'a str,
+    pub seq: i64,
+}
+
+/// What `prune` removed (or, for a dry run, would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    pub runs: u64,
+    pub events: u64,
 }
 
 /// The lease SQL, the same text on both backends.
@@ -102,6 +133,33 @@ pub(crate) const RENEW_LEASE: &str =
     "UPDATE leases SET expires_at = $1 WHERE run_id = $2 AND holder = $3";
 pub(crate) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE run_id = $1 AND holder = $2";
 pub(crate) const GET_LEASE: &str = "SELECT holder, expires_at FROM leases WHERE run_id = $1";
+
+/// One page of events across runs, the same text on both backends: $1 <= at < $2, after the key
+/// ($3, $4, $5), at most $6.
+pub(crate) const EVENTS_BETWEEN: &str = "SELECT * FROM events
+     WHERE at >= $1 AND at < $2
+       AND (at > $3 OR (at = $3 AND (run_id > $4 OR (run_id = $4 AND seq > $5))))
+     ORDER BY at, run_id, seq
+     LIMIT $6";
+
+/// The runs `prune` may remove: finished for good before $1. `interrupted` runs have an end time
+/// too, but can be resumed.
+macro_rules! prunable {
+    () => {
+        "SELECT id FROM runs WHERE status IN ('succeeded', 'failed') AND finished_at IS NOT NULL AND finished_at < $1"
+    };
+}
+pub(crate) const PRUNE_COUNT_RUNS: &str = concat!("SELECT COUNT(*) FROM (", prunable!(), ") p");
+pub(crate) const PRUNE_COUNT_EVENTS: &str = concat!(
+    "SELECT COUNT(*) FROM events WHERE run_id IN (",
+    prunable!(),
+    ")"
+);
+pub(crate) const PRUNE_EVENTS: &str =
+    concat!("DELETE FROM events WHERE run_id IN (", prunable!(), ")");
+pub(crate) const PRUNE_LEASES: &str =
+    concat!("DELETE FROM leases WHERE run_id IN (", prunable!(), ")");
+pub(crate) const PRUNE_RUNS: &str = concat!("DELETE FROM runs WHERE id IN (", prunable!(), ")");
 
 /// The status a batch of events leaves the run's row in, if it changes it, with its end time (none
 /// while the run can still go on).

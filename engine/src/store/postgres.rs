@@ -4,7 +4,7 @@
 //! (the server default); a [`Durability::Process`] commit sets it `off` for that transaction, which a
 //! killed client cannot lose (the server has it) and a server crash may.
 
-use super::{Durability, RunRow, Store, StoreError};
+use super::{Durability, EventKey, Pruned, RunRow, Store, StoreError};
 use crate::run::event::Record;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -90,6 +90,20 @@ fn row_to_run(r: &sqlx::postgres::PgRow) -> Result<RunRow, sqlx::Error> {
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
         parent_run: r.try_get("parent_run")?,
+    })
+}
+
+fn row_to_record(r: &sqlx::postgres::PgRow) -> Result<Record, sqlx::Error> {
+    Ok(Record {
+        run_id: r.try_get("run_id")?,
+        seq: r.try_get("seq")?,
+        at_ms: r.try_get("at")?,
+        actor: r.try_get("actor")?,
+        kind: r.try_get("kind")?,
+        step: r.try_get("step_id")?,
+        data: r.try_get("data")?,
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
     })
 }
 
@@ -251,5 +265,72 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row)
+    }
+
+    async fn events_between(
+        &self,
+        since: i64,
+        until: i64,
+        after: Option<EventKey<'_>>,
+        limit: i64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let after = after.unwrap_or(EventKey {
+            at: i64::MIN,
+            run_id: "",
+            seq: i64::MIN,
+        });
+        let rows = sqlx::query(super::EVENTS_BETWEEN)
+            .bind(since)
+            .bind(until)
+            .bind(after.at)
+            .bind(after.run_id)
+            .bind(after.seq)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(row_to_record).collect::<Result<_, _>>()?)
+    }
+
+    async fn prune(&self, finished_before: i64, dry_run: bool) -> Result<Pruned, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Every statement sees the same runs, so the counts match what was deleted and a run is
+        // removed whole; a concurrent change to a pruned run fails the transaction instead.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .execute(&mut *tx)
+            .await?;
+        if dry_run {
+            let runs: i64 = sqlx::query_scalar(super::PRUNE_COUNT_RUNS)
+                .bind(finished_before)
+                .fetch_one(&mut *tx)
+                .await?;
+            let events: i64 = sqlx::query_scalar(super::PRUNE_COUNT_EVENTS)
+                .bind(finished_before)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            return Ok(Pruned {
+                runs: u64::try_from(runs).unwrap_or(0),
+                events: u64::try_from(events).unwrap_or(0),
+            });
+        }
+        let deleted_events = sqlx::query(super::PRUNE_EVENTS)
+            .bind(finished_before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(super::PRUNE_LEASES)
+            .bind(finished_before)
+            .execute(&mut *tx)
+            .await?;
+        let deleted_runs = sqlx::query(super::PRUNE_RUNS)
+            .bind(finished_before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(Pruned {
+            runs: deleted_runs,
+            events: deleted_events,
+        })
     }
 }
