@@ -647,3 +647,77 @@ async fn the_same_run_is_recorded_in_postgresql() {
     );
     assert_eq!(step(&shown, "probe")["attempts"], 2);
 }
+
+#[test]
+fn secrets_never_reach_the_database() {
+    let sb = Sandbox::new();
+    let secret = "s3cr3t-0f-the-0n-call";
+    let f = sb.write(
+        "secret.yaml",
+        r#"
+name: secret
+params:
+  api_token: { type: string, required: true }
+connections:
+  vault: { url: "http://127.0.0.1:1", token: "{{ env.DEPLOY_TOKEN }}" }
+steps:
+  - id: use
+    uses: shell.run
+    side_effect: read
+    with:
+      shell: 'echo "using $T and {{ connections.vault.token }}"'
+      env: { T: "{{ env.DEPLOY_TOKEN }}" }
+    outputs:
+      said: "{{ result.stdout | trim }}"
+  - id: call
+    uses: http.request
+    on_failure: continue
+    needs: use
+    with:
+      url: "{{ connections.vault.url }}/v1/x"
+      headers: { Authorization: "Bearer {{ connections.vault.token }}" }
+"#,
+    );
+    let o = sb
+        .cmd(&[
+            "run",
+            f.to_str().expect("path"),
+            "-o",
+            "json",
+            "--quiet",
+            "-p",
+            "api_token=param-secret-value",
+        ])
+        .env("DEPLOY_TOKEN", secret)
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown = json(&o);
+    assert_eq!(step(&shown, "use")["outputs"]["said"], "using *** and ***");
+    // Nothing written anywhere in the database files (main file and WAL) contains a secret.
+    for entry in std::fs::read_dir(sb.path()).expect("dir") {
+        let path = entry.expect("entry").path();
+        if path.to_string_lossy().contains("runs.db") {
+            let bytes = std::fs::read(&path).expect("read db file");
+            for needle in [secret, "param-secret-value", "Bearer s3cr3t"] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "{needle} found in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+    let events = json(&sb.run(&[
+        "show",
+        shown["run"]["id"].as_str().expect("id"),
+        "--events",
+        "-o",
+        "json",
+    ]));
+    let text = events.to_string();
+    assert!(
+        text.contains("\"Authorization\":\"***\""),
+        "the header key stays, its value is masked"
+    );
+}

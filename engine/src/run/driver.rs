@@ -165,6 +165,8 @@ pub struct Driver<'a> {
     progress_rx: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
     /// This process's name on the run's lease.
     holder: String,
+    /// Masks secrets before an event is sealed.
+    redactor: super::redact::Redactor,
 }
 
 fn env_map() -> Value {
@@ -192,15 +194,17 @@ impl<'a> Driver<'a> {
         let started_at = now_ms();
         let run_info = json!({"id": run_id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": started_at});
         let (base, vars) = base_context(&plan, &expr, &params, None, run_info)?;
+        let redactor = super::redact::Redactor::new(base.get("connections"));
 
         let mut chain = Chain::new(&run_id);
-        let first = Event::RunStarted {
+        let mut first = Event::RunStarted {
             runbook: plan.runbook.name.clone(),
             runbook_sha256: source.sha256.clone(),
             params: params.clone(),
             vars: vars.clone(),
             engine_version: env!("CARGO_PKG_VERSION").to_string(),
         };
+        redactor.event(&mut first);
         let rec = chain.seal(started_at, &opts.actor, &first);
         let row = RunRow {
             id: run_id.clone(),
@@ -209,7 +213,10 @@ impl<'a> Driver<'a> {
             source_path: source.path,
             runbook_sha256: source.sha256,
             runbook_text: source.text.to_string(),
-            params: Value::Object(params),
+            params: match &first {
+                Event::RunStarted { params, .. } => Value::Object(params.clone()),
+                _ => Value::Object(Map::new()),
+            },
             status: RunStatus::Running.as_str().to_string(),
             actor: opts.actor.clone(),
             started_at,
@@ -237,6 +244,7 @@ impl<'a> Driver<'a> {
             progress_tx,
             progress_rx,
             holder: holder_name(),
+            redactor,
         };
         take_lease(store, &run_id, &d.holder).await?;
         let status = d.drive_leased().await?;
@@ -357,6 +365,7 @@ impl<'a> Driver<'a> {
         };
         let run_info = json!({"id": run.id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": run.started_at});
         let (base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
+        let redactor = super::redact::Redactor::new(base.get("connections"));
         let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut d = Driver {
             plan: Arc::clone(&plan),
@@ -374,6 +383,7 @@ impl<'a> Driver<'a> {
             progress_tx,
             progress_rx,
             holder: holder_name(),
+            redactor,
         };
         take_lease(store, &run.id, &d.holder).await?;
         d.emit(Event::RunResumed {
@@ -399,6 +409,9 @@ impl<'a> Driver<'a> {
     }
 
     fn emit(&mut self, event: Event) {
+        // What is journaled is what the state sees, so a resumed run reads exactly what a live one did.
+        let mut event = event;
+        self.redactor.event(&mut event);
         let rec = self.chain.seal(now_ms(), &self.opts.actor, &event);
         self.state.apply(&self.plan, &event);
         self.observer.on_event(&self.plan, &rec, &event);

@@ -4,4 +4,5 @@
 pub mod decide;
 pub mod driver;
 pub mod event;
+pub mod redact;
 pub mod state;

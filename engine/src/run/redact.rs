@@ -1,0 +1,166 @@
+//! Keeping secrets out of the journal. Every event passes through here before it is sealed.
+//!
+//! Two rules: a value under a key that names a secret (`password`, `token`, `authorization`, ...) is
+//! replaced; and any text containing the value of a secret (an environment variable or connection
+//! field whose name names a secret) has that value replaced, wherever it appears — a rendered header,
+//! a command line, a command's output.
+
+use super::event::Event;
+use serde_json::Value;
+
+pub const MASK: &str = "***";
+
+const SECRET_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "authorization",
+    "api_key",
+    "apikey",
+    "private_key",
+    "cookie",
+    "credential",
+];
+
+/// Whether a key or variable name names a secret (case-insensitive, `-` and `_` alike).
+pub fn is_secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('-', "_");
+    SECRET_WORDS.iter().any(|w| n.contains(w))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    /// Secret values, longest first so that overlapping secrets are masked whole.
+    values: Vec<String>,
+}
+
+impl Redactor {
+    /// Collects secret values from the environment and from the run's connections.
+    pub fn new(connections: Option<&Value>) -> Redactor {
+        let mut values: Vec<String> = std::env::vars()
+            .filter(|(k, v)| is_secret_name(k) && v.len() >= 4)
+            .map(|(_, v)| v)
+            .collect();
+        if let Some(c) = connections {
+            collect(c, false, &mut values);
+        }
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        values.dedup();
+        Redactor { values }
+    }
+
+    pub fn string(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for v in &self.values {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), MASK);
+            }
+        }
+        out
+    }
+
+    pub fn value(&self, v: &mut Value) {
+        match v {
+            Value::String(s) if self.values.iter().any(|x| s.contains(x.as_str())) => {
+                *s = self.string(s);
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| self.value(i)),
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if is_secret_name(k) && !matches!(x, Value::Null | Value::Bool(_)) {
+                        *x = Value::String(MASK.to_string());
+                    } else {
+                        self.value(x);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Redactor {
+    /// Masks secrets in everything an event carries that came from inputs, results or values read.
+    pub fn event(&self, event: &mut Event) {
+        match event {
+            Event::StepStarted { inputs, .. } => self.value(inputs),
+            Event::StepSucceeded {
+                result, outputs, ..
+            } => {
+                self.value(result);
+                outputs.values_mut().for_each(|v| self.value(v));
+            }
+            Event::StepFailed { error, detail, .. } => {
+                *error = self.string(error);
+                if let Some(d) = detail {
+                    self.value(d);
+                }
+            }
+            Event::GuardEvaluated { values, .. } | Event::DecisionTaken { values, .. } => {
+                values.values_mut().for_each(|v| self.value(v));
+            }
+            Event::RunStarted { params, vars, .. } => {
+                for (k, v) in params.iter_mut().chain(vars.iter_mut()) {
+                    if is_secret_name(k) && !v.is_null() {
+                        *v = Value::String(MASK.to_string());
+                    } else {
+                        self.value(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Secret values inside a connection: strings under secret-named keys.
+fn collect(v: &Value, secret: bool, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if secret && s.len() >= 4 => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|i| collect(i, secret, out)),
+        Value::Object(m) => m
+            .iter()
+            .for_each(|(k, x)| collect(x, secret || is_secret_name(k), out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secret_keys_and_secret_values_are_masked_everywhere() {
+        let r = Redactor {
+            values: vec!["hunter22".to_string()],
+        };
+        let mut v = json!({
+            "headers": {"Authorization": "Bearer abc", "Accept": "json"},
+            "argv": ["login", "--password=hunter22"],
+            "stdout": "token is hunter22\n",
+            "api_key": 12345,
+            "tls": true,
+        });
+        r.value(&mut v);
+        assert_eq!(v["headers"]["Authorization"], MASK);
+        assert_eq!(v["headers"]["Accept"], "json");
+        assert_eq!(v["argv"][1], "--password=***");
+        assert_eq!(v["stdout"], "token is ***\n");
+        assert_eq!(v["api_key"], MASK);
+        assert_eq!(v["tls"], true);
+    }
+
+    #[test]
+    fn connection_secrets_are_collected_by_key() {
+        let r = Redactor::new(Some(
+            &json!({"slack": {"url": "https://x", "token": "xoxb-123456"}}),
+        ));
+        assert_eq!(r.string("send with xoxb-123456"), "send with ***");
+        assert_eq!(r.string("https://x"), "https://x");
+        assert!(is_secret_name("SLACK_BOT_TOKEN"));
+        assert!(is_secret_name("x-api-key"));
+        assert!(!is_secret_name("threshold"));
+    }
+}
