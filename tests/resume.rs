@@ -293,3 +293,50 @@ fn a_run_being_driven_cannot_be_resumed_by_another_process() {
     assert_eq!(lines(&sb, "restart.count"), 1);
     assert_eq!(status_of(&sb, &run, "verify"), "succeeded");
 }
+
+#[test]
+fn a_changed_runbook_resumes_from_the_stored_text_unless_told_otherwise() {
+    for use_current in [false, true] {
+        let sb = Sandbox::new();
+        let run = crashed_in_unsafe_step(&sb);
+        let changed = format!(
+            "{UNSAFE_IN_FLIGHT}  - {{ id: extra, uses: shell.run, side_effect: read, needs: verify, with: {{ argv: [touch, extra-ran] }} }}\n"
+        );
+        std::fs::write(sb.path().join("u.yaml"), changed).expect("edit runbook");
+        let mut args = vec![
+            "resume",
+            run.as_str(),
+            "--mark-done",
+            "restart",
+            "-o",
+            "json",
+            "--quiet",
+        ];
+        if use_current {
+            args.push("--use-current");
+        }
+        let o = sb.run(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(sb.path().join("extra-ran").exists(), use_current);
+        let events = json(&sb.run(&["show", &run, "--events", "-o", "json"]))["events"].clone();
+        let resumed = events
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["event"]["type"] == "run_resumed"))
+            .cloned()
+            .expect("run_resumed journaled");
+        assert_eq!(
+            resumed["event"]["runbook_text"].is_string(),
+            use_current,
+            "{resumed:#}"
+        );
+        if !use_current {
+            assert!(
+                stderr(&o).contains("changed since the run started"),
+                "{}",
+                stderr(&o)
+            );
+        }
+        let o = sb.run(&["audit", "verify", &run]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    }
+}

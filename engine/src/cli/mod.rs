@@ -157,6 +157,10 @@ pub struct ResumeArgs {
     /// Record this unknown step as failed.
     #[arg(long, value_name = "STEP")]
     pub mark_failed: Vec<String>,
+    /// Continue with the runbook file as it is now, if it changed since the run started (the
+    /// default is the exact text stored with the run). The switch and the new text are journaled.
+    #[arg(long)]
+    pub use_current: bool,
     /// Approve every step that requires approval, unattended.
     #[arg(long)]
     pub yes: bool,
@@ -626,6 +630,39 @@ async fn finish(
     })
 }
 
+/// The runbook file's text when it differs from what the run follows: returned with `--use-current`,
+/// otherwise only mentioned.
+async fn changed_runbook(
+    store: &dyn Store,
+    run: &str,
+    use_current: bool,
+) -> Result<Option<String>, Failure> {
+    let row = store.run(run).await?;
+    let mut events = Vec::new();
+    for r in store.events(&row.id).await? {
+        if let Ok(e) = r.event() {
+            events.push(e);
+        }
+    }
+    let followed = crate::run::event::current_text(&row.runbook_text, &events);
+    let path = row.source_path.clone().unwrap_or_default();
+    let file = std::fs::read_to_string(&path).ok();
+    match (file, use_current) {
+        (Some(now), true) if now != followed => Ok(Some(now)),
+        (Some(_), true) => Ok(None),
+        (None, true) => Err(Failure::invalid(format!(
+            "--use-current: cannot read the runbook file `{path}` the run was started from"
+        ))),
+        (Some(now), false) if now != followed => {
+            eprintln!(
+                "note: {path} changed since the run started; resuming with the version stored with the run (pass --use-current to switch)"
+            );
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}
+
 async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i32, Failure> {
     use crate::run::event::OperatorAction;
     let store = open_store(g).await?;
@@ -645,6 +682,7 @@ async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i
             decisions.push((s.clone(), action));
         }
     }
+    let newer = changed_runbook(store.as_ref(), &args.run, args.use_current).await?;
     let mut live = progress::Live::new(&actor, args.yes, args.quiet);
     let started = std::time::Instant::now();
     let outcome = Driver::resume(
@@ -652,6 +690,7 @@ async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i
         &engine,
         &args.run,
         decisions,
+        newer,
         RunOptions {
             actor,
             max_parallel: usize::from(args.max_parallel),

@@ -297,10 +297,12 @@ async fn load(store: &dyn Store, id: &str) -> Result<(RunRow, Vec<(Record, Event
     Ok((run, out))
 }
 
-fn stored_plan(run: &RunRow) -> Option<Plan> {
+/// The plan of the runbook text the run follows (the stored one, or the one a resume switched to).
+fn stored_plan(run: &RunRow, events: &[(Record, Event)]) -> Option<Plan> {
+    let evs: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
     crate::runbook::validate::check(
         "stored",
-        &run.runbook_text,
+        crate::run::event::current_text(&run.runbook_text, &evs),
         &Registry::builtin(),
         &Expr::new(),
     )
@@ -309,7 +311,7 @@ fn stored_plan(run: &RunRow) -> Option<Plan> {
 
 pub async fn run_json(store: &dyn Store, id: &str) -> Result<Value, Failure> {
     let (run, events) = load(store, id).await?;
-    let plan = stored_plan(&run);
+    let plan = stored_plan(&run, &events);
     let steps = step_views(plan.as_ref(), &events);
     Ok(json!({"run": run, "steps": steps}))
 }
@@ -323,7 +325,7 @@ pub async fn show(
     _expr: &Expr,
 ) -> Result<i32, Failure> {
     let (run, events) = load(store, id).await?;
-    let plan = stored_plan(&run);
+    let plan = stored_plan(&run, &events);
     let steps = step_views(plan.as_ref(), &events);
     if format == Format::Json {
         let mut v = json!({"run": run, "steps": steps});

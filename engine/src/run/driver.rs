@@ -15,6 +15,7 @@ use runbook_steps::{
     ErrorKind, Registry, Runner, SideEffect, StepContext, StepError, parse_duration,
 };
 use serde_json::{Map, Value, json};
+use sha2::Digest as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -259,6 +260,7 @@ impl<'a> Driver<'a> {
         engine: &crate::Engine,
         run_id: &str,
         decisions: OperatorDecisions,
+        newer: Option<String>,
         opts: RunOptions,
         observer: &'a mut dyn Observer,
     ) -> Result<RunOutcome, DriverError> {
@@ -277,19 +279,6 @@ impl<'a> Driver<'a> {
                 run.id, b.seq, b.reason
             )));
         }
-        let plan = crate::runbook::validate::check(
-            run.source_path.as_deref().unwrap_or("stored runbook"),
-            &run.runbook_text,
-            &engine.registry,
-            &engine.expr,
-        )
-        .map_err(|r| {
-            DriverError::Setup(format!(
-                "the stored runbook no longer validates:\n{}",
-                r.render(false)
-            ))
-        })?;
-        let plan = Arc::new(plan);
         let mut events = Vec::with_capacity(records.len());
         for r in &records {
             events.push(r.event().map_err(|e| {
@@ -299,6 +288,21 @@ impl<'a> Driver<'a> {
                 ))
             })?);
         }
+        let followed = super::event::current_text(&run.runbook_text, &events).to_string();
+        let label = run.source_path.as_deref().unwrap_or("stored runbook");
+        let (text, switched) = match newer {
+            Some(new_text) if new_text != followed => (new_text, true),
+            _ => (followed, false),
+        };
+        let plan = crate::runbook::validate::check(label, &text, &engine.registry, &engine.expr)
+            .map_err(|r| {
+                DriverError::Setup(format!(
+                    "the {} runbook does not validate:\n{}",
+                    if switched { "new" } else { "stored" },
+                    r.render(false)
+                ))
+            })?;
+        let plan = Arc::new(plan);
         let state = RunState::fold(&plan, &events);
         let Some(Event::RunStarted { params, vars, .. }) = events.first() else {
             return Err(DriverError::Refused(format!(
@@ -386,8 +390,10 @@ impl<'a> Driver<'a> {
             redactor,
         };
         take_lease(store, &run.id, &d.holder).await?;
+        let runbook_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
         d.emit(Event::RunResumed {
-            runbook_sha256: run.runbook_sha256.clone(),
+            runbook_sha256,
+            runbook_text: switched.then(|| text.clone()),
         });
         for (i, attempt, outcome) in recoveries {
             d.emit(Event::StepRecovered {

@@ -84,6 +84,9 @@ pub enum Event {
     RunResumed {
         /// Hash of the runbook text the run continues with.
         runbook_sha256: String,
+        /// The new text, when the operator chose to continue with a changed runbook file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runbook_text: Option<String>,
     },
     /// A step was in flight when the run stopped: `rerun` for `read` and `idempotent` steps,
     /// `unknown` for `unsafe` ones, which wait for an operator.
@@ -324,4 +327,19 @@ pub fn verify_chain(records: &[Record]) -> Result<(), ChainBreak> {
         prev = h;
     }
     Ok(())
+}
+
+/// The runbook text a run currently follows: the stored one, unless a resume switched to a newer one.
+pub fn current_text<'a>(stored: &'a str, events: &'a [Event]) -> &'a str {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::RunResumed {
+                runbook_text: Some(t),
+                ..
+            } => Some(t.as_str()),
+            _ => None,
+        })
+        .unwrap_or(stored)
 }
