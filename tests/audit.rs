@@ -121,3 +121,469 @@ async fn verify_catches_a_deleted_event_and_an_edited_runbook() {
         stdout(&o)
     );
 }
+
+/// The events of a run as the store has them.
+async fn stored_events(sb: &Sandbox, id: &str) -> Vec<runbook_engine::run::event::Record> {
+    use runbook_engine::store::Store;
+    let store =
+        runbook_engine::store::sqlite::SqliteStore::open(sb.db().to_str().expect("utf-8"), false)
+            .await
+            .expect("open");
+    store.events(id).await.expect("events")
+}
+
+/// A run written straight through the store, with a valid chain, at a chosen time in the past:
+/// started `days_ago`, then `end` an hour later (if any). Returns its number of events.
+async fn seed_run(
+    sb: &Sandbox,
+    id: &str,
+    days_ago: i64,
+    end: Option<runbook_engine::run::event::Event>,
+    lease: bool,
+) -> usize {
+    use runbook_engine::run::event::{Chain, Event, now_ms};
+    use runbook_engine::store::{Durability, RunRow, Store};
+    use sha2::{Digest, Sha256};
+    let store =
+        runbook_engine::store::sqlite::SqliteStore::open(sb.db().to_str().expect("utf-8"), false)
+            .await
+            .expect("open");
+    let text = "name: seeded\nsteps: []\n";
+    let sha = hex::encode(Sha256::digest(text.as_bytes()));
+    let start = now_ms() - days_ago * 86_400_000;
+    let mut chain = Chain::new(id);
+    let first = chain.seal(
+        start,
+        "seeder",
+        &Event::RunStarted {
+            runbook: "seeded".into(),
+            runbook_sha256: sha.clone(),
+            params: serde_json::Map::new(),
+            vars: serde_json::Map::new(),
+            engine_version: "test".into(),
+        },
+    );
+    let row = RunRow {
+        id: id.into(),
+        runbook: "seeded".into(),
+        title: None,
+        source_path: None,
+        runbook_sha256: sha,
+        runbook_text: text.into(),
+        params: serde_json::json!({}),
+        status: "running".into(),
+        actor: "seeder".into(),
+        started_at: start,
+        finished_at: None,
+        parent_run: None,
+    };
+    store.create_run(&row, &[first]).await.expect("create");
+    let mut n = 1;
+    if let Some(end) = end {
+        let rec = chain.seal(start + 3_600_000, "seeder", &end);
+        store
+            .append(&[rec], Durability::Process)
+            .await
+            .expect("append");
+        n += 1;
+    }
+    if lease {
+        store
+            .acquire_lease(id, "someone", start, start + 1, None)
+            .await
+            .expect("lease");
+    }
+    n
+}
+
+fn finished(status: runbook_engine::run::event::RunStatus) -> runbook_engine::run::event::Event {
+    runbook_engine::run::event::Event::RunFinished {
+        status,
+        error: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn markdown_report_of_the_example_run_shows_decisions_actions_and_integrity() {
+    let sb = Sandbox::new();
+    let id = run_example(&sb);
+    let n = stored_events(&sb, &id).await.len();
+    let o = sb.run(&["audit", &id, "--format", "markdown"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let md = stdout(&o);
+    assert!(md.starts_with("# Audit report: service-health run"), "{md}");
+    assert!(md.contains("| Started by | tester |"), "{md}");
+    assert!(md.contains("| Status | **succeeded** |"), "{md}");
+    assert!(
+        md.contains("`url` = `\"http://127.0.0.1:1/\"`"),
+        "params: {md}"
+    );
+    // The decision: its condition and the value it read, in the Decisions section.
+    let section = |title: &str| -> String {
+        let start = md
+            .find(&format!("## {title}\n"))
+            .unwrap_or_else(|| panic!("no section {title}: {md}"));
+        let rest = &md[start + title.len() + 4..];
+        rest[..rest.find("\n## ").unwrap_or(rest.len())].to_string()
+    };
+    let decisions = section("Decisions");
+    assert!(
+        decisions
+            .contains("`choose` chose `report_down` because `steps.probe.status == 'failed'` held"),
+        "{decisions}"
+    );
+    assert!(
+        decisions.contains("Values read: `steps.probe.status` = `\"failed\"`"),
+        "{decisions}"
+    );
+    // report_down is the one step with side effects (shell.run defaults to unsafe).
+    let actions = section("Actions with side effects");
+    assert!(
+        actions.contains("- **report_down** (`shell.run`), unsafe, attempt 1"),
+        "{actions}"
+    );
+    assert!(actions.contains("Approval: not required"), "{actions}");
+    assert!(actions.contains("Outcome: **succeeded**"), "{actions}");
+    assert!(actions.contains("\"echo\","), "inputs: {actions}");
+    assert!(
+        !actions.contains("**disk**"),
+        "read steps are not actions: {actions}"
+    );
+    let failures = section("Failures");
+    assert!(
+        failures.contains("`probe`, attempt 1 (retried): connect:"),
+        "{failures}"
+    );
+    assert!(
+        failures.contains("`probe`, attempt 2 (final): connect:"),
+        "{failures}"
+    );
+    assert!(section("Operator interventions").contains("None"));
+    assert!(
+        section("Integrity").contains(&format!("hash chain verified: {n} events")),
+        "{md}"
+    );
+
+    // The text timeline: one row per event, with who and what.
+    let o = sb.run(&["audit", &id]);
+    assert_eq!(o.status.code(), Some(0));
+    let text = stdout(&o);
+    assert!(
+        text.contains("tester  choose: decided report_down because `steps.probe.status == 'failed'` holds; read steps.probe.status=\"failed\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "tester  report_down: started (unsafe, attempt 1) with inputs {\"argv\":[\"echo\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.trim_end()
+            .ends_with(&format!("hash chain verified: {n} events"))
+    );
+
+    // JSON: the same, structured.
+    let o = sb.run(&["audit", &id, "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let timeline = v["timeline"].as_array().expect("timeline");
+    assert_eq!(timeline.len(), n);
+    assert!(
+        timeline
+            .iter()
+            .all(|e| e["actor"] == "tester" && e["verified"] == true)
+    );
+    assert_eq!(timeline[0]["kind"], "run_started");
+    assert_eq!(
+        v["decisions"][0]["condition"],
+        "steps.probe.status == 'failed'"
+    );
+    assert_eq!(v["decisions"][0]["values"]["steps.probe.status"], "failed");
+    assert_eq!(v["actions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["actions"][0]["outcome"][0]["status"], "succeeded");
+    assert_eq!(v["integrity"]["ok"], true);
+    assert_eq!(v["integrity"]["events"], n);
+    assert_eq!(v["run"]["actor"], "tester");
+}
+
+const APPROVED: &str = r#"
+name: approved
+params:
+  restart: { type: boolean, default: false }
+steps:
+  - id: flush
+    uses: shell.run
+    side_effect: idempotent
+    approval: required
+    with: { argv: [echo, flushed] }
+  - id: restart
+    uses: shell.run
+    needs: [flush]
+    when: params.restart
+    with: { argv: [echo, restarted] }
+"#;
+
+#[test]
+fn approvals_and_guards_are_in_the_report() {
+    let sb = Sandbox::new();
+    let file = sb.write("approved.yaml", APPROVED);
+    let o = sb.run(&[
+        "run",
+        file.to_str().expect("path"),
+        "--yes",
+        "--quiet",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let id = v["run"]["id"].as_str().expect("id").to_string();
+    let o = sb.run(&["audit", &id, "--format", "markdown"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let md = stdout(&o);
+    assert!(
+        md.contains("- **flush** (`shell.run`), idempotent, attempt 1"),
+        "{md}"
+    );
+    assert!(
+        md.contains("  - Approval: approved by tester (--yes)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("tester: approved `flush` (--yes)"),
+        "interventions: {md}"
+    );
+    assert!(
+        md.contains("`restart`: guard `params.restart` was **false**, so the step was skipped. Values read: `params.restart` = `false`."),
+        "{md}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_of_a_tampered_run_reports_the_break() {
+    let sb = Sandbox::new();
+    let id = run_example(&sb);
+    sql(
+        &sb,
+        &[
+            "DROP TRIGGER events_append_only",
+            &format!("UPDATE events SET actor = 'someone-else' WHERE run_id = '{id}' AND kind = 'decision_taken'"),
+        ],
+    )
+    .await;
+    let seq = stored_events(&sb, &id)
+        .await
+        .iter()
+        .find(|r| r.kind == "decision_taken")
+        .map(|r| r.seq)
+        .expect("decision");
+    let o = sb.run(&["audit", &id, "--format", "markdown"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let md = stdout(&o);
+    assert!(
+        md.contains(&format!("hash chain BROKEN at event {seq} of")),
+        "{md}"
+    );
+    assert!(md.contains("does not match its hash"), "{md}");
+    assert!(
+        md.contains(&format!(
+            "**Warning: this run's journal does not verify from event {seq} on.**"
+        )),
+        "{md}"
+    );
+    assert!(!md.contains("hash chain verified"), "{md}");
+
+    let o = sb.run(&["audit", &id]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains(&format!("\n!{seq} ")),
+        "the bad event is marked: {}",
+        stdout(&o)
+    );
+
+    let o = sb.run(&["audit", &id, "-o", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["integrity"]["ok"], false);
+    assert_eq!(v["integrity"]["first_bad_event"], seq);
+    let idx = usize::try_from(seq - 1).expect("index");
+    assert_eq!(v["timeline"][idx]["actor"], "someone-else");
+    assert_eq!(v["timeline"][idx]["verified"], false);
+    assert_eq!(v["timeline"][idx - 1]["verified"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn export_since_gives_exactly_the_recent_events_as_json_lines() {
+    let sb = Sandbox::new();
+    let old = "0000000000000000000000000000a01d";
+    let old_events = seed_run(
+        &sb,
+        old,
+        10,
+        Some(finished(runbook_engine::run::event::RunStatus::Succeeded)),
+        false,
+    )
+    .await;
+    let recent = run_example(&sb);
+    let expected = stored_events(&sb, &recent).await;
+
+    let o = sb.run(&["audit", "export", "--since", "24h"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{out}");
+    for (line, want) in lines.iter().zip(&expected) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        assert_eq!(v["run"], recent.as_str());
+        assert_eq!(v["runbook"], "service-health");
+        assert_eq!(v["seq"], want.seq);
+        assert_eq!(v["at_ms"], want.at_ms);
+        let at: jiff::Timestamp = v["at"].as_str().expect("at").parse().expect("RFC 3339");
+        assert_eq!(at.as_millisecond(), want.at_ms);
+        assert_eq!(v["actor"], "tester");
+        assert_eq!(v["kind"], want.kind.as_str());
+        assert_eq!(v["step"].as_str(), want.step.as_deref());
+        assert_eq!(v["data"]["type"], want.kind.as_str());
+        assert_eq!(v["prev_hash"], want.prev_hash.as_str());
+        assert_eq!(v["hash"], want.hash.as_str());
+        // `data` is the hashed text itself: the line alone is enough to check the hash.
+        let data = &line[line.find(",\"data\":").expect("data") + 8..line.len() - 1];
+        assert_eq!(
+            runbook_engine::run::event::chain_hash(
+                &want.prev_hash,
+                &recent,
+                want.seq,
+                want.at_ms,
+                "tester",
+                data
+            ),
+            want.hash
+        );
+    }
+
+    // A window in the past, by RFC 3339 and by age: only the old run.
+    let since = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 11);
+    let o = sb.run(&[
+        "audit",
+        "export",
+        "--since",
+        &since.to_string(),
+        "--until",
+        "1d",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let runs: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            v["run"].as_str().expect("run").to_string()
+        })
+        .collect();
+    assert_eq!(runs, vec![old.to_string(); old_events]);
+    assert_eq!(
+        stdout(&sb.run(&["audit", "export"])).lines().count(),
+        old_events + expected.len()
+    );
+
+    let o = sb.run(&["audit", "export", "--since", "last tuesday"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("RFC 3339"), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_removes_only_old_finished_runs_and_every_kept_chain_verifies() {
+    use runbook_engine::run::event::{Event, RunStatus};
+    let sb = Sandbox::new();
+    let recent = run_example(&sb);
+    let old_ok = "0000000000000000000000000000000a";
+    let old_failed = "0000000000000000000000000000000b";
+    let old_interrupted = "0000000000000000000000000000000c";
+    let old_waiting = "0000000000000000000000000000000d";
+    let younger = "0000000000000000000000000000000e";
+    let gone = seed_run(&sb, old_ok, 100, Some(finished(RunStatus::Succeeded)), true).await
+        + seed_run(
+            &sb,
+            old_failed,
+            95,
+            Some(finished(RunStatus::Failed)),
+            false,
+        )
+        .await;
+    let interrupted = Event::RunInterrupted {
+        reason: "test".into(),
+    };
+    seed_run(&sb, old_interrupted, 100, Some(interrupted), true).await;
+    let parked = Event::RunParked {
+        waiting_for: vec!["x".into()],
+    };
+    seed_run(&sb, old_waiting, 100, Some(parked), false).await;
+    seed_run(
+        &sb,
+        younger,
+        80,
+        Some(finished(RunStatus::Succeeded)),
+        false,
+    )
+    .await;
+    let ids = |sb: &Sandbox| -> Vec<String> {
+        let o = sb.run(&["runs", "-n", "100", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+        let mut ids: Vec<String> = v
+            .as_array()
+            .expect("runs")
+            .iter()
+            .map(|r| r["id"].as_str().expect("id").to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&sb).len(), 6);
+
+    let o = sb.run(&["prune", "--older-than", "90d", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with(&format!("would delete 2 runs ({gone} events)")),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(ids(&sb).len(), 6, "a dry run deletes nothing");
+
+    let o = sb.run(&["prune", "--older-than", "90d", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["runs"], 2);
+    assert_eq!(v["events"], gone);
+    assert_eq!(v["dry_run"], false);
+    let mut kept = vec![
+        recent.clone(),
+        old_interrupted.to_string(),
+        old_waiting.to_string(),
+        younger.to_string(),
+    ];
+    kept.sort();
+    assert_eq!(ids(&sb), kept);
+    assert!(stored_events(&sb, old_ok).await.is_empty());
+    assert!(stored_events(&sb, old_failed).await.is_empty());
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", sb.db().display()))
+        .await
+        .expect("connect");
+    let leases: Vec<String> = sqlx::query_scalar("SELECT run_id FROM leases ORDER BY run_id")
+        .fetch_all(&pool)
+        .await
+        .expect("leases");
+    pool.close().await;
+    assert_eq!(
+        leases,
+        [old_interrupted],
+        "the pruned run's lease went with it"
+    );
+
+    let o = sb.run(&["audit", "verify", "--all"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("4 of 4 runs verify"), "{}", stderr(&o));
+
+    let o = sb.run(&["prune", "--older-than", "3 months"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("days"), "{}", stderr(&o));
+}

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod find;
 pub mod progress;
+pub mod prune;
 pub mod show;
 
 use crate::diag::Report;
@@ -137,10 +138,32 @@ pub enum Command {
         after_help = "Completed steps are never run again and recorded decisions stand. A `read` or `idempotent`\nstep that was running when the run stopped is run again; an `unsafe` one becomes `unknown` and\nthe run waits until you say what happened:\n  runbook resume 01a20e91cbf5 --mark-done restart   # it did act\n  runbook resume 01a20e91cbf5 --retry restart       # run it again\n  runbook resume 01a20e91cbf5 --mark-failed restart # treat it as failed\nEach decision is journaled with who made it (--actor).\n\nExit codes as for `run`, plus 4: the run waits for an operator."
     )]
     Resume(ResumeArgs),
-    /// Check what the journal says happened.
+    /// Review what a run did, from its journal: a timeline or a report; verify journals; export them.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        arg_required_else_help = true,
+        after_help = "Examples:\n  runbook audit 01a20e91cbf5                     # every event: when, who, what\n  runbook audit 01a20e91cbf5 --format markdown   # a report for review\n  runbook audit 01a20e91cbf5 -o json\n  runbook audit verify --all\n  runbook audit export --since 24h > events.jsonl\n\nExit code 0 when the run's journal verifies, 1 when it does not (the timeline is printed either way)."
+    )]
     Audit {
         #[command(subcommand)]
-        command: AuditCommand,
+        command: Option<AuditCommand>,
+        /// Run id or unique id prefix.
+        run: Option<String>,
+        /// text: a timeline of every event; markdown: a report for review; json: both, structured.
+        #[arg(long, value_enum, default_value_t = audit::AuditFormat::Text)]
+        format: audit::AuditFormat,
+    },
+    /// Delete runs that finished (succeeded or failed) long ago, with their journals.
+    #[command(
+        after_help = "Examples:\n  runbook prune --older-than 90d --dry-run\n  runbook prune --older-than 13w\n\nA run is deleted whole (its row, every event, its lease) or not at all, so every journal left\nstill verifies. Running, waiting and interrupted runs are never deleted, however old.\nAGE: 90d, 2w, 36h, 1h30m; days and weeks count 24 hours."
+    )]
+    Prune {
+        /// Delete runs that finished more than this long ago.
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -185,6 +208,18 @@ pub enum AuditCommand {
         /// Every run in the database.
         #[arg(long)]
         all: bool,
+    },
+    /// Every event of every run in a time window, as JSON Lines on stdout (for a SIEM).
+    #[command(
+        after_help = "Examples:\n  runbook audit export --since 24h\n  runbook audit export --since 7d --until 1d\n  runbook audit export --since 2025-03-01T00:00:00Z --until 2025-04-01T00:00:00Z\n\nWHEN is an age (24h, 7d, 2w) before now or an RFC 3339 time; --since is inclusive, --until\nexclusive. Without --since, from the first event. One object per line, ordered by time:\n  run, runbook, seq, at_ms, at (RFC 3339), actor, kind, step, prev_hash, hash, data\n`data` is the event exactly as hashed: hash = sha256 over prev_hash, run, seq, at_ms, actor and\ndata, each followed by a NUL byte. Event times are the writer's clock and a batch is committed\nafter it is timed, so overlap consecutive windows a little and drop duplicates by (run, seq)."
+    )]
+    Export {
+        /// From this time on (inclusive).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Up to this time (exclusive).
+        #[arg(long, value_name = "WHEN")]
+        until: Option<String>,
     },
 }
 
@@ -332,10 +367,36 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Plugins { name } => show::plugins(&registry, name.as_deref(), cli.global.output),
         Command::Audit {
-            command: AuditCommand::Verify { run, all },
+            command: Some(AuditCommand::Verify { run, all }),
+            ..
         } => {
             let store = open_store(&cli.global).await?;
             audit::verify(store.as_ref(), run.as_deref(), all, cli.global.output).await
+        }
+        Command::Audit {
+            command: Some(AuditCommand::Export { since, until }),
+            ..
+        } => {
+            let store = open_store(&cli.global).await?;
+            audit::export(store.as_ref(), since.as_deref(), until.as_deref()).await
+        }
+        Command::Audit {
+            command: None,
+            run,
+            format,
+        } => {
+            let run = run.ok_or_else(|| {
+                Failure::invalid("give a run id, or one of: verify, export (see --help)")
+            })?;
+            let store = open_store(&cli.global).await?;
+            audit::report(store.as_ref(), &run, format, cli.global.output).await
+        }
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => {
+            let store = open_store(&cli.global).await?;
+            prune::prune(store.as_ref(), &older_than, dry_run, cli.global.output).await
         }
     }
 }
