@@ -132,24 +132,23 @@ async fn stored_events(sb: &Sandbox, id: &str) -> Vec<runbook_engine::run::event
     store.events(id).await.expect("events")
 }
 
-/// A run written straight through the store, with a valid chain, at a chosen time in the past:
-/// started `days_ago`, then `end` an hour later (if any). Returns its number of events.
-async fn seed_run(
+/// A run written straight through the store, with a valid chain, started `days_ago` with `text` as
+/// its runbook; each further event is appended `offset` ms after the start. Returns its number of
+/// events.
+async fn seed_journal(
     sb: &Sandbox,
     id: &str,
+    text: &str,
     days_ago: i64,
-    end: Option<runbook_engine::run::event::Event>,
-    lease: bool,
+    events: Vec<(i64, &str, runbook_engine::run::event::Event)>,
 ) -> usize {
     use runbook_engine::run::event::{Chain, Event, now_ms};
     use runbook_engine::store::{Durability, RunRow, Store};
-    use sha2::{Digest, Sha256};
     let store =
         runbook_engine::store::sqlite::SqliteStore::open(sb.db().to_str().expect("utf-8"), false)
             .await
             .expect("open");
-    let text = "name: seeded\nsteps: []\n";
-    let sha = hex::encode(Sha256::digest(text.as_bytes()));
+    let sha = sha256(text);
     let start = now_ms() - days_ago * 86_400_000;
     let mut chain = Chain::new(id);
     let first = chain.seal(
@@ -178,18 +177,43 @@ async fn seed_run(
         parent_run: None,
     };
     store.create_run(&row, &[first]).await.expect("create");
-    let mut n = 1;
-    if let Some(end) = end {
-        let rec = chain.seal(start + 3_600_000, "seeder", &end);
+    let n = events.len() + 1;
+    for (offset, actor, event) in events {
+        let rec = chain.seal(start + offset, actor, &event);
         store
             .append(&[rec], Durability::Process)
             .await
             .expect("append");
-        n += 1;
     }
+    n
+}
+
+fn sha256(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// A seeded run of an empty runbook that ends with `end` an hour after it started, optionally
+/// leaving a lease row behind.
+async fn seed_run(
+    sb: &Sandbox,
+    id: &str,
+    days_ago: i64,
+    end: Option<runbook_engine::run::event::Event>,
+    lease: bool,
+) -> usize {
+    use runbook_engine::store::Store;
+    let events = end.map(|e| (3_600_000, "seeder", e)).into_iter().collect();
+    let n = seed_journal(sb, id, "name: seeded\nsteps: []\n", days_ago, events).await;
     if lease {
+        let store = runbook_engine::store::sqlite::SqliteStore::open(
+            sb.db().to_str().expect("utf-8"),
+            false,
+        )
+        .await
+        .expect("open");
         store
-            .acquire_lease(id, "someone", start, start + 1, None)
+            .acquire_lease(id, "someone", 0, 1, None)
             .await
             .expect("lease");
     }
@@ -586,4 +610,134 @@ async fn prune_removes_only_old_finished_runs_and_every_kept_chain_verifies() {
     let o = sb.run(&["prune", "--older-than", "3 months"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("days"), "{}", stderr(&o));
+}
+
+const FIX: &str = "name: fix\nsteps:\n  - id: restart\n    uses: shell.run\n    with: { argv: [echo, restarted] }\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn interventions_crash_recovery_and_a_changed_runbook_are_in_the_report() {
+    use runbook_engine::run::event::{Event, OperatorAction, Recovery, RunStatus};
+    use runbook_steps::SideEffect;
+    let sb = Sandbox::new();
+    let id = "00000000000000000000000000000f1c";
+    let changed = format!("{FIX}# tuned\n");
+    let resumed = |actor_sha: &str, text: Option<String>| Event::RunResumed {
+        runbook_sha256: actor_sha.to_string(),
+        runbook_text: text,
+    };
+    let n = seed_journal(
+        &sb,
+        id,
+        FIX,
+        0,
+        vec![
+            (
+                10,
+                "bob",
+                Event::StepStarted {
+                    step: "restart".into(),
+                    attempt: 1,
+                    class: SideEffect::Unsafe,
+                    inputs: serde_json::json!({"argv": ["echo", "restarted"]}),
+                    deadline_ms: None,
+                },
+            ),
+            (
+                20,
+                "bob",
+                Event::RunInterrupted {
+                    reason: "SIGINT".into(),
+                },
+            ),
+            (30, "carol", resumed(&sha256(FIX), None)),
+            (
+                40,
+                "carol",
+                Event::StepRecovered {
+                    step: "restart".into(),
+                    attempt: 1,
+                    outcome: Recovery::Unknown,
+                },
+            ),
+            (
+                50,
+                "carol",
+                Event::RunParked {
+                    waiting_for: vec!["restart".into()],
+                },
+            ),
+            (
+                60,
+                "alice",
+                resumed(&sha256(&changed), Some(changed.clone())),
+            ),
+            (
+                70,
+                "alice",
+                Event::OperatorDecided {
+                    step: "restart".into(),
+                    action: OperatorAction::MarkDone,
+                    by: "alice".into(),
+                },
+            ),
+            (
+                80,
+                "alice",
+                Event::RunFinished {
+                    status: RunStatus::Succeeded,
+                    error: None,
+                },
+            ),
+        ],
+    )
+    .await;
+    let o = sb.run(&["audit", id, "--format", "markdown"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let md = stdout(&o);
+    assert!(
+        md.contains("- **restart** (`shell.run`), unsafe, attempt 1"),
+        "{md}"
+    );
+    assert!(
+        md.contains("  - Outcome: **unknown**: was running when the run stopped; it may or may not have acted; then **succeeded**: operator alice: mark done\n"),
+        "{md}"
+    );
+    for line in [
+        "bob: run interrupted: SIGINT",
+        "carol: run resumed\n",
+        "carol: run parked: waits for an operator to settle restart",
+        &format!(
+            "alice: run resumed with a CHANGED runbook (sha256 {}, started with {})",
+            &sha256(&changed)[..12],
+            &sha256(FIX)[..12]
+        ),
+        "alice: mark done `restart`",
+    ] {
+        assert!(md.contains(line), "missing {line:?} in {md}");
+    }
+    assert!(
+        md.contains("| `restart` | `shell.run` | unsafe | succeeded | 1 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("hash chain verified: {n} events")),
+        "{md}"
+    );
+
+    // The timeline, with columns squeezed to single spaces.
+    let o = sb.run(&["audit", id]);
+    let rows: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    for want in [
+        "alice restart: operator alice decided: mark done",
+        "carol restart: was running (attempt 1) when the run stopped; outcome UNKNOWN, waits for an operator",
+        "bob restart: started (unsafe, attempt 1) with inputs {\"argv\":[\"echo\",\"restarted\"]}",
+    ] {
+        assert!(
+            rows.iter().any(|r| r.ends_with(want)),
+            "missing {want:?} in {rows:#?}"
+        );
+    }
 }
