@@ -340,3 +340,73 @@ fn a_changed_runbook_resumes_from_the_stored_text_unless_told_otherwise() {
         assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     }
 }
+
+#[test]
+fn rerun_from_a_step_reuses_what_came_before_it() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "re.yaml",
+        r#"
+name: re
+params:
+  level: { type: number, default: 7 }
+steps:
+  - id: measure
+    uses: shell.run
+    side_effect: read
+    with: { shell: "echo x >> measure.count; echo {{ params.level }}" }
+    outputs: { n: "{{ result.stdout | trim | int }}" }
+  - id: flaky
+    uses: shell.run
+    on_failure: continue
+    with: { shell: "echo x >> flaky.count; exit 3" }
+  - id: choose
+    uses: flow.branch
+    needs: [measure, flaky]
+    with:
+      cases: [ { when: "steps.measure.n > 5", then: act } ]
+      default: idle
+  - id: act
+    uses: shell.run
+    with: { shell: "echo x >> act.count" }
+  - { id: idle, uses: flow.noop }
+  - id: report
+    uses: shell.run
+    needs: [act, idle]
+    with: { shell: "echo {{ steps.measure.n }} >> report.log" }
+"#,
+    );
+    let o = sb.run(&["run", f.to_str().expect("path"), "-o", "json", "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let parent = json(&o)["run"]["id"].as_str().expect("id").to_string();
+
+    let o = sb.run(&[
+        "rerun",
+        &parent[..12],
+        "--from",
+        "act",
+        "-o",
+        "json",
+        "--quiet",
+        "-p",
+        "level=1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown = json(&o);
+    assert_eq!(shown["run"]["parent_run"], parent.as_str());
+    for (file, n) in [("measure.count", 1), ("flaky.count", 1), ("act.count", 2)] {
+        assert_eq!(lines(&sb, file), n, "{file}");
+    }
+    // The reused measurement (7), not the new parameter (1), is what the re-run reads.
+    assert_eq!(
+        std::fs::read_to_string(sb.path().join("report.log")).expect("report"),
+        "7\n7\n"
+    );
+    assert_eq!(step(&shown, "measure")["reused_from"], parent.as_str());
+    assert_eq!(step(&shown, "flaky")["status"], "failed");
+    assert_eq!(step(&shown, "idle")["status"], "skipped");
+
+    let o = sb.run(&["rerun", &parent, "--from", "acts"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("did you mean `act`"), "{}", stderr(&o));
+}

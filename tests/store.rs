@@ -439,3 +439,31 @@ async fn postgres_open_errors_hide_the_password() {
     assert!(!msg.contains("s3cret"), "{msg}");
     assert!(msg.contains("127.0.0.1:1"), "{msg}");
 }
+
+#[test]
+fn processes_opening_a_new_database_at_once_all_succeed() {
+    // Several real processes race to create and migrate the same new file, round after round.
+    let dir = tempfile::tempdir().expect("tmp");
+    for round in 0..10 {
+        let db = dir.path().join(format!("race{round}.db"));
+        let spawned: Vec<_> = (0..4)
+            .map(|_| {
+                std::process::Command::new(crate::common::bin())
+                    .args(["runs", "-o", "json"])
+                    .env("RUNBOOK_DB", &db)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for c in spawned {
+            let o = c.wait_with_output().expect("wait");
+            assert!(
+                o.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}

@@ -133,6 +133,11 @@ pub enum Command {
         /// A plugin name, e.g. shell.run.
         name: Option<String>,
     },
+    /// Start a new run that re-runs an earlier one from a step, reusing what came before it.
+    #[command(
+        after_help = "Steps that are neither STEP nor downstream of it, and that succeeded or were skipped in the\nearlier run, are not run again: their results, outputs and branch choices are reused (and shown as\nreused). The new run records which run it re-runs. Parameters are the earlier run's; --param overrides.\n\nExample:\n  runbook rerun 01a20e91cbf5 --from verify_load"
+    )]
+    Rerun(RerunArgs),
     /// Continue a run that stopped (crash, Ctrl-C) or waits for an operator.
     #[command(
         after_help = "Completed steps are never run again and recorded decisions stand. A `read` or `idempotent`\nstep that was running when the run stopped is run again; an `unsafe` one becomes `unknown` and\nthe run waits until you say what happened:\n  runbook resume 01a20e91cbf5 --mark-done restart   # it did act\n  runbook resume 01a20e91cbf5 --retry restart       # run it again\n  runbook resume 01a20e91cbf5 --mark-failed restart # treat it as failed\nEach decision is journaled with who made it (--actor).\n\nExit codes as for `run`, plus 4: the run waits for an operator."
@@ -165,6 +170,27 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct RerunArgs {
+    /// Run id or unique id prefix.
+    pub run: String,
+    /// The step to start again from.
+    #[arg(long, value_name = "STEP")]
+    pub from: String,
+    /// Override a parameter, as name=value (repeatable).
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Approve every step that requires approval, unattended.
+    #[arg(long)]
+    pub yes: bool,
+    /// How many independent steps may run at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_parallel: u16,
+    /// No live progress on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -343,6 +369,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Validate { runbooks } => validate(&runbooks, &registry, &expr, cli.global.output),
         Command::Run(args) => run(&cli.global, args, registry, expr).await,
         Command::Resume(args) => resume(&cli.global, args, crate::Engine { registry, expr }).await,
+        Command::Rerun(args) => rerun(&cli.global, args, crate::Engine { registry, expr }).await,
         Command::List => list(&registry, &expr, cli.global.output),
         Command::Runs { limit, resumable } => {
             let store = open_store(&cli.global).await?;
@@ -605,31 +632,150 @@ async fn run(
     let (path, text, plan) = load_plan(&args.runbook, &registry, &expr)?;
     let params = parse_params(&plan, &args.params)?;
     let store = open_store(g).await?;
-    let actor = actor(g);
-    let mut live = progress::Live::new(&actor, args.yes, args.quiet);
-    let sha = hex::encode(Sha256::digest(text.as_bytes()));
-    let started = std::time::Instant::now();
-    let plan = Arc::new(plan);
+    let launch = Launch {
+        yes: args.yes,
+        quiet: args.quiet,
+        max_parallel: args.max_parallel,
+    };
     let engine = crate::Engine { registry, expr };
+    let source = Source {
+        text: &text,
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        path: Some(display_path(&path)),
+        rerun: None,
+    };
+    launch_run(g, store.as_ref(), &engine, plan, source, params, launch).await
+}
+
+/// How a run is watched and bounded, as `run` and `rerun` take it.
+struct Launch {
+    yes: bool,
+    quiet: bool,
+    max_parallel: u16,
+}
+
+async fn launch_run(
+    g: &Global,
+    store: &dyn Store,
+    engine: &crate::Engine,
+    plan: Plan,
+    source: Source<'_>,
+    params: serde_json::Map<String, serde_json::Value>,
+    launch: Launch,
+) -> Result<i32, Failure> {
+    let actor = actor(g);
+    let mut live = progress::Live::new(&actor, launch.yes, launch.quiet);
+    let started = std::time::Instant::now();
     let outcome = Driver::start(
-        Arc::clone(&plan),
-        store.as_ref(),
-        &engine,
-        Source {
-            text: &text,
-            sha256: sha,
-            path: Some(display_path(&path)),
-        },
+        Arc::new(plan),
+        store,
+        engine,
+        source,
         params,
         RunOptions {
             actor,
-            max_parallel: usize::from(args.max_parallel),
+            max_parallel: usize::from(launch.max_parallel),
         },
         &mut live,
     )
     .await
     .map_err(driver_failure)?;
-    finish(g, store.as_ref(), &outcome, started, args.quiet).await
+    finish(g, store, &outcome, started, launch.quiet).await
+}
+
+async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result<i32, Failure> {
+    use crate::run::event::{Event, current_text};
+    let store = open_store(g).await?;
+    let parent = store.run(&args.run).await?;
+    let mut events = Vec::new();
+    for r in store.events(&parent.id).await? {
+        events.push(r.event().map_err(|e| {
+            Failure::env(format!(
+                "event {} of run {} is unreadable: {e}",
+                r.seq, parent.id
+            ))
+        })?);
+    }
+    let text = current_text(&parent.runbook_text, &events).to_string();
+    let label = parent
+        .source_path
+        .clone()
+        .unwrap_or_else(|| "stored runbook".to_string());
+    let plan = check(&label, &text, &engine.registry, &engine.expr).map_err(|r| {
+        Failure::invalid(format!(
+            "the runbook of run {} does not validate any more:\n{}",
+            parent.id,
+            r.render(false)
+        ))
+    })?;
+    let Some(&from) = plan.index.get(&args.from) else {
+        let hint = crate::diag::suggest(&args.from, plan.index.keys().map(String::as_str))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(Failure::invalid(format!(
+            "run {} has no step `{}`{hint}",
+            parent.id, args.from
+        )));
+    };
+    // The parent's parameters, with overrides; a value masked as a secret must be given again.
+    let Some(Event::RunStarted { params: old, .. }) = events.first() else {
+        return Err(Failure::env(format!(
+            "run {} has no run_started event",
+            parent.id
+        )));
+    };
+    let mut params = old.clone();
+    for p in &args.params {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| Failure::invalid(format!("--param `{p}`: write NAME=VALUE")))?;
+        let k = k.trim();
+        let decl = plan
+            .runbook
+            .params
+            .iter()
+            .find(|d| d.name.name == k)
+            .ok_or_else(|| {
+                Failure::invalid(format!(
+                    "--param `{k}`: runbook `{}` has no such parameter",
+                    plan.runbook.name
+                ))
+            })?;
+        let value = coerce_param(
+            decl.ty,
+            decl.choices.as_deref(),
+            &serde_json::Value::String(v.to_string()),
+        )
+        .map_err(|e| Failure::invalid(format!("--param {k}: {e}")))?;
+        params.insert(k.to_string(), value);
+    }
+    if let Some((k, _)) = params
+        .iter()
+        .find(|(_, v)| v.as_str() == Some(crate::run::redact::MASK))
+    {
+        return Err(Failure::invalid(format!(
+            "parameter `{k}` of run {} was masked as a secret; give it again with --param {k}=VALUE",
+            parent.id
+        )));
+    }
+    let parent_state = crate::run::state::RunState::fold(&plan, &events);
+    let reused = crate::run::driver::reuse_before(&plan, &parent_state, &parent.id, from);
+    let source = Source {
+        text: &text,
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        path: parent.source_path.clone(),
+        rerun: Some(crate::run::driver::Rerun {
+            parent: parent.id.clone(),
+            from: args.from.clone(),
+            reused,
+        }),
+    };
+    let launch = Launch {
+        yes: args.yes,
+        quiet: args.quiet,
+        max_parallel: args.max_parallel,
+    };
+    launch_run(g, store.as_ref(), &engine, plan, source, params, launch).await
 }
 
 fn driver_failure(e: crate::run::driver::DriverError) -> Failure {

@@ -143,6 +143,8 @@ pub struct StepView {
     pub approval: Option<Value>,
     pub operator: Option<Value>,
     pub outputs: Option<Value>,
+    /// The run whose outcome this step took over (re-runs).
+    pub reused_from: Option<String>,
 }
 
 /// Folds a run's events into a view per step, in the runbook's order; steps that never ran are
@@ -167,6 +169,7 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                 approval: None,
                 operator: None,
                 outputs: None,
+                reused_from: None,
             });
         }
     }
@@ -191,6 +194,7 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                     approval: None,
                     operator: None,
                     outputs: None,
+                    reused_from: None,
                 });
                 views.len() - 1
             }
@@ -250,6 +254,25 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                 ..
             } => {
                 v.guard = Some(json!({"condition": condition, "holds": holds, "values": values}));
+            }
+            Event::StepReused {
+                from_run,
+                status,
+                outputs,
+                chosen,
+                reason,
+                ..
+            } => {
+                v.status = status.clone();
+                v.skip_reason = reason.clone();
+                v.reused_from = Some(from_run.clone());
+                if !outputs.is_empty() {
+                    v.outputs = Some(Value::Object(outputs.clone()));
+                }
+                if let Some(c) = chosen {
+                    v.decision =
+                        Some(json!({"taken": c, "condition": null, "values": {}, "reused": true}));
+                }
             }
             Event::StepRecovered { outcome, .. } => {
                 v.status = match outcome {
@@ -369,9 +392,11 @@ pub async fn show(
         };
         let mut detail = Vec::new();
         if let Some(d) = &v.decision {
-            let why = d["condition"]
-                .as_str()
-                .map_or("default".to_string(), |c| format!("`{c}`"));
+            let why = match d["condition"].as_str() {
+                Some(c) => format!("`{c}`"),
+                None if d["reused"] == true => "the earlier run's decision".to_string(),
+                None => "default".to_string(),
+            };
             let taken: Vec<&str> = d["taken"]
                 .as_array()
                 .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -401,6 +426,9 @@ pub async fn show(
         {
             let read: Vec<String> = vals.iter().map(|(k, v)| format!("{k}={v}")).collect();
             detail.push(format!("read {}", read.join(", ")));
+        }
+        if let Some(r) = &v.reused_from {
+            detail.push(format!("reused from {}", &r[..12.min(r.len())]));
         }
         if let Some(o) = &v.operator {
             detail.push(format!(

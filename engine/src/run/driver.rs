@@ -66,6 +66,60 @@ pub struct Source<'a> {
     pub text: &'a str,
     pub sha256: String,
     pub path: Option<String>,
+    /// Set when this run re-runs another from one of its steps.
+    pub rerun: Option<Rerun>,
+}
+
+/// A re-run: the parent run, the step it restarts from, and the outcomes it reuses.
+pub struct Rerun {
+    pub parent: String,
+    pub from: String,
+    pub reused: Vec<Event>,
+}
+
+/// The outcomes a re-run from step `from` takes over from the parent run's state: every step that is
+/// neither `from` nor downstream of it, and that succeeded, was skipped, or failed in a way the
+/// runbook lets the run continue past.
+pub fn reuse_before(plan: &Plan, parent: &RunState, parent_id: &str, from: usize) -> Vec<Event> {
+    let mut downstream = vec![false; plan.steps.len()];
+    let mut stack = vec![from];
+    while let Some(i) = stack.pop() {
+        if !downstream[i] {
+            downstream[i] = true;
+            stack.extend(&plan.steps[i].succs);
+        }
+    }
+    plan.order
+        .iter()
+        .filter(|&&i| !downstream[i])
+        .filter_map(|&i| {
+            let st = &parent.steps[i];
+            let continued = matches!(
+                plan.steps[i].def.on_failure,
+                crate::runbook::OnFailure::Continue
+            );
+            let status = match st.status {
+                super::state::Status::Succeeded => "succeeded",
+                super::state::Status::Skipped => "skipped",
+                super::state::Status::Failed if continued => "failed",
+                _ => return None,
+            };
+            let (kind, reason) = match (&st.error, st.status) {
+                (Some((k, m)), super::state::Status::Failed) => (Some(*k), Some(m.clone())),
+                _ => (None, st.skip_reason.clone()),
+            };
+            Some(Event::StepReused {
+                step: plan.id(i).to_string(),
+                from_run: parent_id.to_string(),
+                status: status.to_string(),
+                kind,
+                result: st.result.clone(),
+                outputs: st.outputs.clone(),
+                chosen: st.chosen.clone(),
+                reason,
+            })
+        })
+        .collect()
 }
 
 type TaskResult = (usize, u32, Result<Value, StepError>);
@@ -222,7 +276,7 @@ impl<'a> Driver<'a> {
             actor: opts.actor.clone(),
             started_at,
             finished_at: None,
-            parent_run: None,
+            parent_run: source.rerun.as_ref().map(|r| r.parent.clone()),
         };
         store.create_run(&row, std::slice::from_ref(&rec)).await?;
         let mut state = RunState::new(&plan);
@@ -248,6 +302,15 @@ impl<'a> Driver<'a> {
             redactor,
         };
         take_lease(store, &run_id, &d.holder).await?;
+        if let Some(r) = source.rerun {
+            d.emit(Event::RerunOf {
+                parent_run: r.parent,
+                from_step: r.from,
+            });
+            for e in r.reused {
+                d.emit(e);
+            }
+        }
         let status = d.drive_leased().await?;
         Ok(RunOutcome { run_id, status })
     }

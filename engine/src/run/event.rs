@@ -101,6 +101,29 @@ pub enum Event {
         action: OperatorAction,
         by: String,
     },
+    /// This run re-runs `parent_run` from `from_step`; steps before it reuse that run's outcomes.
+    RerunOf {
+        parent_run: String,
+        from_step: String,
+    },
+    /// A step's outcome taken over from the parent run, not run again.
+    StepReused {
+        step: String,
+        from_run: String,
+        /// `succeeded`, `skipped`, or `failed` (a failure the runbook lets the run continue past).
+        status: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<ErrorKind>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Value>,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        outputs: Map<String, Value>,
+        /// A branch's chosen targets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chosen: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// The run cannot go on without an operator (steps in `unknown`).
     RunParked {
         waiting_for: Vec<String>,
@@ -140,6 +163,8 @@ impl Event {
             Event::StepRecovered { .. } => "step_recovered",
             Event::OperatorDecided { .. } => "operator_decided",
             Event::RunParked { .. } => "run_parked",
+            Event::RerunOf { .. } => "rerun_of",
+            Event::StepReused { .. } => "step_reused",
         }
     }
 
@@ -154,6 +179,7 @@ impl Event {
             | Event::StepFailed { step, .. }
             | Event::StepSkipped { step, .. }
             | Event::StepRecovered { step, .. }
+            | Event::StepReused { step, .. }
             | Event::OperatorDecided { step, .. } => Some(step),
             _ => None,
         }

@@ -239,6 +239,34 @@ impl RunState {
             Event::RunFinished { status, .. } => self.status = *status,
             Event::RunInterrupted { .. } => self.status = RunStatus::Interrupted,
             Event::RunParked { .. } => self.status = RunStatus::Waiting,
+            Event::StepReused {
+                status,
+                kind,
+                result,
+                outputs,
+                chosen,
+                reason,
+                ..
+            } => {
+                if let Some(i) = idx {
+                    if status == "skipped" {
+                        self.set_status(plan, i, Status::Skipped);
+                        self.steps[i].skip_reason = reason.clone();
+                    } else if status == "failed" {
+                        self.set_status(plan, i, Status::Failed);
+                        self.steps[i].error = Some((
+                            kind.unwrap_or(ErrorKind::Other),
+                            reason.clone().unwrap_or_default(),
+                        ));
+                    } else {
+                        self.set_status(plan, i, Status::Succeeded);
+                        self.steps[i].result = result.clone();
+                        self.steps[i].outputs = outputs.clone();
+                        self.steps[i].chosen = chosen.clone();
+                    }
+                }
+            }
+            Event::RerunOf { .. } => {}
             Event::RunResumed { .. } => self.status = RunStatus::Running,
             Event::StepRecovered { outcome, .. } => {
                 if let Some(i) = idx {

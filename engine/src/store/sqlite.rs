@@ -56,7 +56,19 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        MIGRATOR.run(&pool).await?;
+        // sqlx takes no lock while migrating SQLite, so two processes opening a new database at once
+        // race to create it; the loser retries and finds the winner's migrations applied.
+        let mut attempt = 0;
+        loop {
+            match MIGRATOR.run(&pool).await {
+                Ok(()) => break,
+                Err(_) if attempt < 8 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(SqliteStore { pool })
     }
 
