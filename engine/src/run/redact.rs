@@ -98,7 +98,10 @@ impl Redactor {
                 }
             }
             Event::GuardEvaluated { values, .. } | Event::DecisionTaken { values, .. } => {
-                values.values_mut().for_each(|v| self.value(v));
+                values.values_mut().for_each(|v| {
+                    self.value(v);
+                    cap(v);
+                });
             }
             Event::RunStarted { params, vars, .. } => {
                 for (k, v) in params.iter_mut().chain(vars.iter_mut()) {
@@ -162,5 +165,52 @@ mod tests {
         assert!(is_secret_name("SLACK_BOT_TOKEN"));
         assert!(is_secret_name("x-api-key"));
         assert!(!is_secret_name("threshold"));
+    }
+}
+
+/// The most of a value read by a condition that is copied into a decision or guard event. The full
+/// value is journaled once, with the step that produced it; a copy beyond this size is replaced by a
+/// preview, its size and its sha256 (which matches the full value in that step's event).
+pub const VALUE_CAP: usize = 4096;
+
+pub fn cap(v: &mut Value) {
+    let text = v.to_string();
+    if text.len() <= VALUE_CAP {
+        return;
+    }
+    use sha2::Digest as _;
+    let mut end = 512;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    *v = serde_json::json!({
+        "truncated": true,
+        "bytes": text.len(),
+        "sha256": hex::encode(sha2::Sha256::digest(text.as_bytes())),
+        "preview": &text[..end],
+    });
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn large_copies_become_a_preview_with_size_and_hash() {
+        let mut small = json!({"status": 200});
+        cap(&mut small);
+        assert_eq!(small, json!({"status": 200}));
+        let mut big = json!({"body": "x".repeat(10_000)});
+        let full = big.to_string();
+        cap(&mut big);
+        assert_eq!(big["truncated"], true);
+        assert_eq!(big["bytes"], full.len());
+        assert_eq!(big["preview"].as_str().map(str::len), Some(512));
+        use sha2::Digest as _;
+        assert_eq!(
+            big["sha256"],
+            hex::encode(sha2::Sha256::digest(full.as_bytes()))
+        );
     }
 }
