@@ -410,3 +410,46 @@ steps:
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("did you mean `act`"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_rerun_attempt_keeps_its_original_timeout_deadline() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "t.yaml",
+        "name: t\nsteps:\n  - id: hang\n    uses: shell.run\n    side_effect: read\n    timeout: 3s\n    with: { shell: \"touch started; while [ ! -e never ]; do sleep 0.01; done\" }\n",
+    );
+    let child = start(&sb, f.to_str().expect("path"));
+    until("the step to start", || sb.path().join("started").exists());
+    let run = the_run(&sb);
+    let mut deadline = 0;
+    until("the step's deadline to be journaled", || {
+        let o = sb.run(&["show", &run, "--events", "-o", "json"]);
+        deadline = serde_json::from_str::<Value>(&stdout(&o))
+            .ok()
+            .and_then(|v| {
+                v["events"]
+                    .as_array()?
+                    .iter()
+                    .find(|e| e["event"]["type"] == "step_started")?["event"]["deadline_ms"]
+                    .as_i64()
+            })
+            .unwrap_or(0);
+        deadline > 0
+    });
+    kill9(child);
+    let now = || jiff::Timestamp::now().as_millisecond();
+    until("two of the three seconds to pass", || {
+        now() >= deadline - 1_000
+    });
+    let resumed_at = now();
+    let o = sb.run(&["resume", &run, "-o", "json", "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let took = now() - resumed_at;
+    assert!(
+        took < 2_500,
+        "the re-run attempt got a fresh timeout ({took} ms)"
+    );
+    let shown = json(&o);
+    assert_eq!(step(&shown, "hang")["error_kind"], "timeout");
+    assert_eq!(step(&shown, "hang")["attempts"], 2);
+}

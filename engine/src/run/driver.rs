@@ -994,8 +994,15 @@ impl<'a> Driver<'a> {
                 if ps.def.approval && !self.approved(i, class, &inputs, attempt) {
                     return Ok(());
                 }
-                let timeout = ps.def.timeout;
-                let deadline_ms = timeout.map(|t| now_ms() + ms(t));
+                // An attempt re-run after a crash keeps the deadline its first start journaled.
+                let deadline_ms = match (ps.def.timeout, self.state.steps[i].deadline_ms) {
+                    (Some(_), Some(kept)) => Some(kept),
+                    (Some(t), None) => Some(now_ms() + ms(t)),
+                    (None, _) => None,
+                };
+                let timeout = deadline_ms
+                    .map(|d| Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0)));
+                let timeout_text = ps.def.timeout.map(runbook_steps::duration::human);
                 self.emit(Event::StepStarted {
                     step: step.clone(),
                     attempt,
@@ -1028,7 +1035,12 @@ impl<'a> Driver<'a> {
                             Ok(r) => r,
                             Err(_) => Err(StepError::new(
                                 ErrorKind::Timeout,
-                                format!("timed out after {}", runbook_steps::duration::human(t)),
+                                format!(
+                                    "timed out after {}",
+                                    timeout_text
+                                        .clone()
+                                        .unwrap_or_else(|| runbook_steps::duration::human(t))
+                                ),
                             )),
                         },
                         None => fut.await,

@@ -46,6 +46,8 @@ pub struct StepState {
     pub error: Option<(ErrorKind, String)>,
     pub retry_at_ms: Option<i64>,
     pub wait_deadline_ms: Option<i64>,
+    /// The timeout deadline of the attempt in flight; an attempt re-run after a crash keeps it.
+    pub deadline_ms: Option<i64>,
     pub skip_reason: Option<String>,
     /// Branch targets this step chose (branches only).
     pub chosen: Option<Vec<String>>,
@@ -61,6 +63,7 @@ impl StepState {
             error: None,
             retry_at_ms: None,
             wait_deadline_ms: None,
+            deadline_ms: None,
             skip_reason: None,
             chosen: None,
         }
@@ -160,12 +163,17 @@ impl RunState {
                 self.params = params.clone();
                 self.vars = vars.clone();
             }
-            Event::StepStarted { attempt, .. } => {
+            Event::StepStarted {
+                attempt,
+                deadline_ms,
+                ..
+            } => {
                 if let Some(i) = idx {
                     self.set_status(plan, i, Status::Running);
                     let st = &mut self.steps[i];
                     st.attempt = *attempt;
                     st.retry_at_ms = None;
+                    st.deadline_ms = *deadline_ms;
                 }
             }
             Event::WaitStarted { deadline_ms, .. } => {
@@ -187,6 +195,7 @@ impl RunState {
                 if let Some(i) = idx {
                     self.set_status(plan, i, Status::Succeeded);
                     let st = &mut self.steps[i];
+                    st.deadline_ms = None;
                     st.attempt = *attempt;
                     st.result = Some(result.clone());
                     st.outputs = outputs.clone();
@@ -211,6 +220,7 @@ impl RunState {
                         },
                     );
                     let st = &mut self.steps[i];
+                    st.deadline_ms = None;
                     st.attempt = *attempt;
                     st.error = Some((*kind, error.clone()));
                     match retry_at_ms {
