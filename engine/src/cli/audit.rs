@@ -458,6 +458,16 @@ fn summary(ev: &Event, run_sha: &str) -> String {
             "run parked: waits for an operator to settle {}",
             waiting_for.join(", ")
         ),
+        Event::RerunOf {
+            parent_run,
+            from_step,
+        } => format!("re-run of {parent_run} from step {from_step}"),
+        Event::StepReused {
+            step,
+            from_run,
+            status,
+            ..
+        } => format!("{step}: {status} in {from_run}, reused (not run again)"),
         // Events this view has no sentence for yet: their kind and fields.
         #[allow(unreachable_patterns)]
         other => {
