@@ -741,3 +741,32 @@ async fn interventions_crash_recovery_and_a_changed_runbook_are_in_the_report() 
         );
     }
 }
+
+#[test]
+fn a_refused_approval_is_listed_among_the_side_effects_asked_for() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "approve.yaml",
+        "name: approve\nsteps:\n  - id: risky\n    uses: shell.run\n    approval: required\n    with: { argv: [touch, did-it] }\n",
+    );
+    let o = sb.run(&["run", f.to_str().expect("path"), "--quiet"]);
+    assert_eq!(o.status.code(), Some(1));
+    let runs: serde_json::Value =
+        serde_json::from_str(&stdout(&sb.run(&["runs", "-o", "json"]))).expect("json");
+    let id = runs[0]["id"].as_str().expect("id");
+    let md = stdout(&sb.run(&["audit", id, "--format", "markdown"]));
+    let actions = md
+        .split("## Actions with side effects")
+        .nth(1)
+        .unwrap_or_default();
+    let actions = actions.split("\n## ").next().unwrap_or_default();
+    assert!(
+        actions.contains("**risky**") && actions.contains("unsafe"),
+        "{md}"
+    );
+    assert!(
+        actions.contains("\"did-it\""),
+        "the refused inputs are listed: {md}"
+    );
+    assert!(actions.contains("(approval)"), "{md}");
+}

@@ -468,20 +468,6 @@ fn summary(ev: &Event, run_sha: &str) -> String {
             status,
             ..
         } => format!("{step}: {status} in {from_run}, reused (not run again)"),
-        // Events this view has no sentence for yet: their kind and fields.
-        #[allow(unreachable_patterns)]
-        other => {
-            let mut fields = serde_json::to_value(other).unwrap_or(Value::Null);
-            if let Some(m) = fields.as_object_mut() {
-                m.remove("type");
-                m.remove("step");
-            }
-            let kind = other.kind().replace('_', " ");
-            match other.step() {
-                Some(step) => format!("{step}: {kind} {fields}"),
-                None => format!("{kind} {fields}"),
-            }
-        }
     }
 }
 

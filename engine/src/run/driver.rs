@@ -1067,7 +1067,16 @@ impl<'a> Driver<'a> {
                 true
             }
             Approval::Refused { reason } => {
-                self.fail_at_start(i, attempt, ErrorKind::Approval, reason);
+                // Journaled as the attempt it was, with its class and inputs, so an audit lists the
+                // side effect that was asked for and not allowed.
+                self.emit(Event::StepStarted {
+                    step: plan.id(i).to_string(),
+                    attempt,
+                    class,
+                    inputs: inputs.clone(),
+                    deadline_ms: None,
+                });
+                self.fail(i, attempt, StepError::new(ErrorKind::Approval, reason));
                 false
             }
         }
