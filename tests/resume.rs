@@ -416,7 +416,7 @@ fn a_rerun_attempt_keeps_its_original_timeout_deadline() {
     let sb = Sandbox::new();
     let f = sb.write(
         "t.yaml",
-        "name: t\nsteps:\n  - id: hang\n    uses: shell.run\n    side_effect: read\n    timeout: 3s\n    with: { shell: \"touch started; while [ ! -e never ]; do sleep 0.01; done\" }\n",
+        "name: t\nsteps:\n  - id: hang\n    uses: shell.run\n    side_effect: read\n    timeout: 3s\n    with: { shell: \"touch started; while [ -e started ] && [ ! -e never ]; do sleep 0.01; done\" }\n",
     );
     let child = start(&sb, f.to_str().expect("path"));
     until("the step to start", || sb.path().join("started").exists());
