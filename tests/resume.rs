@@ -453,3 +453,46 @@ fn a_rerun_attempt_keeps_its_original_timeout_deadline() {
     assert_eq!(step(&shown, "hang")["error_kind"], "timeout");
     assert_eq!(step(&shown, "hang")["attempts"], 2);
 }
+
+#[test]
+fn a_retry_backoff_keeps_its_wall_clock_time_across_a_crash() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "b.yaml",
+        "name: b\nsteps:\n  - id: flaky\n    uses: shell.run\n    side_effect: read\n    retry: { attempts: 2, backoff: { initial: 3s } }\n    with: { shell: \"echo x >> tries; [ -e ok ]\" }\n",
+    );
+    let child = start(&sb, f.to_str().expect("path"));
+    let run = the_run(&sb);
+    let mut retry_at = 0;
+    until("the failure and its retry time to be journaled", || {
+        let o = sb.run(&["show", &run, "--events", "-o", "json"]);
+        retry_at = serde_json::from_str::<Value>(&stdout(&o))
+            .ok()
+            .and_then(|v| {
+                v["events"]
+                    .as_array()?
+                    .iter()
+                    .find(|e| e["event"]["type"] == "step_failed")?["event"]["retry_at_ms"]
+                    .as_i64()
+            })
+            .unwrap_or(0);
+        retry_at > 0
+    });
+    kill9(child);
+    std::fs::write(sb.path().join("ok"), "").expect("ok");
+    let now = || jiff::Timestamp::now().as_millisecond();
+    until("two of the three seconds of backoff to pass", || {
+        now() >= retry_at - 1_000
+    });
+    let resumed_at = now();
+    let o = sb.run(&["resume", &run, "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let ended = now();
+    assert!(ended >= retry_at, "retried before its backoff was over");
+    assert!(
+        ended - resumed_at < 2_500,
+        "the backoff started over after the crash ({} ms)",
+        ended - resumed_at
+    );
+    assert_eq!(lines(&sb, "tries"), 2);
+}
