@@ -126,7 +126,7 @@ fn status_word(s: &str) -> String {
 }
 
 /// One step's story, folded from the journal.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct StepView {
     pub id: String,
     pub uses: String,
@@ -157,19 +157,7 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                 id: s.def.id.name.clone(),
                 uses: s.def.uses.name.clone(),
                 status: "not run".into(),
-                attempts: 0,
-                started_at: None,
-                finished_at: None,
-                class: None,
-                error: None,
-                error_kind: None,
-                skip_reason: None,
-                decision: None,
-                guard: None,
-                approval: None,
-                operator: None,
-                outputs: None,
-                reused_from: None,
+                ..StepView::default()
             });
         }
     }
@@ -182,19 +170,7 @@ pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepVi
                     id: step.to_string(),
                     uses: String::new(),
                     status: "not run".into(),
-                    attempts: 0,
-                    started_at: None,
-                    finished_at: None,
-                    class: None,
-                    error: None,
-                    error_kind: None,
-                    skip_reason: None,
-                    decision: None,
-                    guard: None,
-                    approval: None,
-                    operator: None,
-                    outputs: None,
-                    reused_from: None,
+                    ..StepView::default()
                 });
                 views.len() - 1
             }

@@ -243,7 +243,6 @@ impl<'a> Driver<'a> {
         opts: RunOptions,
         observer: &'a mut dyn Observer,
     ) -> Result<RunOutcome, DriverError> {
-        let registry = Arc::clone(&engine.registry);
         let expr = Arc::clone(&engine.expr);
         let run_id = uuid::Uuid::now_v7().simple().to_string();
         let started_at = now_ms();
@@ -282,25 +281,7 @@ impl<'a> Driver<'a> {
         let mut state = RunState::new(&plan);
         state.apply(&plan, &first);
         observer.on_event(&plan, &rec, &first);
-        let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut d = Driver {
-            plan,
-            store,
-            registry,
-            expr,
-            opts,
-            observer,
-            chain,
-            state,
-            pending: Vec::new(),
-            pending_since: None,
-            base,
-            tasks: JoinSet::new(),
-            progress_tx,
-            progress_rx,
-            holder: holder_name(),
-            redactor,
-        };
+        let mut d = Driver::new(plan, store, engine, opts, observer, (chain, state, base));
         take_lease(store, &run_id, &d.holder).await?;
         if let Some(r) = source.rerun {
             d.emit(Event::RerunOf {
@@ -432,26 +413,14 @@ impl<'a> Driver<'a> {
         };
         let run_info = json!({"id": run.id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": run.started_at});
         let (base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
-        let redactor = super::redact::Redactor::new(base.get("connections"));
-        let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut d = Driver {
-            plan: Arc::clone(&plan),
+        let mut d = Driver::new(
+            Arc::clone(&plan),
             store,
-            registry: Arc::clone(&engine.registry),
-            expr: Arc::clone(&engine.expr),
+            engine,
             opts,
             observer,
-            chain,
-            state,
-            pending: Vec::new(),
-            pending_since: None,
-            base,
-            tasks: JoinSet::new(),
-            progress_tx,
-            progress_rx,
-            holder: holder_name(),
-            redactor,
-        };
+            (chain, state, base),
+        );
         take_lease(store, &run.id, &d.holder).await?;
         let runbook_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
         d.emit(Event::RunResumed {
@@ -475,6 +444,37 @@ impl<'a> Driver<'a> {
             run_id: run.id,
             status,
         })
+    }
+
+    /// A driver for a run whose journal position, state and shared context are known.
+    fn new(
+        plan: Arc<Plan>,
+        store: &'a dyn Store,
+        engine: &crate::Engine,
+        opts: RunOptions,
+        observer: &'a mut dyn Observer,
+        (chain, state, base): (Chain, RunState, Json),
+    ) -> Driver<'a> {
+        let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        let redactor = super::redact::Redactor::new(base.get("connections"));
+        Driver {
+            plan,
+            store,
+            registry: Arc::clone(&engine.registry),
+            expr: Arc::clone(&engine.expr),
+            opts,
+            observer,
+            chain,
+            state,
+            pending: Vec::new(),
+            pending_since: None,
+            base,
+            tasks: JoinSet::new(),
+            progress_tx,
+            progress_rx,
+            holder: holder_name(),
+            redactor,
+        }
     }
 
     fn emit(&mut self, event: Event) {

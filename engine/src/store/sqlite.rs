@@ -50,26 +50,32 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(10));
+        // Processes opening a new database at the same moment race to switch it to WAL and to
+        // migrate it (sqlx takes no lock for SQLite migrations). The loser of either race gets
+        // "locked" or a failed migration, and on retry finds the winner's work done.
+        let mut attempt = 0;
+        let pool = loop {
+            match Self::connect_and_migrate(opts.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if attempt < 8 && is_open_race(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                }
+                Err(StoreError::Db(e)) => return Err(open_err(e.to_string())),
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(SqliteStore { pool })
+    }
+
+    async fn connect_and_migrate(opts: SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
         // One connection: a run is written by one task, and the durability switch is per connection.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(opts)
-            .await
-            .map_err(|e| open_err(e.to_string()))?;
-        // sqlx takes no lock while migrating SQLite, so two processes opening a new database at once
-        // race to create it; the loser retries and finds the winner's migrations applied.
-        let mut attempt = 0;
-        loop {
-            match MIGRATOR.run(&pool).await {
-                Ok(()) => break,
-                Err(_) if attempt < 8 => {
-                    attempt += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(SqliteStore { pool })
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(pool)
     }
 
     async fn insert_events(
@@ -95,6 +101,17 @@ impl SqliteStore {
             qb.build().execute(&mut *tx).await?;
         }
         Ok(())
+    }
+}
+
+fn is_open_race(e: &StoreError) -> bool {
+    match e {
+        StoreError::Migrate(_) => true,
+        StoreError::Db(e) => {
+            let m = e.to_string();
+            m.contains("locked") || m.contains("busy")
+        }
+        _ => false,
     }
 }
 
