@@ -33,6 +33,26 @@ fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits until the run's journal has an event of type `kind`, and returns its numeric `field`.
+fn journaled(sb: &Sandbox, run: &str, kind: &str, field: &str) -> i64 {
+    let mut value = 0;
+    until(&format!("{kind}.{field} to be journaled"), || {
+        let o = sb.run(&["show", run, "--events", "-o", "json"]);
+        value = serde_json::from_str::<Value>(&stdout(&o))
+            .ok()
+            .and_then(|v| {
+                v["events"]
+                    .as_array()?
+                    .iter()
+                    .find(|e| e["event"]["type"] == kind)?["event"][field]
+                    .as_i64()
+            })
+            .unwrap_or(0);
+        value > 0
+    });
+    value
+}
+
 fn start(sb: &Sandbox, file: &str) -> Child {
     sb.cmd(&["run", file, "--quiet"]).spawn().expect("spawn")
 }
@@ -210,21 +230,7 @@ fn a_resumed_sleep_keeps_its_original_wake_up_time() {
     );
     let child = start(&sb, f.to_str().expect("path"));
     let run = the_run(&sb);
-    let mut deadline = 0;
-    until("the wake-up time to be journaled", || {
-        let o = sb.run(&["show", &run, "--events", "-o", "json"]);
-        deadline = serde_json::from_str::<Value>(&stdout(&o))
-            .ok()
-            .and_then(|v| {
-                v["events"]
-                    .as_array()?
-                    .iter()
-                    .find(|e| e["event"]["type"] == "wait_started")?["event"]["deadline_ms"]
-                    .as_i64()
-            })
-            .unwrap_or(0);
-        deadline > 0
-    });
+    let deadline = journaled(&sb, &run, "wait_started", "deadline_ms");
     kill9(child);
     let now = || jiff::Timestamp::now().as_millisecond();
     // Time itself is what is tested: resume with about a second of the three left.
@@ -421,21 +427,7 @@ fn a_rerun_attempt_keeps_its_original_timeout_deadline() {
     let child = start(&sb, f.to_str().expect("path"));
     until("the step to start", || sb.path().join("started").exists());
     let run = the_run(&sb);
-    let mut deadline = 0;
-    until("the step's deadline to be journaled", || {
-        let o = sb.run(&["show", &run, "--events", "-o", "json"]);
-        deadline = serde_json::from_str::<Value>(&stdout(&o))
-            .ok()
-            .and_then(|v| {
-                v["events"]
-                    .as_array()?
-                    .iter()
-                    .find(|e| e["event"]["type"] == "step_started")?["event"]["deadline_ms"]
-                    .as_i64()
-            })
-            .unwrap_or(0);
-        deadline > 0
-    });
+    let deadline = journaled(&sb, &run, "step_started", "deadline_ms");
     kill9(child);
     let now = || jiff::Timestamp::now().as_millisecond();
     until("two of the three seconds to pass", || {
@@ -463,21 +455,7 @@ fn a_retry_backoff_keeps_its_wall_clock_time_across_a_crash() {
     );
     let child = start(&sb, f.to_str().expect("path"));
     let run = the_run(&sb);
-    let mut retry_at = 0;
-    until("the failure and its retry time to be journaled", || {
-        let o = sb.run(&["show", &run, "--events", "-o", "json"]);
-        retry_at = serde_json::from_str::<Value>(&stdout(&o))
-            .ok()
-            .and_then(|v| {
-                v["events"]
-                    .as_array()?
-                    .iter()
-                    .find(|e| e["event"]["type"] == "step_failed")?["event"]["retry_at_ms"]
-                    .as_i64()
-            })
-            .unwrap_or(0);
-        retry_at > 0
-    });
+    let retry_at = journaled(&sb, &run, "step_failed", "retry_at_ms");
     kill9(child);
     std::fs::write(sb.path().join("ok"), "").expect("ok");
     let now = || jiff::Timestamp::now().as_millisecond();
