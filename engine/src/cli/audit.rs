@@ -1,14 +1,14 @@
 //! `runbook audit`: what the journal says happened, for a person reviewing a run (a timeline or a
 //! Markdown report), for a SIEM (JSON Lines across runs), and whether the journal can be trusted.
 
-use super::show::{Table, print_json, step_views};
+use super::show::{Table, print_json, read_values, step_views};
 use super::{Failure, Format, exit};
 use crate::expr::Expr;
 use crate::run::event::{Event, OperatorAction, Record, Recovery, now_ms, verify_chain};
 use crate::runbook::plan::Plan;
 use crate::store::{EventKey, RunRow, Store};
 use runbook_steps::{Registry, SideEffect};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
@@ -291,15 +291,6 @@ impl Audited {
             _ => None,
         })
     }
-}
-
-/// `k=v, k=v` with values as JSON.
-fn read_values(values: &Map<String, Value>) -> String {
-    values
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn operator_word(a: OperatorAction) -> &'static str {

@@ -122,11 +122,10 @@ impl Observer for Live {
                     Some(c) => format!("`{c}`"),
                     None => "default".to_string(),
                 };
-                let read: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let read = if read.is_empty() {
+                let read = if values.is_empty() {
                     String::new()
                 } else {
-                    format!(" [{}]", read.join(", "))
+                    format!(" [{}]", super::show::read_values(values))
                 };
                 self.line(format!(
                     "  {} {step}: {why} → {}{}",

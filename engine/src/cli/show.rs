@@ -77,6 +77,15 @@ fn span(from: i64, to: Option<i64>) -> String {
     }
 }
 
+/// Values a condition read, as `k=v, k=v` with the values as JSON.
+pub fn read_values(values: &serde_json::Map<String, Value>) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Writes a value to stdout as pretty JSON, for `-o json`.
 pub fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -386,13 +395,7 @@ pub async fn show(
                 }
             ));
             if let Some(vals) = d["values"].as_object().filter(|m| !m.is_empty()) {
-                detail.push(format!(
-                    "read {}",
-                    vals.iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+                detail.push(format!("read {}", read_values(vals)));
             }
         }
         // A false guard is already the skip reason; show what it read.
@@ -400,8 +403,7 @@ pub async fn show(
             && g["holds"] == false
             && let Some(vals) = g["values"].as_object().filter(|m| !m.is_empty())
         {
-            let read: Vec<String> = vals.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            detail.push(format!("read {}", read.join(", ")));
+            detail.push(format!("read {}", read_values(vals)));
         }
         if let Some(r) = &v.reused_from {
             detail.push(format!("reused from {}", &r[..12.min(r.len())]));
