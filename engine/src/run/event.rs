@@ -221,14 +221,17 @@ impl RunStatus {
     }
 }
 
-/// An event as stored: its place in the run's chain, when, who, and the hash that links it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An event as stored: its place in the run's chain, when, who, and the hash that links it. Decoded
+/// from an `events` row by either store.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Record {
     pub run_id: String,
     pub seq: i64,
+    #[sqlx(rename = "at")]
     pub at_ms: i64,
     pub actor: String,
     pub kind: String,
+    #[sqlx(rename = "step_id")]
     pub step: Option<String>,
     /// The event as JSON text, exactly as stored and hashed.
     pub data: String,

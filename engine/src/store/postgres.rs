@@ -93,20 +93,6 @@ fn row_to_run(r: &sqlx::postgres::PgRow) -> Result<RunRow, sqlx::Error> {
     })
 }
 
-fn row_to_record(r: &sqlx::postgres::PgRow) -> Result<Record, sqlx::Error> {
-    Ok(Record {
-        run_id: r.try_get("run_id")?,
-        seq: r.try_get("seq")?,
-        at_ms: r.try_get("at")?,
-        actor: r.try_get("actor")?,
-        kind: r.try_get("kind")?,
-        step: r.try_get("step_id")?,
-        data: r.try_get("data")?,
-        prev_hash: r.try_get("prev_hash")?,
-        hash: r.try_get("hash")?,
-    })
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn create_run(&self, run: &RunRow, events: &[Record]) -> Result<(), StoreError> {
@@ -191,26 +177,12 @@ impl Store for PgStore {
     }
 
     async fn events(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM events WHERE run_id = $1 ORDER BY seq")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Record {
-                    run_id: r.try_get("run_id")?,
-                    seq: r.try_get("seq")?,
-                    at_ms: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    kind: r.try_get("kind")?,
-                    step: r.try_get("step_id")?,
-                    data: r.try_get("data")?,
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        Ok(
+            sqlx::query_as::<_, Record>("SELECT * FROM events WHERE run_id = $1 ORDER BY seq")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn acquire_lease(
@@ -279,7 +251,7 @@ impl Store for PgStore {
             run_id: "",
             seq: i64::MIN,
         });
-        let rows = sqlx::query(super::EVENTS_BETWEEN)
+        let rows = sqlx::query_as::<_, Record>(super::EVENTS_BETWEEN)
             .bind(since)
             .bind(until)
             .bind(after.at)
@@ -288,7 +260,7 @@ impl Store for PgStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(row_to_record).collect::<Result<_, _>>()?)
+        Ok(rows)
     }
 
     async fn prune(&self, finished_before: i64, dry_run: bool) -> Result<Pruned, StoreError> {
