@@ -41,6 +41,42 @@ pub struct RunRow {
     pub parent_run: Option<String>,
 }
 
+/// A `runs` row as both stores hold it (params as JSON text), decoded with sqlx's `FromRow`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct StoredRun {
+    id: String,
+    runbook: String,
+    title: Option<String>,
+    source_path: Option<String>,
+    runbook_sha256: String,
+    runbook_text: String,
+    params: String,
+    status: String,
+    actor: String,
+    started_at: i64,
+    finished_at: Option<i64>,
+    parent_run: Option<String>,
+}
+
+impl From<StoredRun> for RunRow {
+    fn from(r: StoredRun) -> RunRow {
+        RunRow {
+            id: r.id,
+            runbook: r.runbook,
+            title: r.title,
+            source_path: r.source_path,
+            runbook_sha256: r.runbook_sha256,
+            runbook_text: r.runbook_text,
+            params: serde_json::from_str(&r.params).unwrap_or(serde_json::Value::Null),
+            status: r.status,
+            actor: r.actor,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            parent_run: r.parent_run,
+        }
+    }
+}
+
 /// How hard a write must be on disk when it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {

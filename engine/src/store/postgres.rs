@@ -8,7 +8,7 @@ use super::{Durability, EventKey, Pruned, RunRow, Store, StoreError};
 use crate::run::event::Record;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions as _, PgPool, QueryBuilder, Row};
+use sqlx::{ConnectOptions as _, PgPool, QueryBuilder};
 use std::str::FromStr;
 
 pub struct PgStore {
@@ -75,24 +75,6 @@ impl PgStore {
     }
 }
 
-fn row_to_run(r: &sqlx::postgres::PgRow) -> Result<RunRow, sqlx::Error> {
-    let params: String = r.try_get("params")?;
-    Ok(RunRow {
-        id: r.try_get("id")?,
-        runbook: r.try_get("runbook")?,
-        title: r.try_get("title")?,
-        source_path: r.try_get("source_path")?,
-        runbook_sha256: r.try_get("runbook_sha256")?,
-        runbook_text: r.try_get("runbook_text")?,
-        params: serde_json::from_str(&params).unwrap_or(serde_json::Value::Null),
-        status: r.try_get("status")?,
-        actor: r.try_get("actor")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        parent_run: r.try_get("parent_run")?,
-    })
-}
-
 #[async_trait]
 impl Store for PgStore {
     async fn create_run(&self, run: &RunRow, events: &[Record]) -> Result<(), StoreError> {
@@ -144,11 +126,13 @@ impl Store for PgStore {
     }
 
     async fn runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(row_to_run).collect::<Result<_, _>>()?)
+        let rows = sqlx::query_as::<_, super::StoredRun>(
+            "SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(RunRow::from).collect())
     }
 
     async fn run(&self, id_or_prefix: &str) -> Result<RunRow, StoreError> {
@@ -156,13 +140,15 @@ impl Store for PgStore {
             return Err(StoreError::NoSuchRun(id_or_prefix.to_string()));
         }
         let pattern = format!("{}%", id_or_prefix.to_ascii_lowercase());
-        let rows = sqlx::query("SELECT * FROM runs WHERE id LIKE $1 ORDER BY started_at LIMIT 2")
-            .bind(&pattern)
-            .fetch_all(&self.pool)
-            .await?;
+        let mut rows = sqlx::query_as::<_, super::StoredRun>(
+            "SELECT * FROM runs WHERE id LIKE $1 ORDER BY started_at LIMIT 2",
+        )
+        .bind(&pattern)
+        .fetch_all(&self.pool)
+        .await?;
         match rows.len() {
             0 => Err(StoreError::NoSuchRun(id_or_prefix.to_string())),
-            1 => Ok(row_to_run(&rows[0])?),
+            1 => Ok(rows.remove(0).into()),
             _ => {
                 let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE id LIKE $1")
                     .bind(&pattern)

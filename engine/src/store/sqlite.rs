@@ -8,7 +8,7 @@ use super::{Durability, EventKey, Pruned, RunRow, Store, StoreError};
 use crate::run::event::Record;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, SqlitePool};
+use sqlx::{QueryBuilder, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -115,24 +115,6 @@ fn is_open_race(e: &StoreError) -> bool {
     }
 }
 
-fn row_to_run(r: &sqlx::sqlite::SqliteRow) -> Result<RunRow, sqlx::Error> {
-    let params: String = r.try_get("params")?;
-    Ok(RunRow {
-        id: r.try_get("id")?,
-        runbook: r.try_get("runbook")?,
-        title: r.try_get("title")?,
-        source_path: r.try_get("source_path")?,
-        runbook_sha256: r.try_get("runbook_sha256")?,
-        runbook_text: r.try_get("runbook_text")?,
-        params: serde_json::from_str(&params).unwrap_or(serde_json::Value::Null),
-        status: r.try_get("status")?,
-        actor: r.try_get("actor")?,
-        started_at: r.try_get("started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        parent_run: r.try_get("parent_run")?,
-    })
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: &RunRow, events: &[Record]) -> Result<(), StoreError> {
@@ -194,11 +176,13 @@ impl Store for SqliteStore {
     }
 
     async fn runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(row_to_run).collect::<Result<_, _>>()?)
+        let rows = sqlx::query_as::<_, super::StoredRun>(
+            "SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(RunRow::from).collect())
     }
 
     async fn run(&self, id_or_prefix: &str) -> Result<RunRow, StoreError> {
@@ -206,19 +190,18 @@ impl Store for SqliteStore {
         if id_or_prefix.is_empty() || !id_or_prefix.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(StoreError::NoSuchRun(id_or_prefix.to_string()));
         }
-        let rows = sqlx::query("SELECT * FROM runs WHERE id LIKE $1 ORDER BY started_at LIMIT 2")
-            .bind(format!("{}%", id_or_prefix.to_ascii_lowercase()))
-            .fetch_all(&self.pool)
-            .await?;
+        let mut rows = sqlx::query_as::<_, super::StoredRun>(
+            "SELECT * FROM runs WHERE id LIKE $1 ORDER BY started_at LIMIT 2",
+        )
+        .bind(format!("{}%", id_or_prefix.to_ascii_lowercase()))
+        .fetch_all(&self.pool)
+        .await?;
         match rows.len() {
             0 => Err(StoreError::NoSuchRun(id_or_prefix.to_string())),
-            1 => Ok(row_to_run(&rows[0])?),
+            1 => Ok(rows.remove(0).into()),
             _ => {
-                if let Some(exact) = rows
-                    .iter()
-                    .find(|r| r.try_get::<String, _>("id").ok().as_deref() == Some(id_or_prefix))
-                {
-                    return Ok(row_to_run(exact)?);
+                if let Some(exact) = rows.into_iter().find(|r| r.id == id_or_prefix) {
+                    return Ok(exact.into());
                 }
                 let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE id LIKE $1")
                     .bind(format!("{}%", id_or_prefix.to_ascii_lowercase()))
