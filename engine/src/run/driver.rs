@@ -478,10 +478,16 @@ impl<'a> Driver<'a> {
     }
 
     fn emit(&mut self, event: Event) {
+        self.emit_at(event, now_ms());
+    }
+
+    /// Journals an event as of `at_ms`: a timer's start events carry the instant its deadline was
+    /// computed from, so the journal says exactly "started at T, due at T + d".
+    fn emit_at(&mut self, event: Event, at_ms: i64) {
         // What is journaled is what the state sees, so a resumed run reads exactly what a live one did.
         let mut event = event;
         self.redactor.event(&mut event);
-        let rec = self.chain.seal(now_ms(), &self.opts.actor, &event);
+        let rec = self.chain.seal(at_ms, &self.opts.actor, &event);
         self.state.apply(&self.plan, &event);
         self.observer.on_event(&self.plan, &rec, &event);
         if self.pending.is_empty() {
@@ -874,21 +880,26 @@ impl<'a> Driver<'a> {
                 };
                 // A resumed sleep keeps the wake-up time it journaled; `slept_ms` counts from the
                 // moment that time was set.
-                let deadline = self.state.steps[i]
-                    .wait_deadline_ms
-                    .unwrap_or_else(|| now_ms() + ms(d));
+                let now = now_ms();
+                let deadline = self.state.steps[i].wait_deadline_ms.unwrap_or(now + ms(d));
                 let start = deadline - ms(d);
-                self.emit(Event::StepStarted {
-                    step: step.clone(),
-                    attempt,
-                    class: SideEffect::Read,
-                    inputs: json!({"for": duration}),
-                    deadline_ms: Some(deadline),
-                });
-                self.emit(Event::WaitStarted {
-                    step,
-                    deadline_ms: deadline,
-                });
+                self.emit_at(
+                    Event::StepStarted {
+                        step: step.clone(),
+                        attempt,
+                        class: SideEffect::Read,
+                        inputs: json!({"for": duration}),
+                        deadline_ms: Some(deadline),
+                    },
+                    now,
+                );
+                self.emit_at(
+                    Event::WaitStarted {
+                        step,
+                        deadline_ms: deadline,
+                    },
+                    now,
+                );
                 // The wake-up time must survive a crash, or a resumed run would sleep anew.
                 self.flush(Durability::Process).await?;
                 self.tasks.spawn(async move {
@@ -924,20 +935,25 @@ impl<'a> Driver<'a> {
                         return Ok(());
                     }
                 };
-                let deadline_ms = self.state.steps[i]
-                    .wait_deadline_ms
-                    .unwrap_or_else(|| now_ms() + ms(dl));
-                self.emit(Event::StepStarted {
-                    step: step.clone(),
-                    attempt,
-                    class: SideEffect::Read,
-                    inputs: json!({"probe": {"uses": probe_uses, "with": input}, "until": until}),
-                    deadline_ms: Some(deadline_ms),
-                });
-                self.emit(Event::WaitStarted {
-                    step: step.clone(),
-                    deadline_ms,
-                });
+                let now = now_ms();
+                let deadline_ms = self.state.steps[i].wait_deadline_ms.unwrap_or(now + ms(dl));
+                self.emit_at(
+                    Event::StepStarted {
+                        step: step.clone(),
+                        attempt,
+                        class: SideEffect::Read,
+                        inputs: json!({"probe": {"uses": probe_uses, "with": input}, "until": until}),
+                        deadline_ms: Some(deadline_ms),
+                    },
+                    now,
+                );
+                self.emit_at(
+                    Event::WaitStarted {
+                        step: step.clone(),
+                        deadline_ms,
+                    },
+                    now,
+                );
                 self.flush(Durability::Process).await?;
                 let w = Wait {
                     registry: Arc::clone(&self.registry),
