@@ -281,7 +281,15 @@ impl<'a> Driver<'a> {
         let mut state = RunState::new(&plan);
         state.apply(&plan, &first);
         observer.on_event(&plan, &rec, &first);
-        let mut d = Driver::new(plan, store, engine, opts, observer, (chain, state, base));
+        let mut d = Driver::new(
+            plan,
+            store,
+            engine,
+            opts,
+            observer,
+            (chain, state, base),
+            redactor,
+        );
         take_lease(store, &run_id, &d.holder).await?;
         if let Some(r) = source.rerun {
             d.emit(Event::RerunOf {
@@ -413,6 +421,7 @@ impl<'a> Driver<'a> {
         };
         let run_info = json!({"id": run.id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": run.started_at});
         let (base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
+        let redactor = super::redact::Redactor::new(base.get("connections"));
         let mut d = Driver::new(
             Arc::clone(&plan),
             store,
@@ -420,6 +429,7 @@ impl<'a> Driver<'a> {
             opts,
             observer,
             (chain, state, base),
+            redactor,
         );
         take_lease(store, &run.id, &d.holder).await?;
         let runbook_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
@@ -454,9 +464,9 @@ impl<'a> Driver<'a> {
         opts: RunOptions,
         observer: &'a mut dyn Observer,
         (chain, state, base): (Chain, RunState, Json),
+        redactor: super::redact::Redactor,
     ) -> Driver<'a> {
         let (progress_tx, progress_rx) = tokio::sync::mpsc::unbounded_channel();
-        let redactor = super::redact::Redactor::new(base.get("connections"));
         Driver {
             plan,
             store,
