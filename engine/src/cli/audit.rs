@@ -339,7 +339,77 @@ fn summary(ev: &Event, run_sha: &str) -> String {
                 class.as_str()
             )
         }
-        Event::ApprovalGranted { step, by, how } => format!("{step}: approved by {by} ({how})"),
+        Event::ApprovalRequested {
+            step,
+            attempt,
+            class,
+            inputs,
+            approvers,
+            expires_at_ms,
+            ..
+        } => {
+            let who = if approvers.is_empty() {
+                String::new()
+            } else {
+                format!(" by one of {}", approvers.join(", "))
+            };
+            let until = expires_at_ms
+                .map(|t| format!(", until {}", local(t, false)))
+                .unwrap_or_default();
+            format!(
+                "{step}: asks for approval{who} ({}, attempt {attempt}{until}) with inputs {inputs}",
+                class.as_str()
+            )
+        }
+        Event::ApprovalGranted {
+            step,
+            by,
+            how,
+            comment,
+        } => match comment {
+            Some(c) => format!("{step}: approved by {by} ({how}): {c}"),
+            None => format!("{step}: approved by {by} ({how})"),
+        },
+        Event::ApprovalDenied {
+            step,
+            by,
+            how,
+            reason,
+        } => format!("{step}: denied by {by} ({how}): {reason}"),
+        Event::ProbeStarted { step, probe } => format!("{step}: probe {probe} sent"),
+        Event::ProbeDone {
+            step,
+            probe,
+            holds,
+            values,
+            problem,
+            next_at_ms,
+            ..
+        } => {
+            let read = if values.is_empty() {
+                String::new()
+            } else {
+                format!("; read {}", read_values(values))
+            };
+            let why = problem.as_deref().map(|p| format!(": {p}")).unwrap_or_default();
+            format!(
+                "{step}: probe {probe}: condition {holds}{why}{read}; next at {}",
+                local(*next_at_ms, false)
+            )
+        }
+        Event::RunDetached {
+            wake_at_ms,
+            approvals,
+        } => {
+            let mut what = Vec::new();
+            if let Some(t) = wake_at_ms {
+                what.push(format!("until {}", local(*t, false)));
+            }
+            if !approvals.is_empty() {
+                what.push(format!("for approval of {}", approvals.join(", ")));
+            }
+            format!("run parked {}; any process may resume it", what.join(" and "))
+        }
         Event::GuardEvaluated {
             step,
             condition,
@@ -379,7 +449,9 @@ fn summary(ev: &Event, run_sha: &str) -> String {
             }
             s
         }
-        Event::WaitStarted { step, deadline_ms } => {
+        Event::WaitStarted {
+            step, deadline_ms, ..
+        } => {
             format!("{step}: waits until {}", local(*deadline_ms, false))
         }
         Event::StepSucceeded {
@@ -558,7 +630,7 @@ fn sections(a: &Audited) -> Sections {
                 json!({"kind": "guard", "step": step, "condition": condition,
                        "values": values, "holds": holds}),
             )),
-            Event::ApprovalGranted { step, by, how } => {
+            Event::ApprovalGranted { step, by, how, .. } => {
                 let approval = json!({"by": by, "how": how, "at": rfc3339(r.at_ms)});
                 approvals.insert(step, approval);
                 s.interventions.push(with(

@@ -1,6 +1,7 @@
 //! The `runbook` command line.
 
 pub mod audit;
+pub mod drive;
 pub mod find;
 pub mod progress;
 pub mod prune;
@@ -8,15 +9,12 @@ pub mod show;
 
 use crate::diag::Report;
 use crate::expr::Expr;
-use crate::run::driver::{Driver, RunOptions, Source};
-use crate::run::event::RunStatus;
 use crate::runbook::load::coerce_param;
 use crate::runbook::plan::Plan;
 use crate::runbook::validate::check;
 use crate::store::{self, Store};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use runbook_steps::Registry;
-use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,7 +65,7 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Where runs are recorded: a SQLite file path.
+    /// Where runs are recorded: a SQLite file path, or a postgres://user@host/db URL.
     #[arg(long, global = true, env = "RUNBOOK_DB", value_name = "PATH")]
     pub db: Option<String>,
     /// Who is acting, recorded with every event (default: the OS user).
@@ -97,7 +95,7 @@ pub enum Command {
     },
     /// Run a runbook and record the run.
     #[command(
-        after_help = "Examples:\n  runbook run service-health\n  runbook run service-health --param disk_max_pct=95 --yes\n  runbook run ./my-runbook.yaml -o json\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nWithout a terminal and without --yes, such a step fails with a message saying how to approve.\nCtrl-C stops the run; it is recorded as interrupted."
+        after_help = "Examples:\n  runbook run service-health\n  runbook run service-health --param disk_max_pct=95 --yes\n  runbook run ./my-runbook.yaml -o json\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nAny other terminal or script may answer too: runbook approve RUN STEP / runbook deny RUN STEP.\nWithout a terminal the run waits for such an answer (or parks at once with --detach).\nCtrl-C stops the run; it is recorded as interrupted."
     )]
     Run(RunArgs),
     /// List the runbooks found in ./runbooks and RUNBOOK_PATH.
@@ -143,6 +141,28 @@ pub enum Command {
         after_help = "Completed steps are never run again and recorded decisions stand. A `read` or `idempotent`\nstep that was running when the run stopped is run again; an `unsafe` one becomes `unknown` and\nthe run waits until you say what happened:\n  runbook resume 01a20e91cbf5 --mark-done restart   # it did act\n  runbook resume 01a20e91cbf5 --retry restart       # run it again\n  runbook resume 01a20e91cbf5 --mark-failed restart # treat it as failed\nEach decision is journaled with who made it (--actor).\n\nExit codes as for `run`, plus 4: the run waits for an operator."
     )]
     Resume(ResumeArgs),
+    /// Approve a step that waits for approval, from any terminal or script.
+    #[command(
+        after_help = "Example:\n  runbook approve 01a20e91cbf5 restart_pods --comment \"checked the dashboards\"\n\nThe answer is recorded with who gave it (--actor, else the OS user); the runbook may limit who\nmay answer (`approval: { approvers: [...], distinct_from_initiator: true }`). The first answer\nto a request wins. A run driven by a process picks the answer up within a second; a parked run\ngoes on with `runbook resume RUN`."
+    )]
+    Approve {
+        #[command(flatten)]
+        target: AnswerArgs,
+        /// A note kept with the approval.
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a step that waits for approval: it fails (kind `approval`) with your reason.
+    #[command(
+        after_help = "Example:\n  runbook deny 01a20e91cbf5 restart_pods --reason \"traffic peak, retry after 18:00\""
+    )]
+    Deny {
+        #[command(flatten)]
+        target: AnswerArgs,
+        /// Why, recorded in the journal and shown in the step's failure.
+        #[arg(long, required = true)]
+        reason: String,
+    },
     /// Review what a run did, from its journal: a timeline or a report; verify journals; export them.
     #[command(
         args_conflicts_with_subcommands = true,
@@ -182,15 +202,8 @@ pub struct RerunArgs {
     /// Override a parameter, as name=value (repeatable).
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     pub params: Vec<String>,
-    /// Approve every step that requires approval, unattended.
-    #[arg(long)]
-    pub yes: bool,
-    /// How many independent steps may run at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub max_parallel: u16,
-    /// No live progress on stderr.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub drive: DriveArgs,
 }
 
 #[derive(Args, Debug)]
@@ -210,15 +223,34 @@ pub struct ResumeArgs {
     /// default is the exact text stored with the run). The switch and the new text are journaled.
     #[arg(long)]
     pub use_current: bool,
-    /// Approve every step that requires approval, unattended.
+    #[command(flatten)]
+    pub drive: DriveArgs,
+}
+
+/// How a run is driven and watched: `run`, `rerun` and `resume` take the same flags.
+#[derive(Args, Debug, Clone)]
+pub struct DriveArgs {
+    /// Approve every step that requires approval, unattended (recorded as approved by --actor).
     #[arg(long)]
     pub yes: bool,
+    /// Park the run as soon as it only waits (a timer, a poll's next probe, a retry's backoff, an
+    /// approval) and exit with code 4; `runbook resume RUN` continues it later, from any process.
+    #[arg(long)]
+    pub detach: bool,
     /// How many independent steps may run at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_parallel: u16,
     /// No live progress on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct AnswerArgs {
+    /// Run id or unique id prefix.
+    pub run: String,
+    /// The step whose approval request to answer.
+    pub step: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,15 +295,8 @@ pub struct RunArgs {
     /// A parameter, as name=value (repeatable).
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     pub params: Vec<String>,
-    /// Approve every step that requires approval, unattended.
-    #[arg(long)]
-    pub yes: bool,
-    /// How many independent steps may run at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub max_parallel: u16,
-    /// No live progress on stderr.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub drive: DriveArgs,
 }
 
 /// An error that has already decided its exit code.
@@ -323,12 +348,12 @@ pub fn default_db() -> Result<PathBuf, Failure> {
         })
 }
 
-async fn open_store(g: &Global) -> Result<Box<dyn Store>, Failure> {
+async fn open_store(g: &Global) -> Result<Arc<dyn Store>, Failure> {
     let (db, create) = match &g.db {
         Some(db) => (db.clone(), false),
         None => (default_db()?.display().to_string(), true),
     };
-    Ok(store::open(&db, create).await?)
+    Ok(Arc::from(store::open(&db, create).await?))
 }
 
 fn actor(g: &Global) -> String {
@@ -367,9 +392,21 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
     let expr = Arc::new(Expr::new());
     match cli.command {
         Command::Validate { runbooks } => validate(&runbooks, &registry, &expr, cli.global.output),
-        Command::Run(args) => run(&cli.global, args, registry, expr).await,
-        Command::Resume(args) => resume(&cli.global, args, crate::Engine { registry, expr }).await,
-        Command::Rerun(args) => rerun(&cli.global, args, crate::Engine { registry, expr }).await,
+        Command::Run(args) => drive::run(&cli.global, args, crate::Engine { registry, expr }).await,
+        Command::Resume(args) => {
+            drive::resume(&cli.global, args, crate::Engine { registry, expr }).await
+        }
+        Command::Rerun(args) => {
+            drive::rerun(&cli.global, args, crate::Engine { registry, expr }).await
+        }
+        Command::Approve { target, comment } => {
+            let engine = crate::Engine { registry, expr };
+            drive::answer(&cli.global, target, true, comment, engine).await
+        }
+        Command::Deny { target, reason } => {
+            let engine = crate::Engine { registry, expr };
+            drive::answer(&cli.global, target, false, Some(reason), engine).await
+        }
         Command::List => list(&registry, &expr, cli.global.output),
         Command::Runs { limit, resumable } => {
             let store = open_store(&cli.global).await?;
@@ -621,292 +658,6 @@ pub fn parse_params(
                 .join("\n"),
         ))
     }
-}
-
-async fn run(
-    g: &Global,
-    args: RunArgs,
-    registry: Arc<Registry>,
-    expr: Arc<Expr>,
-) -> Result<i32, Failure> {
-    let (path, text, plan) = load_plan(&args.runbook, &registry, &expr)?;
-    let params = parse_params(&plan, &args.params)?;
-    let store = open_store(g).await?;
-    let launch = Launch {
-        yes: args.yes,
-        quiet: args.quiet,
-        max_parallel: args.max_parallel,
-    };
-    let engine = crate::Engine { registry, expr };
-    let source = Source {
-        text: &text,
-        sha256: hex::encode(Sha256::digest(text.as_bytes())),
-        path: Some(display_path(&path)),
-        rerun: None,
-    };
-    launch_run(g, store.as_ref(), &engine, plan, source, params, launch).await
-}
-
-/// How a run is watched and bounded, as `run` and `rerun` take it.
-struct Launch {
-    yes: bool,
-    quiet: bool,
-    max_parallel: u16,
-}
-
-async fn launch_run(
-    g: &Global,
-    store: &dyn Store,
-    engine: &crate::Engine,
-    plan: Plan,
-    source: Source<'_>,
-    params: serde_json::Map<String, serde_json::Value>,
-    launch: Launch,
-) -> Result<i32, Failure> {
-    let actor = actor(g);
-    let mut live = progress::Live::new(&actor, launch.yes, launch.quiet);
-    let started = std::time::Instant::now();
-    let outcome = Driver::start(
-        Arc::new(plan),
-        store,
-        engine,
-        source,
-        params,
-        RunOptions {
-            actor,
-            max_parallel: usize::from(launch.max_parallel),
-        },
-        &mut live,
-    )
-    .await
-    .map_err(driver_failure)?;
-    finish(g, store, &outcome, started, launch.quiet).await
-}
-
-async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result<i32, Failure> {
-    use crate::run::event::{Event, current_text};
-    let store = open_store(g).await?;
-    let parent = store.run(&args.run).await?;
-    let mut events = Vec::new();
-    for r in store.events(&parent.id).await? {
-        events.push(r.event().map_err(|e| {
-            Failure::env(format!(
-                "event {} of run {} is unreadable: {e}",
-                r.seq, parent.id
-            ))
-        })?);
-    }
-    let text = current_text(&parent.runbook_text, &events).to_string();
-    let label = parent
-        .source_path
-        .clone()
-        .unwrap_or_else(|| "stored runbook".to_string());
-    let plan = check(&label, &text, &engine.registry, &engine.expr).map_err(|r| {
-        Failure::invalid(format!(
-            "the runbook of run {} does not validate any more:\n{}",
-            parent.id,
-            r.render(false)
-        ))
-    })?;
-    let Some(&from) = plan.index.get(&args.from) else {
-        let hint = crate::diag::suggest(&args.from, plan.index.keys().map(String::as_str))
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_default();
-        return Err(Failure::invalid(format!(
-            "run {} has no step `{}`{hint}",
-            parent.id, args.from
-        )));
-    };
-    // The parent's parameters, with overrides; a value masked as a secret must be given again.
-    let Some(Event::RunStarted { params: old, .. }) = events.first() else {
-        return Err(Failure::env(format!(
-            "run {} has no run_started event",
-            parent.id
-        )));
-    };
-    let mut params = old.clone();
-    for p in &args.params {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| Failure::invalid(format!("--param `{p}`: write NAME=VALUE")))?;
-        let k = k.trim();
-        let decl = plan
-            .runbook
-            .params
-            .iter()
-            .find(|d| d.name.name == k)
-            .ok_or_else(|| {
-                Failure::invalid(format!(
-                    "--param `{k}`: runbook `{}` has no such parameter",
-                    plan.runbook.name
-                ))
-            })?;
-        let value = coerce_param(
-            decl.ty,
-            decl.choices.as_deref(),
-            &serde_json::Value::String(v.to_string()),
-        )
-        .map_err(|e| Failure::invalid(format!("--param {k}: {e}")))?;
-        params.insert(k.to_string(), value);
-    }
-    if let Some((k, _)) = params
-        .iter()
-        .find(|(_, v)| v.as_str() == Some(crate::run::redact::MASK))
-    {
-        return Err(Failure::invalid(format!(
-            "parameter `{k}` of run {} was masked as a secret; give it again with --param {k}=VALUE",
-            parent.id
-        )));
-    }
-    let parent_state = crate::run::state::RunState::fold(&plan, &events);
-    let reused = crate::run::driver::reuse_before(&plan, &parent_state, &parent.id, from);
-    let source = Source {
-        text: &text,
-        sha256: hex::encode(Sha256::digest(text.as_bytes())),
-        path: parent.source_path.clone(),
-        rerun: Some(crate::run::driver::Rerun {
-            parent: parent.id.clone(),
-            from: args.from.clone(),
-            reused,
-        }),
-    };
-    let launch = Launch {
-        yes: args.yes,
-        quiet: args.quiet,
-        max_parallel: args.max_parallel,
-    };
-    launch_run(g, store.as_ref(), &engine, plan, source, params, launch).await
-}
-
-fn driver_failure(e: crate::run::driver::DriverError) -> Failure {
-    use crate::run::driver::DriverError;
-    match e {
-        DriverError::Store(s) => Failure::from(s),
-        DriverError::Setup(m) | DriverError::Refused(m) => Failure::invalid(m),
-    }
-}
-
-/// The end of `run` and `resume`: the summary line (or JSON) and the exit code.
-async fn finish(
-    g: &Global,
-    store: &dyn Store,
-    outcome: &crate::run::driver::RunOutcome,
-    started: std::time::Instant,
-    quiet: bool,
-) -> Result<i32, Failure> {
-    let took = runbook_steps::duration::human(started.elapsed());
-    let short = &outcome.run_id[..12.min(outcome.run_id.len())];
-    if g.output == Format::Json {
-        let shown = show::run_json(store, &outcome.run_id).await?;
-        show::print_json(&shown);
-    } else if !quiet {
-        let word = match outcome.status {
-            RunStatus::Succeeded => console::style("succeeded").green().bold(),
-            RunStatus::Failed => console::style("failed").red().bold(),
-            RunStatus::Interrupted => console::style("interrupted").yellow().bold(),
-            RunStatus::Running => console::style("running").bold(),
-            RunStatus::Waiting => console::style("waiting for an operator").yellow().bold(),
-        };
-        eprintln!(
-            "run {} {word} in {took} — details: runbook show {short}",
-            outcome.run_id
-        );
-    }
-    if outcome.status == RunStatus::Waiting && g.output == Format::Text {
-        let shown = show::run_json(store, &outcome.run_id).await?;
-        let unknown: Vec<String> = shown["steps"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|s| s["status"] == "unknown")
-                    .filter_map(|s| s["id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for step in unknown {
-            eprintln!(
-                "step `{step}` is unsafe and was running when the run stopped: it may or may not have acted.\n  check, then: runbook resume {short} --mark-done {step}   (it did what it should)\n              runbook resume {short} --retry {step}       (run it again)\n              runbook resume {short} --mark-failed {step} (treat it as failed)"
-            );
-        }
-    }
-    Ok(match outcome.status {
-        RunStatus::Succeeded => exit::OK,
-        RunStatus::Interrupted => exit::INTERRUPTED,
-        RunStatus::Waiting => exit::WAITING,
-        _ => exit::RUN_FAILED,
-    })
-}
-
-/// The runbook file's text when it differs from what the run follows: returned with `--use-current`,
-/// otherwise only mentioned.
-async fn changed_runbook(
-    store: &dyn Store,
-    run: &str,
-    use_current: bool,
-) -> Result<Option<String>, Failure> {
-    let row = store.run(run).await?;
-    let mut events = Vec::new();
-    for r in store.events(&row.id).await? {
-        if let Ok(e) = r.event() {
-            events.push(e);
-        }
-    }
-    let followed = crate::run::event::current_text(&row.runbook_text, &events);
-    let path = row.source_path.clone().unwrap_or_default();
-    let file = std::fs::read_to_string(&path).ok();
-    match (file, use_current) {
-        (Some(now), true) if now != followed => Ok(Some(now)),
-        (Some(_), true) => Ok(None),
-        (None, true) => Err(Failure::invalid(format!(
-            "--use-current: cannot read the runbook file `{path}` the run was started from"
-        ))),
-        (Some(now), false) if now != followed => {
-            eprintln!(
-                "note: {path} changed since the run started; resuming with the version stored with the run (pass --use-current to switch)"
-            );
-            Ok(None)
-        }
-        _ => Ok(None),
-    }
-}
-
-async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i32, Failure> {
-    use crate::run::event::OperatorAction;
-    let store = open_store(g).await?;
-    let actor = actor(g);
-    let mut decisions = Vec::new();
-    for (steps, action) in [
-        (&args.retry, OperatorAction::Retry),
-        (&args.mark_done, OperatorAction::MarkDone),
-        (&args.mark_failed, OperatorAction::MarkFailed),
-    ] {
-        for s in steps {
-            if decisions.iter().any(|(d, _): &(String, _)| d == s) {
-                return Err(Failure::invalid(format!(
-                    "step `{s}` is given more than one decision"
-                )));
-            }
-            decisions.push((s.clone(), action));
-        }
-    }
-    let newer = changed_runbook(store.as_ref(), &args.run, args.use_current).await?;
-    let mut live = progress::Live::new(&actor, args.yes, args.quiet);
-    let started = std::time::Instant::now();
-    let outcome = Driver::resume(
-        store.as_ref(),
-        &engine,
-        &args.run,
-        decisions,
-        newer,
-        RunOptions {
-            actor,
-            max_parallel: usize::from(args.max_parallel),
-        },
-        &mut live,
-    )
-    .await
-    .map_err(driver_failure)?;
-    finish(g, store.as_ref(), &outcome, started, args.quiet).await
 }
 
 fn display_path(p: &Path) -> String {

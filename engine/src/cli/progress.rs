@@ -1,9 +1,9 @@
 //! The live view of a run: a line per finished step, a spinner per running step on a terminal, plain
 //! timestamped lines otherwise (CI logs, pipes). Also answers approval requests.
 
-use crate::run::driver::{Approval, Observer};
+use crate::run::driver::{Answer, Observer};
 use crate::run::event::{Event, Record};
-use crate::runbook::plan::{Plan, PlanStep};
+use crate::runbook::plan::Plan;
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use runbook_steps::duration::human;
@@ -19,10 +19,20 @@ pub struct Live {
     actor: String,
     yes: bool,
     quiet: bool,
+    /// The run parks instead of asking.
+    detach: bool,
+    /// Where this terminal's answers to approval requests go.
+    answers: tokio::sync::mpsc::UnboundedSender<Answer>,
 }
 
 impl Live {
-    pub fn new(actor: &str, yes: bool, quiet: bool) -> Live {
+    pub fn new(
+        actor: &str,
+        yes: bool,
+        quiet: bool,
+        detach: bool,
+        answers: tokio::sync::mpsc::UnboundedSender<Answer>,
+    ) -> Live {
         let fancy = std::io::stderr().is_terminal() && !quiet;
         let multi = MultiProgress::with_draw_target(if fancy {
             ProgressDrawTarget::stderr()
@@ -37,6 +47,8 @@ impl Live {
             actor: actor.to_string(),
             yes,
             quiet,
+            detach,
+            answers,
         }
     }
 
@@ -60,6 +72,72 @@ impl Live {
             .unwrap_or_default()
     }
 
+    /// A step asks for approval: `--yes` answers at once; a terminal gets a prompt on its own thread
+    /// (the driver goes on renewing its lease and hearing answers from elsewhere meanwhile); otherwise
+    /// the line says how to answer from anywhere.
+    fn approval_requested(
+        &mut self,
+        run_id: &str,
+        plan: &Plan,
+        step: &str,
+        attempt: u32,
+        class: runbook_steps::SideEffect,
+        inputs: &serde_json::Value,
+    ) {
+        let answer = |approve: bool, by: &str, how: &str| Answer {
+            step: step.to_string(),
+            attempt: Some(attempt),
+            approve,
+            by: by.to_string(),
+            how: how.to_string(),
+            comment: None,
+        };
+        if self.yes {
+            // The receiver lives as long as the driver; a closed channel means the run is over.
+            let _ = self.answers.send(answer(true, &self.actor, "--yes"));
+            return;
+        }
+        let short = &run_id[..12.min(run_id.len())];
+        self.line(format!(
+            "  {} {step} waits for approval — from anywhere: runbook approve {short} {step}   (or: runbook deny {short} {step} --reason ...)",
+            style("?").yellow().bold(),
+        ));
+        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        if self.detach || !interactive || self.quiet {
+            return;
+        }
+        let uses = plan.step(step).map_or("", |s| s.def.uses.name.as_str()).to_string();
+        let rendered = serde_json::to_string_pretty(inputs).unwrap_or_default();
+        let multi = self.multi.clone();
+        let tx = self.answers.clone();
+        let (yes, no) = (answer(true, &self.actor, "terminal"), answer(false, &self.actor, "terminal"));
+        let step = step.to_string();
+        // A plain thread: reading stdin blocks, and must block neither the driver nor the runtime.
+        std::thread::spawn(move || {
+            // Spinners would redraw over the prompt; hide them while a person reads.
+            multi.set_draw_target(ProgressDrawTarget::hidden());
+            let mut err = std::io::stderr();
+            let _ = writeln!(
+                err,
+                "\n{} step {} ({uses}, {}) wants to run with:\n{rendered}\n",
+                style("?").yellow().bold(),
+                style(&step).bold(),
+                class.as_str(),
+            );
+            let _ = write!(err, "Approve? [y/N] ");
+            let _ = err.flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().lock().read_line(&mut line);
+            multi.set_draw_target(ProgressDrawTarget::stderr());
+            let line = line.trim().to_ascii_lowercase();
+            let mut a = if line == "y" || line == "yes" { yes } else { no };
+            if !a.approve {
+                a.comment = Some("refused at the terminal".to_string());
+            }
+            let _ = tx.send(a);
+        });
+    }
+
     fn end_bar(&mut self, step: &str) {
         if let Some(b) = self.bars.remove(step) {
             b.finish_and_clear();
@@ -69,7 +147,7 @@ impl Live {
 }
 
 impl Observer for Live {
-    fn on_event(&mut self, plan: &Plan, _rec: &Record, event: &Event) {
+    fn on_event(&mut self, plan: &Plan, rec: &Record, event: &Event) {
         match event {
             Event::RunStarted { runbook, .. } => {
                 self.line(format!("{} {}", style("▶").cyan(), style(runbook).bold()));
@@ -105,10 +183,25 @@ impl Observer for Live {
                     self.line(format!("  … {label} started"));
                 }
             }
-            Event::ApprovalGranted { step, by, how } => {
+            Event::ApprovalRequested {
+                step,
+                attempt,
+                class,
+                inputs,
+                ..
+            } => self.approval_requested(&rec.run_id, plan, step, *attempt, *class, inputs),
+            Event::ApprovalGranted { step, by, how, .. } => {
                 self.line(format!(
                     "  {} {step} approved by {by} ({how})",
                     style("✔").green()
+                ));
+            }
+            Event::ApprovalDenied {
+                step, by, reason, ..
+            } => {
+                self.line(format!(
+                    "  {} {step} denied by {by}: {reason}",
+                    style("✗").red()
                 ));
             }
             Event::DecisionTaken {
@@ -198,59 +291,6 @@ impl Observer for Live {
     fn on_progress(&mut self, step: &str, line: &str) {
         if let Some(b) = self.bars.get(step) {
             b.set_message(line.chars().take(120).collect::<String>());
-        }
-    }
-
-    fn approve(
-        &mut self,
-        step: &PlanStep,
-        class: runbook_steps::SideEffect,
-        inputs: &serde_json::Value,
-    ) -> Approval {
-        let id = &step.def.id.name;
-        if self.yes {
-            return Approval::Granted {
-                by: self.actor.clone(),
-                how: "--yes".to_string(),
-            };
-        }
-        if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
-            return Approval::Refused {
-                reason: format!(
-                    "step `{id}` requires approval and there is no terminal to ask on; run in a terminal to answer the prompt, or pass --yes to approve unattended"
-                ),
-            };
-        }
-        let rendered = serde_json::to_string_pretty(inputs).unwrap_or_default();
-        let answer = self.multi.suspend(|| {
-            let mut err = std::io::stderr();
-            let _ = writeln!(
-                err,
-                "\n{} step {} ({}, {}) wants to run with:\n{}\n",
-                style("?").yellow().bold(),
-                style(id).bold(),
-                step.def.uses.name,
-                class.as_str(),
-                rendered
-            );
-            let _ = write!(err, "Approve? [y/N] ");
-            let _ = err.flush();
-            let mut line = String::new();
-            let _ = std::io::stdin().lock().read_line(&mut line);
-            line.trim().to_ascii_lowercase()
-        });
-        if answer == "y" || answer == "yes" {
-            Approval::Granted {
-                by: self.actor.clone(),
-                how: "terminal".to_string(),
-            }
-        } else {
-            Approval::Refused {
-                reason: format!(
-                    "approval of `{id}` refused at the terminal by {}",
-                    self.actor
-                ),
-            }
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::event::RunStatus;
 use super::state::{RunState, Status};
 use crate::runbook::OnFailure;
-use crate::runbook::plan::Plan;
+use crate::runbook::plan::{Plan, StepKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -16,13 +16,35 @@ pub enum Action {
     Finish(RunStatus),
     /// Nothing can happen until an operator settles these steps (outcome unknown after a crash).
     Park(Vec<usize>),
+    /// A `flow.sleep` reached its wake-up time.
+    Wake(usize),
+    /// A `flow.wait_until` is due for its next probe.
+    Probe(usize),
+    /// A `flow.wait_until` reached its deadline without `until` holding.
+    Expire(usize),
+    /// An approval request went unanswered past its timeout.
+    ExpireApproval(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Next {
     pub actions: Vec<Action>,
-    /// The earliest time a waiting step (retry backoff) becomes startable.
+    /// The earliest time something journaled becomes due: a retry's backoff, a sleep's wake-up, a
+    /// probe, a deadline, an approval's timeout.
     pub wake_at_ms: Option<i64>,
+    /// Steps waiting for an approval answer (which may come at any time, from anywhere).
+    pub awaiting_approval: Vec<usize>,
+}
+
+impl Next {
+    fn wake(&mut self, at: i64) {
+        self.wake_at_ms = Some(self.wake_at_ms.map_or(at, |w| w.min(at)));
+    }
+
+    /// Whether the run only waits: nothing to do now, and something journaled to wait for.
+    pub fn only_waits(&self) -> bool {
+        self.actions.is_empty() && (self.wake_at_ms.is_some() || !self.awaiting_approval.is_empty())
+    }
 }
 
 /// Why a pending step cannot run, if it cannot.
@@ -76,6 +98,50 @@ pub fn decide(plan: &Plan, state: &RunState, now_ms: i64, max_parallel: usize) -
         return next;
     }
     let mut running = state.running;
+    // Journaled waits: timers, probes and their deadlines.
+    for &rank in &state.timers {
+        let i = plan.order[rank];
+        let st = &state.steps[i];
+        let Some(deadline) = st.wait_deadline_ms else {
+            continue;
+        };
+        match &plan.steps[i].kind {
+            StepKind::Sleep { .. } => {
+                if deadline <= now_ms {
+                    next.actions.push(Action::Wake(i));
+                } else {
+                    next.wake(deadline);
+                }
+            }
+            StepKind::WaitUntil { .. } => {
+                if st.probe.in_flight {
+                    continue;
+                }
+                let due = st.probe.next_at_ms.unwrap_or(now_ms);
+                if deadline <= now_ms {
+                    next.actions.push(Action::Expire(i));
+                } else if due <= now_ms {
+                    next.actions.push(Action::Probe(i));
+                } else {
+                    next.wake(due.min(deadline));
+                }
+            }
+            _ => {}
+        }
+    }
+    for &rank in &state.approvals {
+        let i = plan.order[rank];
+        match state.steps[i].approval.expires_at_ms {
+            // An aborting run starts nothing new, so nothing is left to approve.
+            _ if state.aborting => next.actions.push(Action::ExpireApproval(i)),
+            Some(at) if at <= now_ms => next.actions.push(Action::ExpireApproval(i)),
+            Some(at) => {
+                next.wake(at);
+                next.awaiting_approval.push(i);
+            }
+            None => next.awaiting_approval.push(i),
+        }
+    }
     // Retries first: they were started before anything that became ready since.
     for &rank in &state.retrying {
         if state.aborting {
@@ -89,7 +155,7 @@ pub fn decide(plan: &Plan, state: &RunState, now_ms: i64, max_parallel: usize) -
                 running += 1;
             }
         } else {
-            next.wake_at_ms = Some(next.wake_at_ms.map_or(at, |w| w.min(at)));
+            next.wake(at);
         }
     }
     for &rank in &state.ready {
@@ -109,7 +175,10 @@ pub fn decide(plan: &Plan, state: &RunState, now_ms: i64, max_parallel: usize) -
             break;
         }
     }
-    let idle = running == 0 && next.actions.is_empty() && next.wake_at_ms.is_none();
+    let idle = running == 0
+        && next.actions.is_empty()
+        && next.wake_at_ms.is_none()
+        && next.awaiting_approval.is_empty();
     if idle {
         let unknown: Vec<usize> = plan
             .order
@@ -214,6 +283,10 @@ mod tests {
                     "park {}",
                     v.iter().map(|&i| p.id(i)).collect::<Vec<_>>().join(",")
                 ),
+                Action::Wake(i) => format!("wake {}", p.id(*i)),
+                Action::Probe(i) => format!("probe {}", p.id(*i)),
+                Action::Expire(i) => format!("expire {}", p.id(*i)),
+                Action::ExpireApproval(i) => format!("expire approval {}", p.id(*i)),
             })
             .collect()
     }

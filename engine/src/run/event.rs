@@ -25,10 +25,34 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline_ms: Option<i64>,
     },
+    /// A step waits for a person to approve it. Carries the evidence they decide on: the rendered
+    /// inputs and the call's side-effect class.
+    ApprovalRequested {
+        step: String,
+        attempt: u32,
+        class: SideEffect,
+        inputs: Value,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        approvers: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        distinct_from_initiator: bool,
+        /// When an unanswered request counts as denied.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_ms: Option<i64>,
+    },
     ApprovalGranted {
         step: String,
         by: String,
         how: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// An approval request was denied, by a person or by its timeout (`by` is then `runbook`).
+    ApprovalDenied {
+        step: String,
+        by: String,
+        how: String,
+        reason: String,
     },
     /// A `when:` guard was evaluated.
     GuardEvaluated {
@@ -50,6 +74,30 @@ pub enum Event {
     WaitStarted {
         step: String,
         deadline_ms: i64,
+        /// When the wait began (older journals: absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        started_ms: Option<i64>,
+    },
+    /// A `flow.wait_until` probe was sent.
+    ProbeStarted {
+        step: String,
+        probe: u64,
+    },
+    /// A `flow.wait_until` probe answered, and `until` was evaluated over it (or the probe failed).
+    ProbeDone {
+        step: String,
+        probe: u64,
+        holds: bool,
+        #[serde(default, skip_serializing_if = "Map::is_empty")]
+        values: Map<String, Value>,
+        /// Why the wait goes on (the condition's values, or the probe's error).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        problem: Option<String>,
+        /// Since when `until` has held without a break.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        true_since_ms: Option<i64>,
+        /// When the next probe is due.
+        next_at_ms: i64,
     },
     StepSucceeded {
         step: String,
@@ -128,6 +176,14 @@ pub enum Event {
     RunParked {
         waiting_for: Vec<String>,
     },
+    /// The run only waits (a timer, a probe's next time, a retry's backoff, an approval) and no process
+    /// drives it: any process may continue it from the journal (`runbook resume`).
+    RunDetached {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wake_at_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        approvals: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,7 +206,12 @@ impl Event {
         match self {
             Event::RunStarted { .. } => "run_started",
             Event::StepStarted { .. } => "step_started",
+            Event::ApprovalRequested { .. } => "approval_requested",
             Event::ApprovalGranted { .. } => "approval_granted",
+            Event::ApprovalDenied { .. } => "approval_denied",
+            Event::ProbeStarted { .. } => "probe_started",
+            Event::ProbeDone { .. } => "probe_done",
+            Event::RunDetached { .. } => "run_detached",
             Event::GuardEvaluated { .. } => "guard_evaluated",
             Event::DecisionTaken { .. } => "decision_taken",
             Event::WaitStarted { .. } => "wait_started",
@@ -171,7 +232,11 @@ impl Event {
     pub fn step(&self) -> Option<&str> {
         match self {
             Event::StepStarted { step, .. }
+            | Event::ApprovalRequested { step, .. }
             | Event::ApprovalGranted { step, .. }
+            | Event::ApprovalDenied { step, .. }
+            | Event::ProbeStarted { step, .. }
+            | Event::ProbeDone { step, .. }
             | Event::GuardEvaluated { step, .. }
             | Event::DecisionTaken { step, .. }
             | Event::WaitStarted { step, .. }
@@ -195,6 +260,8 @@ pub enum RunStatus {
     Interrupted,
     /// Stopped until an operator settles steps whose outcome is unknown.
     Waiting,
+    /// Only waiting (a time, an approval), with no process driving it; `runbook resume` continues it.
+    Parked,
 }
 
 impl RunStatus {
@@ -205,6 +272,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
             RunStatus::Waiting => "waiting",
+            RunStatus::Parked => "parked",
         }
     }
 
@@ -215,6 +283,7 @@ impl RunStatus {
             RunStatus::Failed,
             RunStatus::Interrupted,
             RunStatus::Waiting,
+            RunStatus::Parked,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)

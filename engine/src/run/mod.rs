@@ -1,8 +1,12 @@
 //! Running a plan: the journal, the state folded from it, the pure scheduler, and the driver that
 //! performs its actions.
 
+pub mod approval;
 pub mod decide;
 pub mod driver;
 pub mod event;
+pub mod launch;
+pub mod lease;
 pub mod redact;
 pub mod state;
+pub mod step;

@@ -17,6 +17,8 @@ pub enum Status {
     Skipped,
     /// An `unsafe` step was in flight when the run stopped; only an operator can say what happened.
     Unknown,
+    /// Waits for a person to approve (or deny) its next attempt.
+    AwaitingApproval,
 }
 
 impl Status {
@@ -33,6 +35,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Skipped => "skipped",
             Status::Unknown => "unknown",
+            Status::AwaitingApproval => "awaiting-approval",
         }
     }
 }
@@ -51,6 +54,34 @@ pub struct StepState {
     pub skip_reason: Option<String>,
     /// Branch targets this step chose (branches only).
     pub chosen: Option<Vec<String>>,
+    /// When the current wait (`flow.sleep`, `flow.wait_until`) began.
+    pub wait_started_ms: Option<i64>,
+    /// A `flow.wait_until` in progress.
+    pub probe: ProbeState,
+    pub approval: ApprovalState,
+}
+
+/// Where a `flow.wait_until` stands between probes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbeState {
+    /// Probes sent so far in this attempt.
+    pub sent: u64,
+    pub in_flight: bool,
+    /// When the next probe is due (the first is due when the wait starts).
+    pub next_at_ms: Option<i64>,
+    pub true_since_ms: Option<i64>,
+    pub last_problem: Option<String>,
+}
+
+/// The approval of a step's next attempt.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApprovalState {
+    /// The attempt a request is open (or was answered) for.
+    pub requested_for: Option<u32>,
+    pub expires_at_ms: Option<i64>,
+    pub granted_for: Option<u32>,
+    /// Who denied it and why.
+    pub denied: Option<(String, String)>,
 }
 
 impl StepState {
@@ -66,6 +97,9 @@ impl StepState {
             deadline_ms: None,
             skip_reason: None,
             chosen: None,
+            wait_started_ms: None,
+            probe: ProbeState::default(),
+            approval: ApprovalState::default(),
         }
     }
 }
@@ -85,6 +119,10 @@ pub struct RunState {
     pub ready: BTreeSet<usize>,
     /// Steps waiting for a retry, by rank.
     pub retrying: BTreeSet<usize>,
+    /// Running steps that are waits (`flow.sleep`, `flow.wait_until`) with a journaled deadline, by rank.
+    pub timers: BTreeSet<usize>,
+    /// Steps awaiting approval, by rank.
+    pub approvals: BTreeSet<usize>,
     pub running: usize,
 }
 
@@ -104,6 +142,8 @@ impl RunState {
             waiting_on,
             ready,
             retrying: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            approvals: BTreeSet::new(),
             running: 0,
         }
     }
@@ -122,11 +162,20 @@ impl RunState {
             Status::RetryWait => {
                 self.retrying.remove(&rank);
             }
-            Status::Running => self.running -= 1,
+            Status::Running => {
+                self.running -= 1;
+                self.timers.remove(&rank);
+            }
+            Status::AwaitingApproval => {
+                self.approvals.remove(&rank);
+            }
             _ => {}
         }
         match new {
             Status::Running => self.running += 1,
+            Status::AwaitingApproval => {
+                self.approvals.insert(rank);
+            }
             Status::RetryWait => {
                 self.retrying.insert(rank);
             }
@@ -174,11 +223,79 @@ impl RunState {
                     st.attempt = *attempt;
                     st.retry_at_ms = None;
                     st.deadline_ms = *deadline_ms;
+                    st.probe = ProbeState::default();
                 }
             }
-            Event::WaitStarted { deadline_ms, .. } => {
+            Event::WaitStarted {
+                deadline_ms,
+                started_ms,
+                ..
+            } => {
                 if let Some(i) = idx {
-                    self.steps[i].wait_deadline_ms = Some(*deadline_ms);
+                    let st = &mut self.steps[i];
+                    st.wait_deadline_ms = Some(*deadline_ms);
+                    st.wait_started_ms = *started_ms;
+                    // A wait_until's first probe is due at once.
+                    st.probe.next_at_ms = started_ms.or(Some(i64::MIN));
+                    if st.status == Status::Running {
+                        self.timers.insert(plan.rank[i]);
+                    }
+                }
+            }
+            Event::ProbeStarted { probe, .. } => {
+                if let Some(i) = idx {
+                    let p = &mut self.steps[i].probe;
+                    p.sent = *probe;
+                    p.in_flight = true;
+                }
+            }
+            Event::ProbeDone {
+                probe,
+                problem,
+                true_since_ms,
+                next_at_ms,
+                ..
+            } => {
+                if let Some(i) = idx {
+                    let p = &mut self.steps[i].probe;
+                    p.sent = *probe;
+                    p.in_flight = false;
+                    p.next_at_ms = Some(*next_at_ms);
+                    p.true_since_ms = *true_since_ms;
+                    p.last_problem = problem.clone();
+                }
+            }
+            Event::ApprovalRequested {
+                attempt,
+                expires_at_ms,
+                ..
+            } => {
+                if let Some(i) = idx {
+                    self.set_status(plan, i, Status::AwaitingApproval);
+                    self.steps[i].approval = ApprovalState {
+                        requested_for: Some(*attempt),
+                        expires_at_ms: *expires_at_ms,
+                        granted_for: None,
+                        denied: None,
+                    };
+                }
+            }
+            Event::ApprovalGranted { .. } => {
+                if let Some(i) = idx {
+                    // Older journals grant without a request, just before the attempt starts.
+                    let next = self.steps[i].attempt + 1;
+                    let a = &mut self.steps[i].approval;
+                    a.granted_for = Some(a.requested_for.unwrap_or(next));
+                    a.expires_at_ms = None;
+                    self.set_status(plan, i, Status::Pending);
+                }
+            }
+            Event::ApprovalDenied { by, reason, .. } => {
+                if let Some(i) = idx {
+                    let a = &mut self.steps[i].approval;
+                    a.denied = Some((by.clone(), reason.clone()));
+                    a.expires_at_ms = None;
+                    self.set_status(plan, i, Status::Pending);
                 }
             }
             Event::DecisionTaken { taken, .. } => {
@@ -249,6 +366,7 @@ impl RunState {
             Event::RunFinished { status, .. } => self.status = *status,
             Event::RunInterrupted { .. } => self.status = RunStatus::Interrupted,
             Event::RunParked { .. } => self.status = RunStatus::Waiting,
+            Event::RunDetached { .. } => self.status = RunStatus::Parked,
             Event::StepReused {
                 status,
                 kind,
@@ -277,7 +395,16 @@ impl RunState {
                 }
             }
             Event::RerunOf { .. } => {}
-            Event::RunResumed { .. } => self.status = RunStatus::Running,
+            Event::RunResumed { .. } => {
+                self.status = RunStatus::Running;
+                // A probe in flight at the stop has no answer; the next one is due at once.
+                for st in &mut self.steps {
+                    if st.probe.in_flight {
+                        st.probe.in_flight = false;
+                        st.probe.next_at_ms = Some(i64::MIN);
+                    }
+                }
+            }
             Event::StepRecovered { outcome, .. } => {
                 if let Some(i) = idx {
                     self.set_status(
@@ -314,7 +441,7 @@ impl RunState {
                     }
                 }
             }
-            Event::ApprovalGranted { .. } | Event::GuardEvaluated { .. } => {}
+            Event::GuardEvaluated { .. } => {}
         }
     }
 }

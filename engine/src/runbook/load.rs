@@ -151,6 +151,7 @@ const STEP_KEYS: &[&str] = &[
 const PARAM_KEYS: &[&str] = &["type", "enum", "default", "required", "description"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
 const BACKOFF_KEYS: &[&str] = &["initial", "factor", "max"];
+const APPROVAL_KEYS: &[&str] = &["required", "approvers", "distinct_from_initiator", "timeout"];
 
 struct Loader {
     diags: Vec<Diagnostic>,
@@ -563,6 +564,7 @@ impl Loader {
             retry: None,
             on_failure: OnFailure::Abort,
             approval: false,
+            approval_policy: Default::default(),
             side_effect: None,
             pos: node.pos,
         };
@@ -632,10 +634,16 @@ impl Loader {
                     Value::Str(s) if s == "required" => step.approval = true,
                     Value::Str(s) if s == "none" => step.approval = false,
                     Value::Bool(b) => step.approval = *b,
+                    Value::Map(_) => {
+                        if let Some(p) = self.approval(v) {
+                            step.approval = p.0;
+                            step.approval_policy = p.1;
+                        }
+                    }
                     _ => self.err_help(
                         v.pos,
                         format!("unknown approval {}", show_scalar(v)),
-                        "write `approval: required`",
+                        "write `approval: required`, or `approval: { required: true, approvers: [...], distinct_from_initiator: true, timeout: 4h }`",
                     ),
                 },
                 "side_effect" => match v.as_str().and_then(SideEffect::parse) {
@@ -797,6 +805,42 @@ impl Loader {
             }
         }
         Some(r)
+    }
+
+    /// `approval: { required, approvers, distinct_from_initiator, timeout }`.
+    fn approval(&mut self, v: &Node) -> Option<(bool, crate::runbook::model::ApprovalPolicy)> {
+        let mut required = true;
+        let mut p = crate::runbook::model::ApprovalPolicy::default();
+        for (k, _, node) in self.map(v, "`approval`", Some(APPROVAL_KEYS))? {
+            match k {
+                "required" => required = self.boolean(node, "`required`").unwrap_or(true),
+                "approvers" => match &node.value {
+                    Value::Str(s) => p.approvers = vec![s.clone()],
+                    Value::Seq(items) => {
+                        for it in items {
+                            match it.as_str() {
+                                Some(s) => p.approvers.push(s.to_string()),
+                                None => self.err(
+                                    it.pos,
+                                    format!("an approver must be a name, found {}", it.kind()),
+                                ),
+                            }
+                        }
+                    }
+                    _ => self.err(
+                        node.pos,
+                        format!("`approvers` must be a list of names, found {}", node.kind()),
+                    ),
+                },
+                "distinct_from_initiator" => {
+                    p.distinct_from_initiator =
+                        self.boolean(node, "`distinct_from_initiator`").unwrap_or(false)
+                }
+                "timeout" => p.timeout = self.duration(node, "`timeout`"),
+                _ => {}
+            }
+        }
+        Some((required, p))
     }
 
     fn attempts(&mut self, n: i64, pos: Pos) -> Option<u32> {

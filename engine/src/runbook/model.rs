@@ -141,7 +141,38 @@ pub struct Step {
     pub retry: Option<Retry>,
     pub on_failure: OnFailure,
     pub approval: bool,
+    /// Who may answer an approval request, and for how long it stands (with `approval: { ... }`).
+    pub approval_policy: ApprovalPolicy,
     /// Overrides the plugin's side-effect class (e.g. a `shell.run` of `kubectl get` is `read`).
     pub side_effect: Option<SideEffect>,
     pub pos: Pos,
+}
+
+/// The rules of a step's approval request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApprovalPolicy {
+    /// Who may answer; empty means anyone.
+    pub approvers: Vec<String>,
+    /// The person who started the run may not approve its steps.
+    pub distinct_from_initiator: bool,
+    /// How long a request stands before it counts as denied; none means until answered.
+    pub timeout: Option<Duration>,
+}
+
+impl ApprovalPolicy {
+    /// Whether `who` may answer a request of a run that `initiator` started; the reason if not.
+    pub fn may_answer(&self, who: &str, initiator: &str) -> Result<(), String> {
+        if !self.approvers.is_empty() && !self.approvers.iter().any(|a| a == who) {
+            return Err(format!(
+                "`{who}` is not among the approvers of this step ({})",
+                self.approvers.join(", ")
+            ));
+        }
+        if self.distinct_from_initiator && who == initiator {
+            return Err(format!(
+                "`{who}` started this run, and this step must be approved by someone else"
+            ));
+        }
+        Ok(())
+    }
 }

@@ -4,6 +4,7 @@
 pub mod postgres;
 pub mod sqlite;
 
+use crate::run::driver::Answer;
 use crate::run::event::{Record, RunStatus};
 use async_trait::async_trait;
 
@@ -128,6 +129,13 @@ pub trait Store: Send + Sync {
     /// The current holder of the run's lease and its expiry, if any.
     async fn lease(&self, run_id: &str) -> Result<Option<(String, i64)>, StoreError>;
 
+    /// Records an answer to an approval request; false when the request was answered already (the
+    /// first answer wins).
+    async fn answer_approval(&self, run_id: &str, answer: &StoredAnswer) -> Result<bool, StoreError>;
+
+    /// The answers given to a run's approval requests, oldest first.
+    async fn approval_answers(&self, run_id: &str) -> Result<Vec<Answer>, StoreError>;
+
     /// Events of every run written at `since <= at < until`, ordered by `(at, run_id, seq)`: one page
     /// of at most `limit`, starting after the key `after` (the last event of the previous page).
     async fn events_between(
@@ -159,6 +167,44 @@ pub struct Pruned {
     pub runs: u64,
     pub events: u64,
 }
+
+/// An approval answer as stored, with the attempt it answers and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAnswer {
+    pub answer: Answer,
+    pub attempt: u32,
+    pub at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AnswerRow {
+    step_id: String,
+    attempt: i64,
+    approve: bool,
+    answered_by: String,
+    how: String,
+    comment: Option<String>,
+}
+
+impl From<AnswerRow> for Answer {
+    fn from(r: AnswerRow) -> Answer {
+        Answer {
+            step: r.step_id,
+            attempt: u32::try_from(r.attempt).ok(),
+            approve: r.approve,
+            by: r.answered_by,
+            how: r.how,
+            comment: r.comment,
+        }
+    }
+}
+
+/// The approval-answer SQL, the same text on both backends.
+pub(crate) const ANSWER_APPROVAL: &str = "INSERT INTO approval_answers
+     (run_id, step_id, attempt, approve, answered_by, how, comment, at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
+pub(crate) const APPROVAL_ANSWERS: &str = "SELECT step_id, attempt, approve, answered_by, how, comment
+     FROM approval_answers WHERE run_id = $1 ORDER BY at, step_id";
 
 /// The lease SQL, the same text on both backends.
 pub(crate) const ACQUIRE_LEASE: &str =
@@ -193,6 +239,11 @@ pub(crate) const PRUNE_COUNT_EVENTS: &str = concat!(
 );
 pub(crate) const PRUNE_EVENTS: &str =
     concat!("DELETE FROM events WHERE run_id IN (", prunable!(), ")");
+pub(crate) const PRUNE_ANSWERS: &str = concat!(
+    "DELETE FROM approval_answers WHERE run_id IN (",
+    prunable!(),
+    ")"
+);
 pub(crate) const PRUNE_LEASES: &str =
     concat!("DELETE FROM leases WHERE run_id IN (", prunable!(), ")");
 pub(crate) const PRUNE_RUNS: &str = concat!("DELETE FROM runs WHERE id IN (", prunable!(), ")");
@@ -205,6 +256,7 @@ pub(crate) fn final_status(events: &[Record]) -> Option<(RunStatus, Option<i64>)
         Ok(Event::RunFinished { status, .. }) => Some((status, Some(r.at_ms))),
         Ok(Event::RunInterrupted { .. }) => Some((RunStatus::Interrupted, Some(r.at_ms))),
         Ok(Event::RunParked { .. }) => Some((RunStatus::Waiting, None)),
+        Ok(Event::RunDetached { .. }) => Some((RunStatus::Parked, None)),
         Ok(Event::RunResumed { .. }) => Some((RunStatus::Running, None)),
         _ => None,
     })

@@ -270,6 +270,36 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn answer_approval(
+        &self,
+        run_id: &str,
+        a: &super::StoredAnswer,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(super::ANSWER_APPROVAL)
+            .bind(run_id)
+            .bind(&a.answer.step)
+            .bind(i64::from(a.attempt))
+            .bind(a.answer.approve)
+            .bind(&a.answer.by)
+            .bind(&a.answer.how)
+            .bind(&a.answer.comment)
+            .bind(a.at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn approval_answers(
+        &self,
+        run_id: &str,
+    ) -> Result<Vec<crate::run::driver::Answer>, StoreError> {
+        let rows: Vec<super::AnswerRow> = sqlx::query_as(super::APPROVAL_ANSWERS)
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     async fn lease(&self, run_id: &str) -> Result<Option<(String, i64)>, StoreError> {
         let row: Option<(String, i64)> = sqlx::query_as(super::GET_LEASE)
             .bind(run_id)
@@ -324,10 +354,12 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query(super::PRUNE_LEASES)
-            .bind(finished_before)
-            .execute(&mut *tx)
-            .await?;
+        for also in [super::PRUNE_LEASES, super::PRUNE_ANSWERS] {
+            sqlx::query(also)
+                .bind(finished_before)
+                .execute(&mut *tx)
+                .await?;
+        }
         let deleted_runs = sqlx::query(super::PRUNE_RUNS)
             .bind(finished_before)
             .execute(&mut *tx)

@@ -1,0 +1,284 @@
+//! `run`, `rerun`, `resume`, `approve` and `deny`: thin shells over the library's
+//! [`launch`](crate::run::launch) and [`approval`](crate::run::approval), adding the live view,
+//! Ctrl-C, and the summary a person or a script reads at the end.
+
+use super::{
+    AnswerArgs, DriveArgs, Failure, Format, Global, ResumeArgs, RerunArgs, RunArgs, actor,
+    display_path, exit, load_plan, open_store, parse_params, progress, show,
+};
+use crate::run::driver::{Answer, CrashPoint, DriverError, Hooks, RunOptions, RunOutcome};
+use crate::run::event::RunStatus;
+use crate::run::launch::{self, Source};
+use crate::store::Store;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+fn driver_failure(e: DriverError) -> Failure {
+    match e {
+        DriverError::Store(s) => Failure::from(s),
+        DriverError::Setup(m) | DriverError::Refused(m) => Failure::invalid(m),
+    }
+}
+
+/// Options and hooks for driving a run from this terminal: Ctrl-C cancels it, the live view watches
+/// it and answers its approval requests (prompt or `--yes`).
+fn terminal(g: &Global, d: &DriveArgs) -> (RunOptions, Hooks) {
+    let actor = actor(g);
+    let mut opts = RunOptions::new(&actor);
+    opts.max_parallel = usize::from(d.max_parallel);
+    opts.detach = d.detach;
+    opts.crash = std::env::var("RUNBOOK_TEST_CRASH")
+        .ok()
+        .and_then(|v| CrashPoint::parse(&v));
+    let cancel = opts.cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let live = progress::Live::new(&actor, d.yes, d.quiet, d.detach, tx);
+    (
+        opts,
+        Hooks {
+            observer: Box::new(live),
+            answers: Some(rx),
+        },
+    )
+}
+
+pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32, Failure> {
+    let (path, text, plan) = load_plan(&args.runbook, &engine.registry, &engine.expr)?;
+    let params = parse_params(&plan, &args.params)?;
+    let store = open_store(g).await?;
+    let source = Source {
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        text,
+        path: Some(display_path(&path)),
+        rerun: None,
+    };
+    let (opts, hooks) = terminal(g, &args.drive);
+    let started = std::time::Instant::now();
+    let outcome = launch::start(
+        Arc::new(plan),
+        Arc::clone(&store),
+        &engine,
+        source,
+        params,
+        opts,
+        hooks,
+    )
+    .await
+    .map_err(driver_failure)?;
+    finish(g, store.as_ref(), &outcome, started, args.drive.quiet).await
+}
+
+pub async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result<i32, Failure> {
+    let store = open_store(g).await?;
+    let mut overrides = Vec::new();
+    for p in &args.params {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| Failure::invalid(format!("--param `{p}`: write NAME=VALUE")))?;
+        overrides.push((k.trim().to_string(), v.to_string()));
+    }
+    let (plan, source, params) =
+        launch::prepare_rerun(store.as_ref(), &engine, &args.run, &args.from, &overrides)
+            .await
+            .map_err(driver_failure)?;
+    let (opts, hooks) = terminal(g, &args.drive);
+    let started = std::time::Instant::now();
+    let outcome = launch::start(
+        Arc::new(plan),
+        Arc::clone(&store),
+        &engine,
+        source,
+        params,
+        opts,
+        hooks,
+    )
+    .await
+    .map_err(driver_failure)?;
+    finish(g, store.as_ref(), &outcome, started, args.drive.quiet).await
+}
+
+pub async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i32, Failure> {
+    use crate::run::event::OperatorAction;
+    let store = open_store(g).await?;
+    let mut decisions = Vec::new();
+    for (steps, action) in [
+        (&args.retry, OperatorAction::Retry),
+        (&args.mark_done, OperatorAction::MarkDone),
+        (&args.mark_failed, OperatorAction::MarkFailed),
+    ] {
+        for s in steps {
+            if decisions.iter().any(|(d, _): &(String, _)| d == s) {
+                return Err(Failure::invalid(format!(
+                    "step `{s}` is given more than one decision"
+                )));
+            }
+            decisions.push((s.clone(), action));
+        }
+    }
+    let newer = changed_runbook(store.as_ref(), &args.run, args.use_current).await?;
+    let (opts, hooks) = terminal(g, &args.drive);
+    let started = std::time::Instant::now();
+    let outcome = launch::resume(
+        Arc::clone(&store),
+        &engine,
+        &args.run,
+        decisions,
+        newer,
+        opts,
+        hooks,
+    )
+    .await
+    .map_err(driver_failure)?;
+    finish(g, store.as_ref(), &outcome, started, args.drive.quiet).await
+}
+
+/// `approve` and `deny`.
+pub async fn answer(
+    g: &Global,
+    target: AnswerArgs,
+    approve: bool,
+    comment: Option<String>,
+    engine: crate::Engine,
+) -> Result<i32, Failure> {
+    let store = open_store(g).await?;
+    let a = Answer {
+        step: target.step.clone(),
+        attempt: None,
+        approve,
+        by: actor(g),
+        how: "cli".to_string(),
+        comment,
+    };
+    let done = crate::run::approval::answer(store.as_ref(), &engine, &target.run, a)
+        .await
+        .map_err(driver_failure)?;
+    let short = &done.run_id[..12.min(done.run_id.len())];
+    let word = if approve { "approved" } else { "denied" };
+    if g.output == Format::Json {
+        show::print_json(&serde_json::json!({
+            "run": done.run_id, "step": target.step, "answer": word,
+            "recorded": done.recorded, "run_status": done.status.as_str(),
+        }));
+    } else if !done.recorded {
+        eprintln!(
+            "step `{}` of run {short} was already answered; the first answer stands (see runbook show {short})",
+            target.step
+        );
+    } else if done.status == RunStatus::Parked {
+        eprintln!(
+            "step `{}` {word}. The run is parked: continue it with\n  runbook resume {short}",
+            target.step
+        );
+    } else {
+        eprintln!(
+            "step `{}` {word}; the process driving run {short} picks it up within a second",
+            target.step
+        );
+    }
+    Ok(if done.recorded {
+        exit::OK
+    } else {
+        exit::INVALID
+    })
+}
+
+/// The end of `run`, `rerun` and `resume`: the summary line (or JSON) and the exit code.
+async fn finish(
+    g: &Global,
+    store: &dyn Store,
+    outcome: &RunOutcome,
+    started: std::time::Instant,
+    quiet: bool,
+) -> Result<i32, Failure> {
+    let took = runbook_steps::duration::human(started.elapsed());
+    let short = &outcome.run_id[..12.min(outcome.run_id.len())];
+    let shown = show::run_json(store, &outcome.run_id).await?;
+    if g.output == Format::Json {
+        show::print_json(&shown);
+    } else if !quiet {
+        let word = match outcome.status {
+            RunStatus::Succeeded => console::style("succeeded").green().bold(),
+            RunStatus::Failed => console::style("failed").red().bold(),
+            RunStatus::Interrupted => console::style("interrupted").yellow().bold(),
+            RunStatus::Running => console::style("running").bold(),
+            RunStatus::Waiting => console::style("waiting for an operator").yellow().bold(),
+            RunStatus::Parked => console::style("parked").yellow().bold(),
+        };
+        eprintln!(
+            "run {} {word} in {took} — details: runbook show {short}",
+            outcome.run_id
+        );
+    }
+    if g.output == Format::Text {
+        let steps_with = |status: &str| -> Vec<String> {
+            shown["steps"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|s| s["status"] == status)
+                        .filter_map(|s| s["id"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if outcome.status == RunStatus::Waiting {
+            for step in steps_with("unknown") {
+                eprintln!(
+                    "step `{step}` is unsafe and was running when the run stopped: it may or may not have acted.\n  check, then: runbook resume {short} --mark-done {step}   (it did what it should)\n              runbook resume {short} --retry {step}       (run it again)\n              runbook resume {short} --mark-failed {step} (treat it as failed)"
+                );
+            }
+        }
+        if outcome.status == RunStatus::Parked {
+            for step in steps_with("awaiting-approval") {
+                eprintln!(
+                    "step `{step}` waits for approval:\n  runbook approve {short} {step}      (or: runbook deny {short} {step} --reason ...)"
+                );
+            }
+            eprintln!("continue the run with:\n  runbook resume {short}");
+        }
+    }
+    Ok(match outcome.status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Interrupted => exit::INTERRUPTED,
+        RunStatus::Waiting | RunStatus::Parked => exit::WAITING,
+        _ => exit::RUN_FAILED,
+    })
+}
+
+/// The runbook file's text when it differs from what the run follows: returned with `--use-current`,
+/// otherwise only mentioned.
+async fn changed_runbook(
+    store: &dyn Store,
+    run: &str,
+    use_current: bool,
+) -> Result<Option<String>, Failure> {
+    let row = store.run(run).await?;
+    let mut events = Vec::new();
+    for r in store.events(&row.id).await? {
+        if let Ok(e) = r.event() {
+            events.push(e);
+        }
+    }
+    let followed = crate::run::event::current_text(&row.runbook_text, &events);
+    let path = row.source_path.clone().unwrap_or_default();
+    let file = std::fs::read_to_string(&path).ok();
+    match (file, use_current) {
+        (Some(now), true) if now != followed => Ok(Some(now)),
+        (Some(_), true) => Ok(None),
+        (None, true) => Err(Failure::invalid(format!(
+            "--use-current: cannot read the runbook file `{path}` the run was started from"
+        ))),
+        (Some(now), false) if now != followed => {
+            eprintln!(
+                "note: {path} changed since the run started; resuming with the version stored with the run (pass --use-current to switch)"
+            );
+            Ok(None)
+        }
+        _ => Ok(None),
+    }
+}

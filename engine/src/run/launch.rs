@@ -1,0 +1,455 @@
+//! Starting a run and picking a stopped one up again: everything before the driver's loop. A new run
+//! gets its first events and its row; a resumed one is rebuilt from its verified journal, its steps in
+//! flight at the stop are classified, and an operator's decisions are checked and journaled.
+
+use super::driver::{Driver, DriverError, Hooks, Position, RunOptions, RunOutcome};
+use super::event::{Chain, Event, RunStatus, now_ms};
+use super::lease;
+use super::state::{RunState, Status};
+use crate::expr::Expr;
+use crate::runbook::plan::{Plan, StepKind};
+use crate::store::{Durability, RunRow, Store};
+use runbook_steps::SideEffect;
+use serde_json::{Map, Value, json};
+use sha2::Digest as _;
+use std::sync::Arc;
+
+/// What an operator said about steps left in `unknown`.
+pub type OperatorDecisions = Vec<(String, super::event::OperatorAction)>;
+
+
+/// The source a run was started from, stored with it.
+pub struct Source {
+    pub text: String,
+    pub sha256: String,
+    pub path: Option<String>,
+    /// Set when this run re-runs another from one of its steps.
+    pub rerun: Option<Rerun>,
+}
+
+/// A re-run: the parent run, the step it restarts from, and the outcomes it reuses.
+pub struct Rerun {
+    pub parent: String,
+    pub from: String,
+    pub reused: Vec<Event>,
+}
+
+/// The outcomes a re-run from step `from` takes over from the parent run's state: every step that is
+/// neither `from` nor downstream of it, and that succeeded, was skipped, or failed in a way the
+/// runbook lets the run continue past.
+pub fn reuse_before(plan: &Plan, parent: &RunState, parent_id: &str, from: usize) -> Vec<Event> {
+    let mut downstream = vec![false; plan.steps.len()];
+    let mut stack = vec![from];
+    while let Some(i) = stack.pop() {
+        if !downstream[i] {
+            downstream[i] = true;
+            stack.extend(&plan.steps[i].succs);
+        }
+    }
+    plan.order
+        .iter()
+        .filter(|&&i| !downstream[i])
+        .filter_map(|&i| {
+            let st = &parent.steps[i];
+            let continued = matches!(
+                plan.steps[i].def.on_failure,
+                crate::runbook::OnFailure::Continue
+            );
+            let status = match st.status {
+                super::state::Status::Succeeded => "succeeded",
+                super::state::Status::Skipped => "skipped",
+                super::state::Status::Failed if continued => "failed",
+                _ => return None,
+            };
+            let (kind, reason) = match (&st.error, st.status) {
+                (Some((k, m)), super::state::Status::Failed) => (Some(*k), Some(m.clone())),
+                _ => (None, st.skip_reason.clone()),
+            };
+            Some(Event::StepReused {
+                step: plan.id(i).to_string(),
+                from_run: parent_id.to_string(),
+                status: status.to_string(),
+                kind,
+                result: st.result.clone(),
+                outputs: st.outputs.clone(),
+                chosen: st.chosen.clone(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+fn env_map() -> Value {
+    Value::Object(
+        std::env::vars()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+    )
+}
+
+/// Starts a new run of `plan` with checked `params`, and drives it to its end, its park, or its
+/// cancellation.
+pub async fn start(
+    plan: Arc<Plan>,
+    store: Arc<dyn Store>,
+    engine: &crate::Engine,
+    source: Source,
+    params: Map<String, Value>,
+    opts: RunOptions,
+    hooks: Hooks,
+) -> Result<RunOutcome, DriverError> {
+    let run_id = uuid::Uuid::now_v7().simple().to_string();
+    let started_at = now_ms();
+    let run_info = json!({"id": run_id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": started_at});
+    let (base, vars) = base_context(&plan, &engine.expr, &params, None, run_info)?;
+    let redactor = super::redact::Redactor::new(base.get("connections"));
+
+    let mut chain = Chain::new(&run_id);
+    let mut first = Event::RunStarted {
+        runbook: plan.runbook.name.clone(),
+        runbook_sha256: source.sha256.clone(),
+        params: params.clone(),
+        vars: vars.clone(),
+        engine_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    redactor.event(&mut first);
+    let rec = chain.seal(started_at, &opts.actor, &first);
+    let row = RunRow {
+        id: run_id.clone(),
+        runbook: plan.runbook.name.clone(),
+        title: plan.runbook.title.clone(),
+        source_path: source.path,
+        runbook_sha256: source.sha256,
+        runbook_text: source.text,
+        params: match &first {
+            Event::RunStarted { params, .. } => Value::Object(params.clone()),
+            _ => Value::Object(Map::new()),
+        },
+        status: RunStatus::Running.as_str().to_string(),
+        actor: opts.actor.clone(),
+        started_at,
+        finished_at: None,
+        parent_run: source.rerun.as_ref().map(|r| r.parent.clone()),
+    };
+    store.create_run(&row, std::slice::from_ref(&rec)).await?;
+    let mut state = RunState::new(&plan);
+    state.apply(&plan, &first);
+    let initiator = opts.actor.clone();
+    let at = Position {
+        plan,
+        chain,
+        state,
+        base,
+        redactor,
+        initiator,
+    };
+    let mut d = Driver::new(store, engine, opts, hooks, at);
+    d.observe(&rec, &first);
+    lease::take(d.store.as_ref(), &run_id, &d.holder).await?;
+    if let Some(r) = source.rerun {
+        d.emit(Event::RerunOf {
+            parent_run: r.parent,
+            from_step: r.from,
+        });
+        for e in r.reused {
+            d.emit(e);
+        }
+    }
+    d.drive_leased().await
+}
+
+/// Picks up a stopped or parked run from its journal and drives it on. Completed steps and recorded
+/// decisions stand; waits keep their journaled times; steps in flight at the stop are re-run if `read`
+/// or `idempotent` and become `unknown` (parking the run for an operator) if `unsafe`, unless
+/// `decisions` settle them.
+pub async fn resume(
+    store: Arc<dyn Store>,
+    engine: &crate::Engine,
+    run_id: &str,
+    decisions: OperatorDecisions,
+    newer: Option<String>,
+    opts: RunOptions,
+    hooks: Hooks,
+) -> Result<RunOutcome, DriverError> {
+    use super::event::{Recovery, verify_chain};
+    let run = store.run(run_id).await?;
+        if matches!(run.status.as_str(), "succeeded" | "failed") {
+            return Err(DriverError::Refused(format!(
+                "run {} already {}; there is nothing to resume",
+                run.id, run.status
+            )));
+        }
+        let records = store.events(&run.id).await?;
+        if let Err(b) = verify_chain(&records) {
+            return Err(DriverError::Refused(format!(
+                "the journal of run {} does not verify at event {} ({}); refusing to act on it (see `runbook audit verify`)",
+                run.id, b.seq, b.reason
+            )));
+        }
+        let mut events = Vec::with_capacity(records.len());
+        for r in &records {
+            events.push(r.event().map_err(|e| {
+                DriverError::Refused(format!(
+                    "event {} of run {} is unreadable: {e}",
+                    r.seq, run.id
+                ))
+            })?);
+        }
+        let followed = super::event::current_text(&run.runbook_text, &events).to_string();
+        let label = run.source_path.as_deref().unwrap_or("stored runbook");
+        let (text, switched) = match newer {
+            Some(new_text) if new_text != followed => (new_text, true),
+            _ => (followed, false),
+        };
+        let plan = crate::runbook::validate::check(label, &text, &engine.registry, &engine.expr)
+            .map_err(|r| {
+                DriverError::Setup(format!(
+                    "the {} runbook does not validate:\n{}",
+                    if switched { "new" } else { "stored" },
+                    r.render(false)
+                ))
+            })?;
+        let plan = Arc::new(plan);
+        let state = RunState::fold(&plan, &events);
+        let Some(Event::RunStarted { params, vars, .. }) = events.first() else {
+            return Err(DriverError::Refused(format!(
+                "run {} has no run_started event",
+                run.id
+            )));
+        };
+        // What was in flight, and what the class of that attempt was.
+        let mut recoveries = Vec::new();
+        for (i, st) in state.steps.iter().enumerate() {
+            // A sleep or a wait_until between probes is a journaled wait, not an action in flight: it
+            // goes on where it was (a probe in flight is simply sent again).
+            let is_wait = matches!(plan.steps[i].kind, StepKind::Sleep { .. } | StepKind::WaitUntil { .. })
+                && st.wait_deadline_ms.is_some();
+            if st.status != Status::Running || is_wait {
+                continue;
+            }
+            let class = events
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    Event::StepStarted { step, class, .. } if step == plan.id(i) => Some(*class),
+                    _ => None,
+                })
+                .unwrap_or(SideEffect::Unsafe);
+            let outcome = if class == SideEffect::Unsafe {
+                Recovery::Unknown
+            } else {
+                Recovery::Rerun
+            };
+            recoveries.push((i, st.attempt, outcome));
+        }
+        // Operator decisions may only settle steps whose outcome is unknown (now or from before).
+        let unknown: Vec<&str> = (0..plan.steps.len())
+            .filter(|&i| {
+                state.steps[i].status == Status::Unknown
+                    || recoveries
+                        .iter()
+                        .any(|r| r.0 == i && r.2 == Recovery::Unknown)
+            })
+            .map(|i| plan.id(i))
+            .collect();
+        for (step, _) in &decisions {
+            if !unknown.contains(&step.as_str()) {
+                return Err(DriverError::Refused(if plan.index.contains_key(step) {
+                    format!(
+                        "step `{step}` is not waiting for an operator{}",
+                        if unknown.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (these are: {})", unknown.join(", "))
+                        }
+                    )
+                } else {
+                    format!("run {} has no step `{step}`", run.id)
+                }));
+            }
+        }
+        let last = records
+            .last()
+            .map_or((1, super::event::GENESIS.to_string()), |r| {
+                (r.seq + 1, r.hash.clone())
+            });
+        let chain = Chain {
+            run_id: run.id.clone(),
+            next_seq: last.0,
+            last_hash: last.1,
+        };
+        let run_info = json!({"id": run.id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": run.started_at});
+        let (base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
+        let redactor = super::redact::Redactor::new(base.get("connections"));
+        let at = Position {
+            plan: Arc::clone(&plan),
+            chain,
+            state,
+            base,
+            redactor,
+            initiator: run.actor.clone(),
+        };
+        let mut d = Driver::new(store, engine, opts, hooks, at);
+        lease::take(d.store.as_ref(), &run.id, &d.holder).await?;
+        let runbook_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+        d.emit(Event::RunResumed {
+            runbook_sha256,
+            runbook_text: switched.then(|| text.clone()),
+        });
+        for (i, attempt, outcome) in recoveries {
+            d.emit(Event::StepRecovered {
+                step: plan.id(i).to_string(),
+                attempt,
+                outcome,
+            });
+        }
+        for (step, action) in decisions {
+            let by = d.opts.actor.clone();
+            d.emit(Event::OperatorDecided { step, action, by });
+        }
+        d.flush(Durability::Power).await?;
+        d.drive_leased().await
+}
+/// The context every step of a run shares. Vars are rendered once, when the run starts, and journaled;
+/// a resumed run passes the recorded ones so nothing is re-decided. Connections (which may hold
+/// secrets from the environment) are never journaled, so they are rendered each time.
+/// A JSON object: the shared context, or the run's vars.
+type Json = Map<String, Value>;
+
+fn base_context(
+    plan: &Plan,
+    expr: &Expr,
+    params: &Map<String, Value>,
+    recorded_vars: Option<&Map<String, Value>>,
+    run_info: Value,
+) -> Result<(Json, Json), DriverError> {
+    let mut base = Map::new();
+    base.insert("params".into(), Value::Object(params.clone()));
+    if plan.vars_read_env || plan.steps.iter().any(|s| s.reads_env) {
+        base.insert("env".into(), env_map());
+    }
+    let vars = match recorded_vars {
+        Some(v) => v.clone(),
+        None => {
+            // Vars may read params, env and the vars above them.
+            let mut vars = Map::new();
+            base.insert("vars".into(), Value::Object(Map::new()));
+            for (name, node) in &plan.runbook.vars {
+                let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
+                let v = expr
+                    .render_value(&node.to_json(), &ctx)
+                    .map_err(|e| DriverError::Setup(format!("var `{}`: {e}", name.name)))?;
+                vars.insert(name.name.clone(), v);
+                base.insert("vars".into(), Value::Object(vars.clone()));
+            }
+            vars
+        }
+    };
+    base.insert("vars".into(), Value::Object(vars.clone()));
+    let mut conns = Map::new();
+    for (name, node) in &plan.runbook.connections {
+        let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
+        let v = expr
+            .render_value(&node.to_json(), &ctx)
+            .map_err(|e| DriverError::Setup(format!("connection `{}`: {e}", name.name)))?;
+        conns.insert(name.name.clone(), v);
+    }
+    base.insert("connections".into(), Value::Object(conns));
+    base.insert("run".into(), run_info);
+    Ok((base, vars))
+}
+
+/// A re-run of `parent` from step `from`, ready to start: the plan of the runbook text the parent
+/// followed, its source (with the outcomes reused), and the parent's parameters with `overrides`
+/// (raw `NAME=VALUE` values, checked against the declarations).
+pub async fn prepare_rerun(
+    store: &dyn Store,
+    engine: &crate::Engine,
+    parent: &str,
+    from: &str,
+    overrides: &[(String, String)],
+) -> Result<(Plan, Source, Map<String, Value>), DriverError> {
+    use super::event::current_text;
+    let parent = store.run(parent).await?;
+    let mut events = Vec::new();
+    for r in store.events(&parent.id).await? {
+        events.push(r.event().map_err(|e| {
+            DriverError::Refused(format!(
+                "event {} of run {} is unreadable: {e}",
+                r.seq, parent.id
+            ))
+        })?);
+    }
+    let text = current_text(&parent.runbook_text, &events).to_string();
+    let label = parent
+        .source_path
+        .clone()
+        .unwrap_or_else(|| "stored runbook".to_string());
+    let plan = crate::runbook::validate::check(&label, &text, &engine.registry, &engine.expr)
+        .map_err(|r| {
+            DriverError::Refused(format!(
+                "the runbook of run {} does not validate any more:\n{}",
+                parent.id,
+                r.render(false)
+            ))
+        })?;
+    let Some(&from_i) = plan.index.get(from) else {
+        let hint = crate::diag::suggest(from, plan.index.keys().map(String::as_str))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(DriverError::Refused(format!(
+            "run {} has no step `{from}`{hint}",
+            parent.id
+        )));
+    };
+    // The parent's parameters, with overrides; a value masked as a secret must be given again.
+    let Some(Event::RunStarted { params: old, .. }) = events.first() else {
+        return Err(DriverError::Refused(format!(
+            "run {} has no run_started event",
+            parent.id
+        )));
+    };
+    let mut params = old.clone();
+    for (k, v) in overrides {
+        let decl = plan
+            .runbook
+            .params
+            .iter()
+            .find(|d| d.name.name == *k)
+            .ok_or_else(|| {
+                DriverError::Refused(format!(
+                    "--param `{k}`: runbook `{}` has no such parameter",
+                    plan.runbook.name
+                ))
+            })?;
+        let value = crate::runbook::load::coerce_param(
+            decl.ty,
+            decl.choices.as_deref(),
+            &Value::String(v.clone()),
+        )
+        .map_err(|e| DriverError::Refused(format!("--param {k}: {e}")))?;
+        params.insert(k.clone(), value);
+    }
+    if let Some((k, _)) = params
+        .iter()
+        .find(|(_, v)| v.as_str() == Some(super::redact::MASK))
+    {
+        return Err(DriverError::Refused(format!(
+            "parameter `{k}` of run {} was masked as a secret; give it again with --param {k}=VALUE",
+            parent.id
+        )));
+    }
+    let parent_state = RunState::fold(&plan, &events);
+    let reused = reuse_before(&plan, &parent_state, &parent.id, from_i);
+    let source = Source {
+        sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+        text,
+        path: parent.source_path.clone(),
+        rerun: Some(Rerun {
+            parent: parent.id.clone(),
+            from: from.to_string(),
+            reused,
+        }),
+    };
+    Ok((plan, source, params))
+}
