@@ -249,11 +249,9 @@ impl Loader {
     }
 
     fn duration(&mut self, node: &Node, what: &str) -> Option<std::time::Duration> {
-        let text = match &node.value {
-            Value::Str(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            Value::Float(f) => f.to_string(),
-            _ => {
+        let text = match duration_text(node) {
+            Some(t) => t,
+            None => {
                 self.err(
                     node.pos,
                     format!("{what} must be a duration, found {}", node.kind()),
@@ -811,6 +809,20 @@ impl Loader {
                 None
             }
         }
+    }
+}
+
+/// The text of a literal duration: a string (`30s`) as written, a number as seconds. `None` for any
+/// other kind of node. Step keys and plugin fields both go through this and `parse_duration`, so they
+/// accept, and bound, the same values.
+pub(crate) fn duration_text(node: &Node) -> Option<String> {
+    match &node.value {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        // `1e308` as `100000…` (309 digits) would swamp the message.
+        Value::Float(f) if f.abs() < 1e15 => Some(f.to_string()),
+        Value::Float(f) => Some(format!("{f:e}")),
+        _ => None,
     }
 }
 

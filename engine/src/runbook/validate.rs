@@ -1,7 +1,7 @@
 //! Validation: everything that can be known before a run starts is checked here, and every problem is
 //! reported (not just the first) with the place in the YAML it comes from.
 
-use super::load::load;
+use super::load::{duration_text, load};
 use super::model::*;
 use super::node::{Node, Pos, Value};
 use super::plan::{self, Plan, StepKind};
@@ -337,15 +337,13 @@ impl<'a> Validator<'a> {
                     mismatch(self, "true or false");
                 }
             }
-            FieldType::Duration => match &node.value {
-                Value::Str(s) => {
-                    if let Err(e) = parse_duration(s) {
+            FieldType::Duration => match duration_text(node) {
+                Some(text) => {
+                    if let Err(e) = parse_duration(&text) {
                         self.err(Diagnostic::new(node.pos, format!("{what}: {e}")));
                     }
                 }
-                Value::Int(i) if *i >= 0 => {}
-                Value::Float(f) if *f >= 0.0 => {}
-                _ => mismatch(self, "a duration (e.g. `30s`, `5m`)"),
+                None => mismatch(self, "a duration (e.g. `30s`, `5m`)"),
             },
             FieldType::Enum(choices) => match node.as_str() {
                 Some(s) if choices.contains(&s) => {}

@@ -1,0 +1,177 @@
+//! Hostile input end to end: huge numbers, bytes that are not UTF-8, a directory or a FIFO where a
+//! runbook file is expected. Each must give a located, worded error and never a panic or a run left
+//! `running`.
+
+use crate::common::{Sandbox, stderr, stdout};
+use serde_json::Value;
+
+/// A runbook with one step, `body` being that step's lines after `- id: s`.
+fn one_step(body: &str) -> String {
+    format!(
+        "apiVersion: runbook/v1\nname: huge\nparams:\n  secs: {{ type: string, default: \"1\" }}\nsteps:\n  - id: s\n{body}"
+    )
+}
+
+fn assert_no_panic(o: &std::process::Output) {
+    let err = stderr(o);
+    assert!(
+        !err.contains("panicked") && o.status.code() != Some(101),
+        "the binary panicked:\n{err}"
+    );
+}
+
+/// `runbook validate FILE` on a runbook with this step; it must be rejected with exit 2, the error
+/// located at `line:col` of the offending value and naming the limit.
+fn rejected_at(step: &str, line_col: &str) {
+    let sb = Sandbox::new();
+    sb.write("huge.yaml", &one_step(step));
+    let o = sb.run(&["validate", "huge.yaml"]);
+    assert_no_panic(&o);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "stderr:\n{err}");
+    assert!(
+        err.contains(&format!("--> huge.yaml:{line_col}\n")),
+        "expected the error at huge.yaml:{line_col}:\n{err}"
+    );
+    assert!(err.contains("365 days"), "the limit is not named:\n{err}");
+}
+
+#[test]
+fn a_literal_huge_timeout_is_rejected_at_its_value() {
+    rejected_at(
+        "    uses: shell.run\n    timeout: 1e308\n    with: { argv: [\"true\"] }\n",
+        "8:14",
+    );
+    rejected_at(
+        "    uses: shell.run\n    timeout: 18446744073709551615\n    with: { argv: [\"true\"] }\n",
+        "8:14",
+    );
+    rejected_at(
+        "    uses: shell.run\n    timeout: 999999999h\n    with: { argv: [\"true\"] }\n",
+        "8:14",
+    );
+}
+
+#[test]
+fn a_literal_huge_backoff_is_rejected_at_its_value() {
+    rejected_at(
+        "    uses: shell.run\n    retry: { backoff: { initial: 1e308 } }\n    with: { argv: [\"true\"] }\n",
+        "8:34",
+    );
+    rejected_at(
+        "    uses: shell.run\n    retry: { backoff: { max: 1e308 } }\n    with: { argv: [\"true\"] }\n",
+        "8:30",
+    );
+}
+
+#[test]
+fn a_literal_huge_sleep_or_deadline_is_rejected_at_its_value() {
+    rejected_at("    uses: flow.sleep\n    with: { for: 1e308 }\n", "8:18");
+    rejected_at(
+        "    uses: flow.sleep\n    with: { for: \"1e308\" }\n",
+        "8:18",
+    );
+    rejected_at(
+        "    uses: flow.wait_until\n    with:\n      deadline: 1e308\n      probe: { uses: shell.run, side_effect: read, with: { argv: [\"true\"] } }\n      until: \"true\"\n",
+        "9:17",
+    );
+}
+
+#[test]
+fn a_huge_retry_factor_is_accepted_and_capped_by_max() {
+    // factor 1e308 overflows to infinity on the second retry; the wait must be `max`, not a panic and
+    // not zero. `max: 1ms` keeps the run short.
+    let sb = Sandbox::new();
+    sb.write(
+        "huge.yaml",
+        &one_step(
+            "    uses: shell.run\n    retry: { attempts: 4, backoff: { initial: 1ms, factor: 1e308, max: 1ms } }\n    with: { argv: [\"false\"] }\n",
+        ),
+    );
+    let o = sb.run(&["run", "huge.yaml", "-o", "json", "--quiet"]);
+    assert_no_panic(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr:\n{}", stderr(&o));
+    let shown: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(shown["steps"][0]["attempts"], 4, "{shown:#}");
+    assert_eq!(shown["steps"][0]["error_kind"], "status", "{shown:#}");
+}
+
+/// Runs a runbook with this step and `-p secs=VALUE`; the run must end `failed` (exit 1) with step `s`
+/// failed of kind `input` naming `field`, and `runs`/`show` must show it finished.
+fn templated_fails_as_input(step: &str, value: &str, field: &str) {
+    let sb = Sandbox::new();
+    sb.write("huge.yaml", &one_step(step));
+    let v = sb.run(&["validate", "huge.yaml"]);
+    assert_eq!(v.status.code(), Some(0), "must validate:\n{}", stderr(&v));
+
+    let param = format!("secs={value}");
+    let o = sb.run(&["run", "huge.yaml", "-p", &param, "--quiet"]);
+    assert_no_panic(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr:\n{}", stderr(&o));
+
+    let runs: Value = serde_json::from_str(&stdout(&sb.run(&["runs", "-o", "json"])))
+        .expect("runs -o json is JSON");
+    let run = &runs[0];
+    assert_eq!(run["status"], "failed", "{runs:#}");
+    assert!(run["finished_at"].is_i64(), "not finished: {runs:#}");
+
+    let id = run["id"].as_str().expect("run id");
+    let shown: Value =
+        serde_json::from_str(&stdout(&sb.run(&["show", id, "-o", "json"]))).expect("show json");
+    let s = &shown["steps"][0];
+    assert_eq!(s["status"], "failed", "{shown:#}");
+    assert_eq!(s["error_kind"], "input", "{shown:#}");
+    let msg = s["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!("`{field}`")) && msg.contains("365 days"),
+        "the error does not name the field and the limit: {msg}"
+    );
+}
+
+const WAIT_UNTIL: &str = "    uses: flow.wait_until\n    with:\n      deadline: DEADLINE\n      interval: INTERVAL\n      probe: { uses: shell.run, side_effect: read, with: { argv: [\"true\"] } }\n      until: \"false\"\n";
+
+#[test]
+fn a_templated_huge_sleep_fails_the_step_as_input() {
+    let step = "    uses: flow.sleep\n    with: { for: \"{{ params.secs }}\" }\n";
+    templated_fails_as_input(step, "1e308", "for");
+    templated_fails_as_input(step, "18446744073709551615", "for");
+    templated_fails_as_input(step, "9999999h", "for");
+}
+
+#[test]
+fn a_templated_huge_wait_fails_the_step_as_input() {
+    let deadline = WAIT_UNTIL
+        .replace("DEADLINE", "\"{{ params.secs }}\"")
+        .replace("INTERVAL", "1s");
+    templated_fails_as_input(&deadline, "1e308", "deadline");
+    let interval = WAIT_UNTIL
+        .replace("DEADLINE", "1s")
+        .replace("INTERVAL", "\"{{ params.secs }}\"");
+    templated_fails_as_input(&interval, "1e308", "interval");
+}
+
+#[test]
+fn a_templated_nan_duration_fails_the_step_as_input() {
+    let step = "    uses: flow.sleep\n    with: { for: \"{{ params.secs }}\" }\n";
+    let sb = Sandbox::new();
+    sb.write("huge.yaml", &one_step(step));
+    let o = sb.run(&[
+        "run",
+        "huge.yaml",
+        "-p",
+        "secs=NaN",
+        "-o",
+        "json",
+        "--quiet",
+    ]);
+    assert_no_panic(&o);
+    assert_eq!(o.status.code(), Some(1), "stderr:\n{}", stderr(&o));
+    let shown: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(shown["steps"][0]["error_kind"], "input", "{shown:#}");
+    assert!(
+        shown["steps"][0]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a number")),
+        "{shown:#}"
+    );
+}
