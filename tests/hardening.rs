@@ -175,3 +175,92 @@ fn a_templated_nan_duration_fails_the_step_as_input() {
         "{shown:#}"
     );
 }
+
+/// `runbook validate PATH` and `runbook run PATH` must both refuse `path` with exit 2 and `message`,
+/// and must return (a FIFO must not be opened, or the command would block for ever).
+fn refused(sb: &Sandbox, path: &str, message: &str) {
+    for cmd in ["validate", "run"] {
+        let o = sb.run(&[cmd, path]);
+        assert_no_panic(&o);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd} {path}:\n{err}");
+        assert!(
+            err.contains(message),
+            "{cmd} {path}: expected `{message}` in:\n{err}"
+        );
+        assert!(
+            !err.contains("no such file") || message.contains("no such file"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_directory_is_not_no_such_file() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path().join("dir.yaml")).expect("mkdir");
+    refused(&sb, "dir.yaml", "this is a directory, not a runbook file");
+    refused(&sb, "./dir.yaml", "this is a directory, not a runbook file");
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let sb = Sandbox::new();
+    let fifo = sb.path().join("pipe.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("spawn mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    // Nobody ever writes to the FIFO: reading it would block, so returning at all proves the type
+    // was checked before opening.
+    refused(&sb, "pipe.yaml", "this is a FIFO, not a runbook file");
+}
+
+#[test]
+fn a_device_is_refused() {
+    let sb = Sandbox::new();
+    refused(&sb, "/dev/null", "this is a device, not a runbook file");
+    refused(&sb, "/dev/zero", "this is a device, not a runbook file");
+}
+
+#[test]
+fn a_missing_file_says_so() {
+    let sb = Sandbox::new();
+    refused(&sb, "missing.yaml", "no such file");
+}
+
+#[test]
+fn not_utf8_is_located_for_run_too() {
+    let sb = Sandbox::new();
+    std::fs::write(
+        sb.path().join("latin.yaml"),
+        b"name: latin\nsteps:\n  - id: a\n    title: caf\xe9\n    uses: flow.noop\n",
+    )
+    .expect("write");
+    refused(&sb, "latin.yaml", "the file is not UTF-8 text (byte 0xe9)");
+    let o = sb.run(&["run", "latin.yaml"]);
+    assert!(stderr(&o).contains("--> latin.yaml:4:15"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_file_above_the_size_limit_is_refused_unread() {
+    let sb = Sandbox::new();
+    let f = std::fs::File::create(sb.path().join("big.yaml")).expect("create");
+    // Sparse: the size is what is checked, so nothing needs to be written.
+    f.set_len(runbook_engine::runbook::source::MAX_SOURCE_BYTES + 1)
+        .expect("set_len");
+    refused(&sb, "big.yaml", "a runbook file may be at most 16 MiB");
+}
+
+#[test]
+fn list_reports_an_unreadable_runbook_as_invalid() {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path().join("runbooks")).expect("mkdir");
+    std::fs::write(sb.path().join("runbooks/latin.yaml"), b"name: l\xe9\n").expect("write");
+    let o = sb.run(&["list", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(rows[0]["name"], "latin", "{rows:#}");
+    assert_eq!(rows[0]["valid"], false, "{rows:#}");
+}
