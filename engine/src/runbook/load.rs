@@ -19,6 +19,11 @@ pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
         Ok(doc) => doc,
         Err(e) => return (None, vec![yaml_error(source, &e)]),
     };
+    if doc.value == Value::Null {
+        let d = Diagnostic::unplaced("the file has no content, only comments or blank lines")
+            .help("a runbook is a mapping with at least `name:` and `steps:`");
+        return (None, vec![d]);
+    }
     let mut l = Loader { diags: Vec::new() };
     let rb = l.runbook(&doc);
     (rb, l.diags)
@@ -36,6 +41,7 @@ fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
         .trim_start_matches("error: ");
     let mut msg = strip_location_prefix(&strip_location_suffix(first)).to_string();
     let mut help = None;
+    let mut prefix = "invalid YAML: ";
     let (mut line, mut col) = e
         .location()
         .map(|l| {
@@ -59,6 +65,41 @@ fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
         help = Some("each key may appear once in a mapping".to_string());
     } else if msg.contains("only valid inside a block") || msg.contains("did not find expected") {
         help = Some("look above this line for an unclosed `[`, `{` or quote".to_string());
+    } else if let Some((m, h)) = limit_message(&msg) {
+        // A limit is not a syntax error: no "invalid YAML" prefix.
+        (msg, help, prefix) = (m, Some(h), "");
+    } else if msg.starts_with("multiple YAML documents") {
+        // Point at the `---` that starts the second document, not at its first key.
+        if let Some(sep) = source
+            .lines()
+            .take(line)
+            .enumerate()
+            .skip(1)
+            .filter(|(_, l)| l.starts_with("---"))
+            .map(|(n, _)| n + 1)
+            .last()
+        {
+            (line, col, len) = (sep, 1, 3);
+        }
+        msg = "the file holds more than one YAML document".to_string();
+        help = Some(
+            "a runbook is one document: remove this `---` and what follows, or move it to a file of its own"
+                .to_string(),
+        );
+    } else if let Some(rest) = msg.strip_prefix("non-finite float ") {
+        let value = rest.split(' ').next().unwrap_or(rest);
+        len = value.trim_matches('`').len();
+        msg = format!("{value} is not a number a runbook can use");
+        help = Some("NaN and infinities are not allowed; write a finite number".to_string());
+    } else if msg.contains("simple key expected")
+        && source.lines().nth(line.saturating_sub(1)).is_some_and(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|k| k.chars().count() > 1024)
+        })
+    {
+        msg = format!("a key may be at most {MAX_KEY_CHARS} characters long");
+        help = Some("YAML limits keys written without `? ` to 1024 characters; this is probably not meant as a key".to_string());
     }
     let offset = line_col_to_offset(source, line, col);
     let d = Diagnostic::new(
@@ -68,12 +109,54 @@ fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
             offset,
             len,
         },
-        format!("invalid YAML: {msg}"),
+        format!("{prefix}{msg}"),
     );
     match help {
         Some(h) => d.help(h),
         None => d,
     }
+}
+
+/// YAML's limit on an implicit key (one written without `? `).
+const MAX_KEY_CHARS: usize = 1024;
+
+/// The parser's resource limits (serde-saphyr's default budget), in words for runbook authors.
+/// docs/runbook-format.md §8 lists them.
+fn limit_message(msg: &str) -> Option<(String, String)> {
+    let budget = msg.strip_prefix("budget breached: ");
+    let kind = budget.map(|b| b.split([' ', '{']).next().unwrap_or(b));
+    let (m, h) = match kind {
+        _ if msg.contains("recursion limit") => (
+            "lists and mappings are nested too deeply".to_string(),
+            "a runbook nests lists and mappings at most 64 levels deep".to_string(),
+        ),
+        Some("Depth") => (
+            "lists and mappings are nested too deeply".to_string(),
+            "a runbook nests lists and mappings at most 64 levels deep".to_string(),
+        ),
+        Some("Nodes") => (
+            "the file has too many YAML values".to_string(),
+            "a runbook holds at most 250,000 values, each use of an alias counting again: is this an alias bomb, or not a runbook?".to_string(),
+        ),
+        Some("Aliases") | Some("AliasAnchorRatio") | Some("RecordedAnchorEvents") => (
+            "the file uses too many aliases (`*name`)".to_string(),
+            "a runbook may use at most 50,000 aliases, and not expand a few anchors into a huge tree".to_string(),
+        ),
+        Some("Anchors") => (
+            "the file defines too many anchors (`&name`)".to_string(),
+            "a runbook may define at most 50,000 anchors".to_string(),
+        ),
+        Some("ScalarBytes") | Some("InputBytes") | Some("Events") | Some("CommentBytes") => (
+            "the file is too large for a runbook".to_string(),
+            "a runbook file may be at most 16 MiB".to_string(),
+        ),
+        Some(other) => (
+            format!("the file exceeds a YAML size limit ({other})"),
+            "a runbook this large is probably not a runbook".to_string(),
+        ),
+        None => return None,
+    };
+    Some((m, h))
 }
 
 /// `line 8 column 3: message` -> `message`.
@@ -317,8 +400,9 @@ impl Loader {
                     }
                 }
                 "name" => {
+                    // A `name` of the wrong type is reported as that, not also as missing.
+                    have_name = true;
                     if let Some(n) = self.string(v, "name") {
-                        have_name = true;
                         if !valid_name(&n) {
                             self.err_help(
                                 v.pos,
@@ -525,10 +609,15 @@ impl Loader {
 
     fn steps(&mut self, v: &Node) -> Vec<Step> {
         let Some(items) = v.as_seq() else {
-            self.err(
-                v.pos,
-                format!("`steps` must be a list of steps, found {}", v.kind()),
-            );
+            let msg = format!("`steps` must be a list of steps, found {}", v.kind());
+            match v.value {
+                Value::Map(_) => self.err_help(
+                    v.pos,
+                    msg,
+                    "write each step as a list item with its id inside: `- id: NAME`, then its other keys",
+                ),
+                _ => self.err(v.pos, msg),
+            }
             return Vec::new();
         };
         if items.is_empty() {
