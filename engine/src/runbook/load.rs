@@ -651,11 +651,13 @@ impl Loader {
             on_failure: OnFailure::Abort,
             approval: false,
             side_effect: None,
+            keys: Vec::new(),
             pos: node.pos,
         };
         let mut id_given = false;
         let mut uses_given = false;
         for (k, kpos, v) in entries {
+            step.keys.push((k.to_string(), kpos));
             match k {
                 "id" => {
                     id_given = true;
@@ -664,7 +666,10 @@ impl Loader {
                             self.err_help(
                                 v.pos,
                                 format!("invalid step id `{}`", n.name),
-                                "step ids are used in templates (`steps.ID.x`): letters, digits and `_`, not starting with a digit",
+                                match n.name.contains('-') {
+                                    true => format!("templates read `steps.{}` as a subtraction; use `_`: `{}`", n.name, n.name.replace('-', "_")),
+                                    false => "step ids are used in templates (`steps.ID.x`): letters, digits and `_`, not starting with a digit".to_string(),
+                                },
                             );
                         }
                         id = Some(n);

@@ -147,6 +147,9 @@ pub struct Step {
     pub approval: bool,
     /// Overrides the plugin's side-effect class (e.g. a `shell.run` of `kubectl get` is `read`).
     pub side_effect: Option<SideEffect>,
+    /// Where each key of the step was written, for errors about a key as a whole (e.g. `timeout`
+    /// where it is not allowed).
+    pub keys: Vec<(String, Pos)>,
     pub pos: Pos,
 }
 

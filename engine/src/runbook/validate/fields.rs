@@ -40,9 +40,14 @@ impl Validator<'_> {
                     ("timeout", _) => "this step evaluates a condition and cannot hang",
                     _ => "flow steps change nothing, so there is nothing to approve or classify",
                 };
+                let at = s
+                    .keys
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map_or(s.uses.pos, |(_, p)| *p);
                 self.err(
                     Diagnostic::new(
-                        s.uses.pos,
+                        at,
                         format!("`{key}` has no effect on a `{}` step", info.name),
                     )
                     .help(help),

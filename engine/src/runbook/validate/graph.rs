@@ -33,8 +33,12 @@ impl Validator<'_> {
         if let OnFailure::Goto(h) = &s.on_failure {
             if h.name == s.id.name {
                 self.err(
-                    Diagnostic::new(h.pos, "a step cannot be its own failure handler")
-                        .help("to try again, use `retry:`"),
+                    Diagnostic::new(
+                        h.pos,
+                        format!("step `{}` names itself as its failure handler", s.id.name),
+                    )
+                    .label("the step's own id")
+                    .help("`on_failure` names another step to run when this one fails; to try this one again, use `retry:`"),
                 );
             } else if !self.index.contains_key(h.name.as_str()) {
                 self.err(
@@ -246,8 +250,10 @@ impl Validator<'_> {
         }
         let mut handled_by: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (j, o) in rb.steps.iter().enumerate() {
+            // A step naming itself as handler is reported as that, not also as unreachable.
             if let OnFailure::Goto(h) = &o.on_failure
                 && let Some(&t) = self.index.get(h.name.as_str())
+                && t != j
             {
                 handled_by[t].push(j);
             }

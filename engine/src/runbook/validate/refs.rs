@@ -5,7 +5,7 @@ use super::graph::Ancestry;
 use super::{Scope, StepRefs, Validator, merge};
 use crate::diag::{Diagnostic, suggest};
 use crate::expr::is_template;
-use crate::runbook::load::strip_braces;
+use crate::runbook::load::{strip_braces, valid_ident};
 use crate::runbook::model::Step;
 use crate::runbook::node::{Node, Pos, Value};
 use runbook_steps::{Field, FieldType};
@@ -99,6 +99,7 @@ impl Validator<'_> {
             _ => return StepRefs::default(),
         };
         match self.expr.condition_refs(&text) {
+            Ok(paths) if self.not_checkable(&text, &paths, node.pos) => StepRefs::default(),
             Ok(paths) => {
                 let mut r = self.check_refs(&paths, node.pos, scope, ctx, &[]);
                 r.any = true;
@@ -131,6 +132,7 @@ impl Validator<'_> {
             Value::Str(s) if is_template(s) => {
                 acc.any = true;
                 match self.expr.template_refs(s) {
+                    Ok(paths) if self.not_checkable(s, &paths, node.pos) => {}
                     Ok(paths) => merge(&mut acc, self.check_refs(&paths, node.pos, scope, ctx, vars_so_far)),
                     Err(e) => self.err(
                         Diagnostic::new(node.pos, format!("template does not compile: {e}"))
@@ -153,6 +155,29 @@ impl Validator<'_> {
             _ => {}
         }
         acc
+    }
+
+    /// Whether the references of `text` cannot be checked meaningfully, having reported why if that
+    /// is new: an operator where a value should be (minijinja reads `x and and` as `x and (a variable
+    /// named and)`), or a step id that was already reported as invalid (`steps.check-disk.x` would
+    /// otherwise give errors about `check` and `disk.x`).
+    fn not_checkable(&mut self, text: &str, paths: &[String], pos: Pos) -> bool {
+        const OPERATORS: &[&str] = &["and", "or", "not", "in", "is", "if", "else"];
+        if let Some(op) = paths
+            .iter()
+            .map(|p| p.split('.').next().unwrap_or(p))
+            .find(|root| OPERATORS.contains(root))
+        {
+            self.err(
+                Diagnostic::new(pos, format!("syntax error: `{op}` stands where a value is expected"))
+                    .help(format!("`{op}` is an operator: check what is on either side of it, e.g. `a and b`, `not a`, `x in [1, 2]`")),
+            );
+            return true;
+        }
+        self.rb
+            .steps
+            .iter()
+            .any(|s| !valid_ident(&s.id.name) && text.contains(&format!("steps.{}", s.id.name)))
     }
 
     pub(super) fn check_refs(
