@@ -15,7 +15,7 @@ pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
     }
     // YAML 1.2 booleans only: `on:` is a key, and `country: no` stays a string.
     let opts = serde_saphyr::options! { strict_booleans: true };
-    let doc: Node = match serde_saphyr::from_str_with_options(source, opts) {
+    let mut doc: Node = match serde_saphyr::from_str_with_options(source, opts) {
         Ok(doc) => doc,
         Err(e) => return (None, vec![yaml_error(source, &e)]),
     };
@@ -25,8 +25,55 @@ pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
         return (None, vec![d]);
     }
     let mut l = Loader { diags: Vec::new() };
+    unquoted_templates(&mut doc, source, &mut l.diags);
     let rb = l.runbook(&doc);
     (rb, l.diags)
+}
+
+/// An unquoted `{{ x }}` is a YAML flow mapping whose only key is the mapping `{ x }`. Each one is
+/// reported once, with the fix, and replaced by the template text it was meant to be, so that the
+/// checks after this one see a template instead of adding "expected a string, found a mapping".
+fn unquoted_templates(node: &mut Node, source: &str, diags: &mut Vec<Diagnostic>) {
+    let is_unquoted = matches!(&node.value, Value::Map(m)
+        if m.len() == 1 && m[0].1.value == Value::Null && matches!(m[0].0.value, Value::Map(_)));
+    if is_unquoted {
+        let text = source
+            .get(node.pos.offset..)
+            .and_then(|rest| rest.find("}}").map(|end| &rest[..end + 2]))
+            .unwrap_or("{{ }}");
+        let quoted = if text.contains('"') {
+            format!("'{text}'")
+        } else {
+            format!("\"{text}\"")
+        };
+        let pos = Pos {
+            len: text.len(),
+            ..node.pos
+        };
+        diags.push(
+            Diagnostic::new(
+                pos,
+                "an unquoted `{{ }}` template: YAML reads it as a mapping",
+            )
+            .help(format!("quote the template: {quoted}")),
+        );
+        node.value = Value::Str(text.to_string());
+        node.pos = pos;
+        return;
+    }
+    match &mut node.value {
+        Value::Seq(items) => {
+            for it in items {
+                unquoted_templates(it, source, diags);
+            }
+        }
+        Value::Map(entries) => {
+            for (_, v) in entries {
+                unquoted_templates(v, source, diags);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
