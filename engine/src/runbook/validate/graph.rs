@@ -223,19 +223,24 @@ impl Validator<'_> {
         // live[b] = targets of branch b that some live case can choose.
         let mut live_targets: HashMap<usize, HashSet<usize>> = HashMap::new();
         let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
+        // branch -> the literal-`true` case that shadows the cases (and default) after it.
+        let mut always: HashMap<usize, usize> = HashMap::new();
         for (b, k) in kinds.iter().enumerate() {
             if let StepKind::Branch { cases, default } = k {
                 let mut live = HashSet::new();
                 let mut all = HashSet::new();
                 let mut dead_after = false;
-                for c in cases {
+                for (ci, c) in cases.iter().enumerate() {
                     all.extend(c.then.iter().copied());
                     let lit = c.when.trim();
                     if !dead_after && lit != "false" {
                         live.extend(c.then.iter().copied());
                     }
-                    if lit == "true" {
+                    if lit == "true" && !dead_after {
                         dead_after = true;
+                        if ci + 1 < cases.len() || !default.is_empty() {
+                            always.insert(b, ci);
+                        }
                     }
                 }
                 all.extend(default.iter().copied());
@@ -259,6 +264,7 @@ impl Validator<'_> {
             }
         }
         let mut reach = vec![false; n];
+        let mut shadowed: HashMap<usize, Vec<usize>> = HashMap::new();
         for &i in order {
             let s = &rb.steps[i];
             // A step needing itself is reported as such, not also as unreachable.
@@ -276,6 +282,16 @@ impl Validator<'_> {
             let handlers = &handled_by[i];
             let by_failure = handlers.is_empty() || handlers.iter().any(|h| reach[*h]);
             reach[i] = by_branch && by_needs && by_failure;
+            // Shadowed by an always-true case: reported once, at that case.
+            if !by_branch
+                && let Some(&b) = parents[i].iter().find(|b| always.contains_key(*b))
+                && parents[i]
+                    .iter()
+                    .all(|p| always.contains_key(p) || !reach[*p])
+            {
+                shadowed.entry(b).or_default().push(i);
+                continue;
+            }
             if !reach[i] {
                 let why = if !by_branch {
                     "no branch case that can be taken leads to it"
@@ -290,6 +306,43 @@ impl Validator<'_> {
                         .help(format!("{why}; remove it, or fix the branch conditions")),
                 );
             }
+        }
+        let mut always: Vec<(usize, usize)> = always.into_iter().collect();
+        always.sort_unstable();
+        for (b, ci) in always {
+            let branch = &rb.steps[b];
+            let case = branch
+                .with
+                .as_ref()
+                .and_then(|w| w.get("cases"))
+                .and_then(Node::as_seq)
+                .and_then(|c| c.get(ci));
+            let pos = case
+                .and_then(|c| c.get("when"))
+                .or(case)
+                .map_or(branch.id.pos, |n| n.pos);
+            let fix = "put this case last, or make its target the `default`";
+            let help = match shadowed.get(&b) {
+                Some(steps) => {
+                    let names: Vec<String> = steps
+                        .iter()
+                        .map(|&i| format!("`{}`", rb.steps[i].id.name))
+                        .collect();
+                    format!("so {} can never run; {fix}", names.join(", "))
+                }
+                None => fix.to_string(),
+            };
+            self.err(
+                Diagnostic::new(
+                    pos,
+                    format!(
+                        "this case of `{}` is always true: the cases and default after it are never taken",
+                        branch.id.name
+                    ),
+                )
+                .label("always true")
+                .help(help),
+            );
         }
     }
 }
