@@ -266,7 +266,7 @@ async fn changed_runbook(
     }
     let followed = crate::run::event::current_text(&row.runbook_text, &events);
     let path = row.source_path.clone().unwrap_or_default();
-    let file = std::fs::read_to_string(&path).ok();
+    let file = crate::runbook::source::read(std::path::Path::new(&path)).ok();
     match (file, use_current) {
         (Some(now), true) if now != followed => Ok(Some(now)),
         (Some(_), true) => Ok(None),

@@ -52,6 +52,11 @@ pub fn resolve(arg: &str) -> Result<PathBuf, String> {
         return Ok(p.to_path_buf());
     }
     if is_yaml(p) || arg.contains('/') {
+        // A path that exists but is no regular file (a directory, a FIFO) goes on to the reader,
+        // which says what it is instead of "no such file".
+        if p.exists() {
+            return Ok(p.to_path_buf());
+        }
         return Err(format!("no such file: {arg}"));
     }
     let found: Vec<PathBuf> = all_files()

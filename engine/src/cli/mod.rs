@@ -372,10 +372,11 @@ fn load_plan(
     expr: &Expr,
 ) -> Result<(PathBuf, String, Plan), Failure> {
     let path = find::resolve(arg).map_err(Failure::invalid)?;
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| Failure::invalid(format!("cannot read {}: {e}", path.display())))?;
-    match check(&path.display().to_string(), &text, registry, expr) {
-        Ok(plan) => Ok((path, text, plan)),
+    let checked = crate::runbook::source::read(&path).and_then(|text| {
+        check(&path.display().to_string(), &text, registry, expr).map(|p| (text, p))
+    });
+    match checked {
+        Ok((text, plan)) => Ok((path, text, plan)),
         Err(report) => {
             eprint!("{}", report.render(color()));
             Err(Failure {
@@ -483,16 +484,10 @@ fn validate(
                 continue;
             }
         };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("error: cannot read {}: {e}", path.display());
-                bad += 1;
-                continue;
-            }
-        };
         let file = path.display().to_string();
-        match check(&file, &text, registry, expr) {
+        match crate::runbook::source::read(&path)
+            .and_then(|text| check(&file, &text, registry, expr))
+        {
             Ok(plan) => {
                 if format == Format::Text {
                     println!("ok: {file} ({} steps)", plan.steps.len());
@@ -530,14 +525,14 @@ fn report_json(r: &Report) -> serde_json::Value {
 fn list(registry: &Registry, expr: &Expr, format: Format) -> Result<i32, Failure> {
     let mut rows = Vec::new();
     for f in find::all_files() {
-        let text = std::fs::read_to_string(&f).unwrap_or_default();
         let file = f.display().to_string();
         let name = f
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default()
             .to_string();
-        match check(&file, &text, registry, expr) {
+        match crate::runbook::source::read(&f).and_then(|text| check(&file, &text, registry, expr))
+        {
             Ok(plan) => rows.push(serde_json::json!({
                 "name": name,
                 "title": plan.runbook.title,

@@ -15,13 +15,65 @@ pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
     }
     // YAML 1.2 booleans only: `on:` is a key, and `country: no` stays a string.
     let opts = serde_saphyr::options! { strict_booleans: true };
-    let doc: Node = match serde_saphyr::from_str_with_options(source, opts) {
+    let mut doc: Node = match serde_saphyr::from_str_with_options(source, opts) {
         Ok(doc) => doc,
         Err(e) => return (None, vec![yaml_error(source, &e)]),
     };
+    if doc.value == Value::Null {
+        let d = Diagnostic::unplaced("the file has no content, only comments or blank lines")
+            .help("a runbook is a mapping with at least `name:` and `steps:`");
+        return (None, vec![d]);
+    }
     let mut l = Loader { diags: Vec::new() };
+    unquoted_templates(&mut doc, source, &mut l.diags);
     let rb = l.runbook(&doc);
     (rb, l.diags)
+}
+
+/// An unquoted `{{ x }}` is a YAML flow mapping whose only key is the mapping `{ x }`. Each one is
+/// reported once, with the fix, and replaced by the template text it was meant to be, so that the
+/// checks after this one see a template instead of adding "expected a string, found a mapping".
+fn unquoted_templates(node: &mut Node, source: &str, diags: &mut Vec<Diagnostic>) {
+    let is_unquoted = matches!(&node.value, Value::Map(m)
+        if m.len() == 1 && m[0].1.value == Value::Null && matches!(m[0].0.value, Value::Map(_)));
+    if is_unquoted {
+        let text = source
+            .get(node.pos.offset..)
+            .and_then(|rest| rest.find("}}").map(|end| &rest[..end + 2]))
+            .unwrap_or("{{ }}");
+        let quoted = if text.contains('"') {
+            format!("'{text}'")
+        } else {
+            format!("\"{text}\"")
+        };
+        let pos = Pos {
+            len: text.len(),
+            ..node.pos
+        };
+        diags.push(
+            Diagnostic::new(
+                pos,
+                "an unquoted `{{ }}` template: YAML reads it as a mapping",
+            )
+            .help(format!("quote the template: {quoted}")),
+        );
+        node.value = Value::Str(text.to_string());
+        node.pos = pos;
+        return;
+    }
+    match &mut node.value {
+        Value::Seq(items) => {
+            for it in items {
+                unquoted_templates(it, source, diags);
+            }
+        }
+        Value::Map(entries) => {
+            for (_, v) in entries {
+                unquoted_templates(v, source, diags);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
@@ -36,6 +88,7 @@ fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
         .trim_start_matches("error: ");
     let mut msg = strip_location_prefix(&strip_location_suffix(first)).to_string();
     let mut help = None;
+    let mut prefix = "invalid YAML: ";
     let (mut line, mut col) = e
         .location()
         .map(|l| {
@@ -59,6 +112,41 @@ fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
         help = Some("each key may appear once in a mapping".to_string());
     } else if msg.contains("only valid inside a block") || msg.contains("did not find expected") {
         help = Some("look above this line for an unclosed `[`, `{` or quote".to_string());
+    } else if let Some((m, h)) = limit_message(&msg) {
+        // A limit is not a syntax error: no "invalid YAML" prefix.
+        (msg, help, prefix) = (m, Some(h), "");
+    } else if msg.starts_with("multiple YAML documents") {
+        // Point at the `---` that starts the second document, not at its first key.
+        if let Some(sep) = source
+            .lines()
+            .take(line)
+            .enumerate()
+            .skip(1)
+            .filter(|(_, l)| l.starts_with("---"))
+            .map(|(n, _)| n + 1)
+            .last()
+        {
+            (line, col, len) = (sep, 1, 3);
+        }
+        msg = "the file holds more than one YAML document".to_string();
+        help = Some(
+            "a runbook is one document: remove this `---` and what follows, or move it to a file of its own"
+                .to_string(),
+        );
+    } else if let Some(rest) = msg.strip_prefix("non-finite float ") {
+        let value = rest.split(' ').next().unwrap_or(rest);
+        len = value.trim_matches('`').len();
+        msg = format!("{value} is not a number a runbook can use");
+        help = Some("NaN and infinities are not allowed; write a finite number".to_string());
+    } else if msg.contains("simple key expected")
+        && source.lines().nth(line.saturating_sub(1)).is_some_and(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|k| k.chars().count() > 1024)
+        })
+    {
+        msg = format!("a key may be at most {MAX_KEY_CHARS} characters long");
+        help = Some("YAML limits keys written without `? ` to 1024 characters; this is probably not meant as a key".to_string());
     }
     let offset = line_col_to_offset(source, line, col);
     let d = Diagnostic::new(
@@ -68,12 +156,54 @@ fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
             offset,
             len,
         },
-        format!("invalid YAML: {msg}"),
+        format!("{prefix}{msg}"),
     );
     match help {
         Some(h) => d.help(h),
         None => d,
     }
+}
+
+/// YAML's limit on an implicit key (one written without `? `).
+const MAX_KEY_CHARS: usize = 1024;
+
+/// The parser's resource limits (serde-saphyr's default budget), in words for runbook authors.
+/// docs/runbook-format.md §8 lists them.
+fn limit_message(msg: &str) -> Option<(String, String)> {
+    let budget = msg.strip_prefix("budget breached: ");
+    let kind = budget.map(|b| b.split([' ', '{']).next().unwrap_or(b));
+    let (m, h) = match kind {
+        _ if msg.contains("recursion limit") => (
+            "lists and mappings are nested too deeply".to_string(),
+            "a runbook nests lists and mappings at most 64 levels deep".to_string(),
+        ),
+        Some("Depth") => (
+            "lists and mappings are nested too deeply".to_string(),
+            "a runbook nests lists and mappings at most 64 levels deep".to_string(),
+        ),
+        Some("Nodes") => (
+            "the file has too many YAML values".to_string(),
+            "a runbook holds at most 250,000 values, each use of an alias counting again: is this an alias bomb, or not a runbook?".to_string(),
+        ),
+        Some("Aliases") | Some("AliasAnchorRatio") | Some("RecordedAnchorEvents") => (
+            "the file uses too many aliases (`*name`)".to_string(),
+            "a runbook may use at most 50,000 aliases, and not expand a few anchors into a huge tree".to_string(),
+        ),
+        Some("Anchors") => (
+            "the file defines too many anchors (`&name`)".to_string(),
+            "a runbook may define at most 50,000 anchors".to_string(),
+        ),
+        Some("ScalarBytes") | Some("InputBytes") | Some("Events") | Some("CommentBytes") => (
+            "the file is too large for a runbook".to_string(),
+            "a runbook file may be at most 16 MiB".to_string(),
+        ),
+        Some(other) => (
+            format!("the file exceeds a YAML size limit ({other})"),
+            "a runbook this large is probably not a runbook".to_string(),
+        ),
+        None => return None,
+    };
+    Some((m, h))
 }
 
 /// `line 8 column 3: message` -> `message`.
@@ -250,11 +380,9 @@ impl Loader {
     }
 
     fn duration(&mut self, node: &Node, what: &str) -> Option<std::time::Duration> {
-        let text = match &node.value {
-            Value::Str(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            Value::Float(f) => f.to_string(),
-            _ => {
+        let text = match duration_text(node) {
+            Some(t) => t,
+            None => {
                 self.err(
                     node.pos,
                     format!("{what} must be a duration, found {}", node.kind()),
@@ -320,8 +448,9 @@ impl Loader {
                     }
                 }
                 "name" => {
+                    // A `name` of the wrong type is reported as that, not also as missing.
+                    have_name = true;
                     if let Some(n) = self.string(v, "name") {
-                        have_name = true;
                         if !valid_name(&n) {
                             self.err_help(
                                 v.pos,
@@ -528,10 +657,15 @@ impl Loader {
 
     fn steps(&mut self, v: &Node) -> Vec<Step> {
         let Some(items) = v.as_seq() else {
-            self.err(
-                v.pos,
-                format!("`steps` must be a list of steps, found {}", v.kind()),
-            );
+            let msg = format!("`steps` must be a list of steps, found {}", v.kind());
+            match v.value {
+                Value::Map(_) => self.err_help(
+                    v.pos,
+                    msg,
+                    "write each step as a list item with its id inside: `- id: NAME`, then its other keys",
+                ),
+                _ => self.err(v.pos, msg),
+            }
             return Vec::new();
         };
         if items.is_empty() {
@@ -566,11 +700,13 @@ impl Loader {
             approval: false,
             approval_policy: Default::default(),
             side_effect: None,
+            keys: Vec::new(),
             pos: node.pos,
         };
         let mut id_given = false;
         let mut uses_given = false;
         for (k, kpos, v) in entries {
+            step.keys.push((k.to_string(), kpos));
             match k {
                 "id" => {
                     id_given = true;
@@ -579,7 +715,10 @@ impl Loader {
                             self.err_help(
                                 v.pos,
                                 format!("invalid step id `{}`", n.name),
-                                "step ids are used in templates (`steps.ID.x`): letters, digits and `_`, not starting with a digit",
+                                match n.name.contains('-') {
+                                    true => format!("templates read `steps.{}` as a subtraction; use `_`: `{}`", n.name, n.name.replace('-', "_")),
+                                    false => "step ids are used in templates (`steps.ID.x`): letters, digits and `_`, not starting with a digit".to_string(),
+                                },
                             );
                         }
                         id = Some(n);
@@ -855,6 +994,20 @@ impl Loader {
                 None
             }
         }
+    }
+}
+
+/// The text of a literal duration: a string (`30s`) as written, a number as seconds. `None` for any
+/// other kind of node. Step keys and plugin fields both go through this and `parse_duration`, so they
+/// accept, and bound, the same values.
+pub(crate) fn duration_text(node: &Node) -> Option<String> {
+    match &node.value {
+        Value::Str(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        // `1e308` as `100000…` (309 digits) would swamp the message.
+        Value::Float(f) if f.abs() < 1e15 => Some(f.to_string()),
+        Value::Float(f) => Some(format!("{f:e}")),
+        _ => None,
     }
 }
 

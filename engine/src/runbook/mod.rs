@@ -4,6 +4,7 @@ pub mod load;
 pub mod model;
 pub mod node;
 pub mod plan;
+pub mod source;
 pub mod validate;
 
 pub use model::*;

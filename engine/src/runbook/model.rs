@@ -93,12 +93,16 @@ pub struct Retry {
 }
 
 impl Retry {
-    /// The wait before attempt `next` (2 for the first retry).
+    /// The wait before attempt `next` (2 for the first retry): `initial × factor^(next−2)`, capped
+    /// at `max`. Total for every input: growth that overflows, or a factor the loader would have
+    /// refused (NaN, negative), waits `max`.
     pub fn backoff(&self, next: u32) -> Duration {
+        if self.initial.is_zero() {
+            return Duration::ZERO;
+        }
         let exp = i32::try_from(next.saturating_sub(2)).unwrap_or(i32::MAX);
         let secs = self.initial.as_secs_f64() * self.factor.powi(exp);
-        let capped = secs.min(self.max.as_secs_f64());
-        Duration::from_secs_f64(if capped.is_finite() { capped } else { 0.0 })
+        Duration::try_from_secs_f64(secs).map_or(self.max, |d| d.min(self.max))
     }
 
     pub fn retries(&self, kind: ErrorKind) -> bool {
@@ -145,6 +149,9 @@ pub struct Step {
     pub approval_policy: ApprovalPolicy,
     /// Overrides the plugin's side-effect class (e.g. a `shell.run` of `kubectl get` is `read`).
     pub side_effect: Option<SideEffect>,
+    /// Where each key of the step was written, for errors about a key as a whole (e.g. `timeout`
+    /// where it is not allowed).
+    pub keys: Vec<(String, Pos)>,
     pub pos: Pos,
 }
 
@@ -174,5 +181,66 @@ impl ApprovalPolicy {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry(initial: Duration, factor: f64, max: Duration) -> Retry {
+        Retry {
+            attempts: u32::MAX,
+            initial,
+            factor,
+            max,
+            on: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn backoff_grows_by_the_factor_up_to_max() {
+        let r = retry(Duration::from_secs(1), 2.0, Duration::from_secs(60));
+        let waits: Vec<u64> = (2..=9).map(|n| r.backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn backoff_never_panics_and_stays_within_max() {
+        let day = Duration::from_secs(86_400);
+        let durations = [Duration::ZERO, Duration::from_millis(1), day, Duration::MAX];
+        let factors = [
+            1.0,
+            2.0,
+            1e308,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NAN,
+            -2.0,
+            0.0,
+        ];
+        let attempts = [0, 1, 2, 3, 1000, u32::MAX - 1, u32::MAX];
+        for initial in durations {
+            for max in durations {
+                for factor in factors {
+                    let r = retry(initial, factor, max);
+                    for next in attempts {
+                        let wait = r.backoff(next);
+                        assert!(
+                            wait <= max,
+                            "initial {initial:?} factor {factor} max {max:?} next {next}: {wait:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_factor_waits_max_not_zero() {
+        let r = retry(Duration::from_secs(1), 1e308, Duration::from_secs(30));
+        assert_eq!(r.backoff(2), Duration::from_secs(1));
+        assert_eq!(r.backoff(3), Duration::from_secs(30));
+        assert_eq!(r.backoff(u32::MAX), Duration::from_secs(30));
     }
 }
