@@ -170,7 +170,7 @@ async fn seed_journal(
         runbook_sha256: sha,
         runbook_text: text.into(),
         params: serde_json::json!({}),
-        status: "running".into(),
+        status: runbook_engine::run::event::RunStatus::Running,
         actor: "seeder".into(),
         started_at: start,
         finished_at: None,

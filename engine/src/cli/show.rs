@@ -2,7 +2,7 @@
 
 use super::{Failure, Format, GraphFormat, exit};
 use crate::expr::Expr;
-use crate::run::event::{Event, Record};
+use crate::run::event::{Event, Record, RunStatus};
 use crate::runbook::OnFailure;
 use crate::runbook::plan::{Plan, StepKind};
 use crate::store::{RunRow, Store};
@@ -99,7 +99,12 @@ pub async fn runs(
 ) -> Result<i32, Failure> {
     let mut rows = store.runs(if resumable { i64::MAX } else { limit }).await?;
     if resumable {
-        rows.retain(|r| matches!(r.status.as_str(), "running" | "interrupted" | "waiting"));
+        rows.retain(|r| {
+            matches!(
+                r.status,
+                RunStatus::Running | RunStatus::Interrupted | RunStatus::Waiting
+            )
+        });
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     }
     if format == Format::Json {
@@ -115,7 +120,7 @@ pub async fn runs(
         t.row(vec![
             r.id.clone(),
             r.runbook.clone(),
-            status_word(&r.status),
+            status_word(r.status.as_str()),
             when(r.started_at),
             span(r.started_at, r.finished_at),
             r.actor.clone(),
@@ -348,7 +353,7 @@ pub async fn show(
         "run {}  {}  {}\n",
         style(&run.id).bold(),
         run.runbook,
-        status_word(&run.status)
+        status_word(run.status.as_str())
     ));
     if let Some(t) = &run.title {
         out.push_str(&format!("  {t}\n"));

@@ -271,7 +271,7 @@ impl<'a> Driver<'a> {
                 Event::RunStarted { params, .. } => Value::Object(params.clone()),
                 _ => Value::Object(Map::new()),
             },
-            status: RunStatus::Running.as_str().to_string(),
+            status: RunStatus::Running,
             actor: opts.actor.clone(),
             started_at,
             finished_at: None,

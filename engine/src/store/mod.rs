@@ -1,6 +1,7 @@
 //! Where runs are kept. The engine talks to a [`Store`]; SQLite is the embedded default and PostgreSQL
 //! slots in behind the same trait.
 
+mod body;
 pub mod postgres;
 pub mod sqlite;
 
@@ -21,6 +22,8 @@ pub enum StoreError {
     Ambiguous { prefix: String, count: usize },
     #[error("unsupported database `{0}`")]
     Unsupported(String),
+    #[error("run {run} in the database is unreadable: {reason}")]
+    Corrupt { run: String, reason: String },
 }
 
 /// A run's row: what `runbook runs` lists and `show` starts from.
@@ -34,7 +37,7 @@ pub struct RunRow {
     #[serde(skip)]
     pub runbook_text: String,
     pub params: serde_json::Value,
-    pub status: String,
+    pub status: RunStatus,
     pub actor: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -58,22 +61,40 @@ pub(crate) struct StoredRun {
     parent_run: Option<String>,
 }
 
-impl From<StoredRun> for RunRow {
-    fn from(r: StoredRun) -> RunRow {
-        RunRow {
+impl TryFrom<StoredRun> for RunRow {
+    type Error = StoreError;
+
+    /// A row written by something other than this engine (or a newer one) is an error naming the
+    /// run, not a guess.
+    fn try_from(r: StoredRun) -> Result<RunRow, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            run: r.id.clone(),
+            reason,
+        };
+        let status = RunStatus::parse(&r.status)
+            .ok_or_else(|| corrupt(format!("unknown status `{}`", r.status)))?;
+        let params = serde_json::from_str(&r.params)
+            .map_err(|e| corrupt(format!("its params are not JSON: {e}")))?;
+        Ok(RunRow {
             id: r.id,
             runbook: r.runbook,
             title: r.title,
             source_path: r.source_path,
             runbook_sha256: r.runbook_sha256,
             runbook_text: r.runbook_text,
-            params: serde_json::from_str(&r.params).unwrap_or(serde_json::Value::Null),
-            status: r.status,
+            params,
+            status,
             actor: r.actor,
             started_at: r.started_at,
             finished_at: r.finished_at,
             parent_run: r.parent_run,
-        }
+        })
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
