@@ -4,6 +4,7 @@
 mod audit;
 mod common;
 mod golden;
+mod integrity;
 mod resume;
 mod run;
 mod store;

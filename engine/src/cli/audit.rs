@@ -4,12 +4,11 @@
 use super::show::{Table, print_json, read_values, step_views};
 use super::{Failure, Format, exit};
 use crate::expr::Expr;
-use crate::run::event::{Event, OperatorAction, Record, Recovery, now_ms, verify_chain};
+use crate::run::event::{Event, OperatorAction, Record, Recovery, now_ms};
 use crate::runbook::plan::Plan;
 use crate::store::{EventKey, RunRow, Store};
 use runbook_steps::{Registry, SideEffect};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Duration;
@@ -28,48 +27,10 @@ pub enum AuditFormat {
 /// Why a run does not verify, if it does not: `(first bad event, reason)`.
 type Problem = (Option<i64>, String);
 
-/// Checks a run's stored records: the chain first, then the stored runbook against its hash and
-/// against the hash the chain recorded when the run started.
 fn check_records(run: &RunRow, records: &[Record]) -> Option<Problem> {
-    if let Err(b) = verify_chain(records) {
-        return Some((Some(b.seq), b.reason));
-    }
-    let text_hash = hex::encode(Sha256::digest(run.runbook_text.as_bytes()));
-    if text_hash != run.runbook_sha256 {
-        return Some((
-            None,
-            "the stored runbook text does not match its sha256".to_string(),
-        ));
-    }
-    // A resume that switched to a changed runbook journals the new text with its hash.
-    for r in records {
-        if let Ok(Event::RunResumed {
-            runbook_sha256,
-            runbook_text: Some(text),
-        }) = r.event()
-            && hex::encode(Sha256::digest(text.as_bytes())) != runbook_sha256
-        {
-            return Some((
-                Some(r.seq),
-                "the runbook text it switched to does not match its sha256".to_string(),
-            ));
-        }
-    }
-    match records.first().map(|r| r.event()) {
-        Some(Ok(Event::RunStarted { runbook_sha256, .. }))
-            if runbook_sha256 == run.runbook_sha256 =>
-        {
-            None
-        }
-        Some(Ok(Event::RunStarted { .. })) => Some((
-            Some(1),
-            "the run's runbook hash differs from the one its first event recorded".to_string(),
-        )),
-        _ => Some((
-            Some(1),
-            "the journal does not start with run_started".to_string(),
-        )),
-    }
+    crate::run::integrity::verify(run, records)
+        .err()
+        .map(|b| (b.seq, b.reason))
 }
 
 async fn check(store: &dyn Store, run: &RunRow) -> Result<(usize, Option<Problem>), Failure> {

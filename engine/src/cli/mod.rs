@@ -687,8 +687,13 @@ async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result<i32
     use crate::run::event::{Event, current_text};
     let store = open_store(g).await?;
     let parent = store.run(&args.run).await?;
+    let records = store.events(&parent.id).await?;
+    // A re-run executes the parent's runbook text and reuses its outcomes: both must be what the
+    // journal vouches for.
+    crate::run::integrity::verify(&parent, &records)
+        .map_err(|b| Failure::invalid(crate::run::integrity::refusal(&parent.id, &b)))?;
     let mut events = Vec::new();
-    for r in store.events(&parent.id).await? {
+    for r in records {
         events.push(r.event().map_err(|e| {
             Failure::env(format!(
                 "event {} of run {} is unreadable: {e}",

@@ -316,20 +316,17 @@ impl<'a> Driver<'a> {
         opts: RunOptions,
         observer: &'a mut dyn Observer,
     ) -> Result<RunOutcome, DriverError> {
-        use super::event::{Recovery, verify_chain};
+        use super::event::Recovery;
         let run = store.run(run_id).await?;
-        if matches!(run.status.as_str(), "succeeded" | "failed") {
+        if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
             return Err(DriverError::Refused(format!(
                 "run {} already {}; there is nothing to resume",
                 run.id, run.status
             )));
         }
         let records = store.events(&run.id).await?;
-        if let Err(b) = verify_chain(&records) {
-            return Err(DriverError::Refused(format!(
-                "the journal of run {} does not verify at event {} ({}); refusing to act on it (see `runbook audit verify`)",
-                run.id, b.seq, b.reason
-            )));
+        if let Err(b) = super::integrity::verify(&run, &records) {
+            return Err(DriverError::Refused(super::integrity::refusal(&run.id, &b)));
         }
         let mut events = Vec::with_capacity(records.len());
         for r in &records {

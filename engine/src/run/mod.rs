@@ -4,5 +4,6 @@
 pub mod decide;
 pub mod driver;
 pub mod event;
+pub mod integrity;
 pub mod redact;
 pub mod state;
