@@ -2,6 +2,7 @@
 //! services (SQLite files, local HTTP servers, processes).
 
 mod audit;
+mod cli;
 mod common;
 mod golden;
 mod integrity;

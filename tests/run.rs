@@ -378,7 +378,7 @@ steps:
     let id = runs[0]["id"].as_str().expect("id");
     let shown = json(&sb.run(&["show", id, "-o", "json"]));
     assert_eq!(step(&shown, "hang")["status"], "running");
-    assert_eq!(step(&shown, "after")["status"], "not run");
+    assert_eq!(step(&shown, "after")["status"], "pending");
 }
 
 #[test]

@@ -40,7 +40,8 @@ Examples:
   runbook graph service-health --format mermaid
 
 Runbooks are found by NAME in ./runbooks (and its subdirectories) and in RUNBOOK_PATH, or given as a file.
-Runs are recorded in SQLite at --db (default: $XDG_STATE_HOME/runbook/runbook.db).
+Runs are recorded in SQLite at --db (default: $XDG_STATE_HOME/runbook/runbook.db), or in PostgreSQL
+with --db postgres://USER@HOST/DATABASE.
 
 Exit codes:
   0    success (the run succeeded; the runbooks are valid)
@@ -67,8 +68,9 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Where runs are recorded: a SQLite file path.
-    #[arg(long, global = true, env = "RUNBOOK_DB", value_name = "PATH")]
+    /// Where runs are recorded: a SQLite file path, or a PostgreSQL URL
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE).
+    #[arg(long, global = true, env = "RUNBOOK_DB", value_name = "PATH|URL")]
     pub db: Option<String>,
     /// Who is acting, recorded with every event (default: the OS user).
     #[arg(long, global = true, env = "RUNBOOK_ACTOR")]
@@ -135,7 +137,7 @@ pub enum Command {
     },
     /// Start a new run that re-runs an earlier one from a step, reusing what came before it.
     #[command(
-        after_help = "Steps that are neither STEP nor downstream of it, and that succeeded or were skipped in the\nearlier run, are not run again: their results, outputs and branch choices are reused (and shown as\nreused). The new run records which run it re-runs. Parameters are the earlier run's; --param overrides.\n\nExample:\n  runbook rerun 01a20e91cbf5 --from verify_load"
+        after_help = "Steps that are neither STEP nor downstream of it are not run again when, in the earlier run,\nthey succeeded, were skipped, or failed with `on_failure: continue` (a failure the runbook lets\nthe run go past): their outcomes, results, outputs and branch choices are reused (and shown as\nreused). Any other step runs. The earlier run's journal must verify (see `runbook audit verify`).\nThe new run records which run it re-runs. Parameters are the earlier run's; --param overrides.\n\nExample:\n  runbook rerun 01a20e91cbf5 --from verify_load"
     )]
     Rerun(RerunArgs),
     /// Continue a run that stopped (crash, Ctrl-C) or waits for an operator.
@@ -228,8 +230,8 @@ pub enum AuditCommand {
         after_help = "Examples:\n  runbook audit verify 01a20e91cbf5\n  runbook audit verify --all\n\nExit code 0 when everything verifies, 1 when a run does not."
     )]
     Verify {
-        /// Run id or unique id prefix.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        /// Run id or unique id prefix (or --all).
+        #[arg(conflicts_with = "all")]
         run: Option<String>,
         /// Every run in the database.
         #[arg(long)]
@@ -665,7 +667,6 @@ async fn launch_run(
 ) -> Result<i32, Failure> {
     let actor = actor(g);
     let mut live = progress::Live::new(&actor, launch.yes, launch.quiet);
-    let started = std::time::Instant::now();
     let outcome = Driver::start(
         Arc::new(plan),
         store,
@@ -680,7 +681,7 @@ async fn launch_run(
     )
     .await
     .map_err(driver_failure)?;
-    finish(g, store, &outcome, started, launch.quiet).await
+    finish(g, store, &outcome, launch.quiet).await
 }
 
 async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result<i32, Failure> {
@@ -796,14 +797,12 @@ async fn finish(
     g: &Global,
     store: &dyn Store,
     outcome: &crate::run::driver::RunOutcome,
-    started: std::time::Instant,
     quiet: bool,
 ) -> Result<i32, Failure> {
-    let took = runbook_steps::duration::human(started.elapsed());
     let short = &outcome.run_id[..12.min(outcome.run_id.len())];
+    let view = show::Loaded::load(store, &outcome.run_id).await?.view;
     if g.output == Format::Json {
-        let shown = show::run_json(store, &outcome.run_id).await?;
-        show::print_json(&shown);
+        show::print_json(&view);
     } else if !quiet {
         let word = match outcome.status {
             RunStatus::Succeeded => console::style("succeeded").green().bold(),
@@ -812,23 +811,23 @@ async fn finish(
             RunStatus::Running => console::style("running").bold(),
             RunStatus::Waiting => console::style("waiting for an operator").yellow().bold(),
         };
+        // The run's whole duration, from its first start: after a resume, not just this process's.
+        let took = view
+            .run
+            .duration_ms
+            .map(|ms| format!(" in {}", show::took(ms)))
+            .unwrap_or_default();
         eprintln!(
-            "run {} {word} in {took} — details: runbook show {short}",
+            "run {} {word}{took} — details: runbook show {short}",
             outcome.run_id
         );
     }
     if outcome.status == RunStatus::Waiting && g.output == Format::Text {
-        let shown = show::run_json(store, &outcome.run_id).await?;
-        let unknown: Vec<String> = shown["steps"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|s| s["status"] == "unknown")
-                    .filter_map(|s| s["id"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for step in unknown {
+        let unknown = view
+            .steps
+            .iter()
+            .filter(|s| s.status == crate::run::state::Status::Unknown);
+        for step in unknown.map(|s| &s.id) {
             eprintln!(
                 "step `{step}` is unsafe and was running when the run stopped: it may or may not have acted.\n  check, then: runbook resume {short} --mark-done {step}   (it did what it should)\n              runbook resume {short} --retry {step}       (run it again)\n              runbook resume {short} --mark-failed {step} (treat it as failed)"
             );
@@ -896,7 +895,6 @@ async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i
     }
     let newer = changed_runbook(store.as_ref(), &args.run, args.use_current).await?;
     let mut live = progress::Live::new(&actor, args.yes, args.quiet);
-    let started = std::time::Instant::now();
     let outcome = Driver::resume(
         store.as_ref(),
         &engine,
@@ -911,7 +909,7 @@ async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i
     )
     .await
     .map_err(driver_failure)?;
-    finish(g, store.as_ref(), &outcome, started, args.quiet).await
+    finish(g, store.as_ref(), &outcome, args.quiet).await
 }
 
 fn display_path(p: &Path) -> String {

@@ -172,7 +172,7 @@ fn holder_name() -> String {
 
 /// A holder that is a process of this host which no longer exists cannot be driving the run: its
 /// lease need not be waited out.
-fn is_dead_local_holder(holder: &str) -> bool {
+pub(crate) fn is_dead_local_holder(holder: &str) -> bool {
     let mut parts = holder.split(':');
     let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
         return false;

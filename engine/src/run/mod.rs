@@ -7,3 +7,4 @@ pub mod event;
 pub mod integrity;
 pub mod redact;
 pub mod state;
+pub mod view;
