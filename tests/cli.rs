@@ -269,3 +269,57 @@ async fn show_tells_a_resume_its_down_time_and_a_crash_rerun_from_a_retry() {
     let whole = shown["run"]["duration_ms"].as_i64().unwrap_or_default();
     assert!((210 * 60_000..211 * 60_000).contains(&whole), "{whole}");
 }
+
+#[test]
+fn the_readme_puts_runbook_on_path_before_the_tour_and_lets_cargo_show_progress() {
+    let readme = std::fs::read_to_string(crate::common::repo().join("README.md")).expect("README");
+    assert!(
+        !readme.contains("cargo run -q"),
+        "a quiet first build looks like a hang"
+    );
+    assert!(readme.contains("cargo run -p runbook-engine -- run service-health"));
+    let install = readme
+        .find("cargo install --path engine --locked")
+        .expect("install command");
+    let first_use = readme.find("\nrunbook ").expect("the tour");
+    assert!(install < first_use, "install comes after the tour uses it");
+}
+
+#[test]
+fn the_format_reference_lists_every_status() {
+    use runbook_engine::run::state::Status;
+    let doc =
+        std::fs::read_to_string(crate::common::repo().join("docs/runbook-format.md")).expect("doc");
+    for s in [
+        Status::Pending,
+        Status::Running,
+        Status::RetryWait,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Skipped,
+        Status::Unknown,
+    ] {
+        assert!(
+            doc.contains(&format!("| `{}` |", s.as_str())),
+            "step status {}",
+            s.as_str()
+        );
+    }
+    let runs = doc
+        .split("A **run** is")
+        .nth(1)
+        .and_then(|r| r.split("\n\n").next())
+        .expect("the run statuses");
+    for s in [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::Waiting,
+    ] {
+        assert!(
+            runs.contains(&format!("`{}`", s.as_str())),
+            "run status {s}"
+        );
+    }
+}
