@@ -2,6 +2,8 @@
 
 pub mod audit;
 pub mod find;
+pub mod graph;
+pub mod plugins;
 pub mod progress;
 pub mod prune;
 pub mod show;
@@ -391,10 +393,12 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Graph { runbook, format } => {
             let (_, _, plan) = load_plan(&runbook, &registry, &expr)?;
-            print!("{}", show::graph(&plan, format));
+            print!("{}", graph::graph(&plan, format));
             Ok(exit::OK)
         }
-        Command::Plugins { name } => show::plugins(&registry, name.as_deref(), cli.global.output),
+        Command::Plugins { name } => {
+            plugins::plugins(&registry, name.as_deref(), cli.global.output)
+        }
         Command::Audit {
             command: Some(AuditCommand::Verify { run, all }),
             ..
