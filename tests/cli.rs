@@ -323,3 +323,71 @@ fn the_format_reference_lists_every_status() {
         );
     }
 }
+
+/// An event whose stored text is not JSON (written behind the engine's back) does not stop `show`
+/// or `audit` from telling what the rest of the journal says.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_event_is_reported_not_a_crash() {
+    let sb = Sandbox::new();
+    let id = "00000000000000000000000000000bad";
+    let started = Event::StepStarted {
+        step: "look".into(),
+        attempt: 1,
+        class: SideEffect::Read,
+        inputs: Value::Null,
+        deadline_ms: None,
+    };
+    seed(&sb, id, LOOK, 1_000, vec![(2_000, started)]).await;
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", sb.db().display()))
+        .await
+        .expect("connect");
+    for sql in [
+        "DROP TRIGGER events_append_only".to_string(),
+        format!("UPDATE events SET data = 'not json' WHERE run_id = '{id}' AND seq = 2"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .expect("tamper");
+    }
+    pool.close().await;
+
+    let o = sb.run(&["show", id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("events [2] are unreadable"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sb.run(&["show", id, "-o", "json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["unreadable"], serde_json::json!([2]));
+    assert_eq!(v["steps"][0]["status"], "pending");
+    let o = sb.run(&["audit", id]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).contains("unreadable event"), "{}", stdout(&o));
+    let o = sb.run(&["resume", id]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!sb.path().join("looked").exists());
+
+    // Bytes that are not even text: an error naming the run and the cause, not a panic.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", sb.db().display()))
+        .await
+        .expect("connect");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE events SET data = x'ff00' WHERE run_id = '{id}' AND seq = 2"
+    )))
+    .execute(&pool)
+    .await
+    .expect("tamper");
+    pool.close().await;
+    for args in [vec!["show", id], vec!["audit", id], vec!["resume", id]] {
+        let o = sb.run(&args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&format!("run {id} in the database is unreadable")),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -150,12 +150,23 @@ macro_rules! shared_body {
                 &self,
                 run_id: &str,
             ) -> Result<Vec<$crate::run::event::Record>, $crate::store::StoreError> {
-                Ok(sqlx::query_as::<_, $crate::run::event::Record>(
+                sqlx::query_as::<_, $crate::run::event::Record>(
                     "SELECT * FROM events WHERE run_id = $1 ORDER BY seq",
                 )
                 .bind(run_id)
                 .fetch_all(&self.pool)
-                .await?)
+                .await
+                .map_err(|e| match e {
+                    // Bytes that are not text (SQLite stores what it is given) cannot be an event
+                    // this engine wrote: name the run rather than report a database failure.
+                    sqlx::Error::ColumnDecode { index, source } => {
+                        $crate::store::StoreError::Corrupt {
+                            run: run_id.to_string(),
+                            reason: format!("an event's {index} cannot be read: {source}"),
+                        }
+                    }
+                    e => e.into(),
+                })
             }
 
             async fn acquire_lease(
