@@ -170,7 +170,7 @@ async fn seed_journal(
         runbook_sha256: sha,
         runbook_text: text.into(),
         params: serde_json::json!({}),
-        status: "running".into(),
+        status: runbook_engine::run::event::RunStatus::Running,
         actor: "seeder".into(),
         started_at: start,
         finished_at: None,
@@ -260,18 +260,11 @@ async fn markdown_report_of_the_example_run_shows_decisions_actions_and_integrit
         decisions.contains("Values read: `steps.probe.status` = `\"failed\"`"),
         "{decisions}"
     );
-    // report_down is the one step with side effects (shell.run defaults to unsafe).
+    // Every step of the example is declared `read` (report_down only echoes).
     let actions = section("Actions with side effects");
     assert!(
-        actions.contains("- **report_down** (`shell.run`), unsafe, attempt 1"),
+        actions.contains("This run started no step with side effects"),
         "{actions}"
-    );
-    assert!(actions.contains("Approval: not required"), "{actions}");
-    assert!(actions.contains("Outcome: **succeeded**"), "{actions}");
-    assert!(actions.contains("\"echo\","), "inputs: {actions}");
-    assert!(
-        !actions.contains("**disk**"),
-        "read steps are not actions: {actions}"
     );
     let failures = section("Failures");
     assert!(
@@ -298,7 +291,7 @@ async fn markdown_report_of_the_example_run_shows_decisions_actions_and_integrit
     );
     assert!(
         text.contains(
-            "tester  report_down: started (unsafe, attempt 1) with inputs {\"argv\":[\"echo\""
+            "tester  report_down: started (read, attempt 1) with inputs {\"argv\":[\"echo\""
         ),
         "{text}"
     );
@@ -324,8 +317,7 @@ async fn markdown_report_of_the_example_run_shows_decisions_actions_and_integrit
         "steps.probe.status == 'failed'"
     );
     assert_eq!(v["decisions"][0]["values"]["steps.probe.status"], "failed");
-    assert_eq!(v["actions"].as_array().map(Vec::len), Some(1));
-    assert_eq!(v["actions"][0]["outcome"][0]["status"], "succeeded");
+    assert_eq!(v["actions"].as_array().map(Vec::len), Some(0));
     assert_eq!(v["integrity"]["ok"], true);
     assert_eq!(v["integrity"]["events"], n);
     assert_eq!(v["run"]["actor"], "tester");
@@ -382,6 +374,16 @@ fn approvals_and_guards_are_in_the_report() {
         md.contains("`restart`: guard `params.restart` was **false**, so the step was skipped. Values read: `params.restart` = `false`."),
         "{md}"
     );
+    assert!(md.contains("  - Outcome: **succeeded**\n"), "{md}");
+    assert!(md.contains("\"flushed\""), "inputs: {md}");
+
+    let o = sb.run(&["audit", &id, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["actions"].as_array().map(Vec::len), Some(1), "{v:#}");
+    assert_eq!(v["actions"][0]["outcome"][0]["status"], "succeeded");
+    assert_eq!(v["actions"][0]["approval"]["granted"], true);
+    assert_eq!(v["actions"][0]["approval"]["by"], "tester");
+    assert_eq!(v["actions"][0]["why"], "first");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -743,30 +745,67 @@ async fn interventions_crash_recovery_and_a_changed_runbook_are_in_the_report() 
 }
 
 #[test]
-fn a_refused_approval_is_listed_among_the_side_effects_asked_for() {
+fn a_refused_approval_is_an_intervention_not_an_action_started() {
     let sb = Sandbox::new();
     let f = sb.write(
         "approve.yaml",
         "name: approve\nsteps:\n  - id: risky\n    uses: shell.run\n    approval: required\n    with: { argv: [touch, did-it] }\n",
     );
-    let o = sb.run(&["run", f.to_str().expect("path"), "--quiet"]);
-    assert_eq!(o.status.code(), Some(1));
+    let o = sb.run(&["run", f.to_str().expect("path"), "--quiet", "--detach"]);
+    assert_eq!(o.status.code(), Some(4), "parked: {}", stderr(&o));
     let runs: serde_json::Value =
         serde_json::from_str(&stdout(&sb.run(&["runs", "-o", "json"]))).expect("json");
     let id = runs[0]["id"].as_str().expect("id");
+    let o = sb.run(&["deny", id, "risky", "--reason", "not now"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = sb.run(&["resume", id, "--quiet"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!sb.path().join("did-it").exists());
     let md = stdout(&sb.run(&["audit", id, "--format", "markdown"]));
-    let actions = md
-        .split("## Actions with side effects")
-        .nth(1)
-        .unwrap_or_default();
-    let actions = actions.split("\n## ").next().unwrap_or_default();
+    let section = |title: &str| -> String {
+        let rest = md
+            .split(&format!("## {title}\n"))
+            .nth(1)
+            .unwrap_or_default();
+        rest.split("\n## ").next().unwrap_or_default().to_string()
+    };
+    let actions = section("Actions with side effects");
     assert!(
-        actions.contains("**risky**") && actions.contains("unsafe"),
+        !actions.contains("risky") && actions.contains("started no step with side effects"),
+        "a refused step did not start: {md}"
+    );
+    // Who refused, why, and what was asked for are in the interventions.
+    let interventions = section("Operator interventions");
+    assert!(
+        interventions.contains("tester: refused approval of `risky`: "),
         "{md}"
     );
     assert!(
-        actions.contains("\"did-it\""),
+        interventions.contains("Asked for (unsafe), not run"),
+        "{md}"
+    );
+    assert!(
+        interventions.contains("\"did-it\""),
         "the refused inputs are listed: {md}"
     );
-    assert!(actions.contains("(approval)"), "{md}");
+    assert!(
+        section("Failures").contains("`risky`, attempt 1 (final): approval:"),
+        "{md}"
+    );
+
+    // The timeline says what the start event was: a request, refused.
+    let text = stdout(&sb.run(&["audit", id]));
+    assert!(
+        text.contains("risky: asked for approval (unsafe, attempt 1)"),
+        "{text}"
+    );
+    assert!(!text.contains("risky: started"), "{text}");
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&sb.run(&["audit", id, "-o", "json"]))).expect("json");
+    assert_eq!(v["actions"].as_array().map(Vec::len), Some(0), "{v:#}");
+    let refusal = v["interventions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["kind"] == "refusal"))
+        .unwrap_or_else(|| panic!("no refusal among the interventions: {v:#}"));
+    assert_eq!(refusal["asked"]["inputs"]["argv"][1], "did-it");
 }

@@ -2,10 +2,13 @@
 //! services (SQLite files, local HTTP servers, processes).
 
 mod audit;
+mod cli;
 mod common;
 mod golden;
 mod hardening;
+mod integrity;
 mod resume;
 mod run;
 mod store;
 mod torture;
+mod waits;

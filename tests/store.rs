@@ -15,7 +15,7 @@ fn row(id: &str, started_at: i64) -> RunRow {
         runbook_sha256: "ab".repeat(32),
         runbook_text: "name: demo\nsteps: []\n".into(),
         params: json!({"p": 1}),
-        status: "running".into(),
+        status: RunStatus::Running,
         actor: "tester".into(),
         started_at,
         finished_at: None,
@@ -47,7 +47,7 @@ async fn sqlite(dir: &tempfile::TempDir) -> SqliteStore {
 }
 
 /// The suite every store implementation must pass.
-async fn story(store: &dyn Store, raw_sql: impl AsyncFnOnce(String)) {
+async fn story(store: &dyn Store, raw_sql: impl AsyncFn(String)) {
     let id = "0a1b2c3d4e5f00000000000000000001";
     let mut chain = Chain::new(id);
     let first = chain.seal(1_000, "tester", &started());
@@ -87,7 +87,7 @@ async fn story(store: &dyn Store, raw_sql: impl AsyncFnOnce(String)) {
     verify_chain(&events).expect("chain verifies");
 
     let run = store.run(&id[..8]).await.expect("by prefix");
-    assert_eq!(run.status, "succeeded");
+    assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.finished_at, Some(2_000));
     assert_eq!(run.params, json!({"p": 1}));
     assert_eq!(run.runbook_text, "name: demo\nsteps: []\n");
@@ -111,6 +111,13 @@ async fn story(store: &dyn Store, raw_sql: impl AsyncFnOnce(String)) {
         store.run("'; drop table runs; --").await,
         Err(StoreError::NoSuchRun(_))
     ));
+    // LIKE wildcards are not id characters: `%` matches no run rather than every run.
+    for wild in ["%", "_", "0a1b%"] {
+        assert!(
+            matches!(store.run(wild).await, Err(StoreError::NoSuchRun(_))),
+            "{wild}"
+        );
+    }
     let listed = store.runs(10).await.expect("runs");
     assert_eq!(
         listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
@@ -310,6 +317,21 @@ async fn story(store: &dyn Store, raw_sql: impl AsyncFnOnce(String)) {
     let tampered = store.events(id).await.expect("events");
     let broken = verify_chain(&tampered).expect_err("tampering must be detected");
     assert_eq!(broken.seq, 4, "{broken:?}");
+
+    // A status this engine never writes is an error naming the run, wherever the row is read.
+    raw_sql(format!(
+        "UPDATE runs SET status = 'exploded' WHERE id = '{id}'"
+    ))
+    .await;
+    for err in [
+        store.run(id).await.map(|_| ()),
+        store.runs(10).await.map(|_| ()),
+    ] {
+        let err = err.expect_err("unknown status");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains(id), "{err}");
+        assert!(err.to_string().contains("`exploded`"), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -321,15 +343,17 @@ async fn sqlite_store_story() {
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
             .await
             .expect("connect");
-        // The table refuses updates; a tamperer would drop the guard first.
-        let refused = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .execute(&pool)
-            .await;
-        assert!(refused.is_err_and(|e| e.to_string().contains("append-only")));
-        sqlx::query("DROP TRIGGER events_append_only")
-            .execute(&pool)
-            .await
-            .expect("drop trigger");
+        if sql.starts_with("UPDATE events") {
+            // The table refuses updates; a tamperer would drop the guard first.
+            let refused = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&pool)
+                .await;
+            assert!(refused.is_err_and(|e| e.to_string().contains("append-only")));
+            sqlx::query("DROP TRIGGER events_append_only")
+                .execute(&pool)
+                .await
+                .expect("drop trigger");
+        }
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&pool)
             .await
@@ -395,14 +419,16 @@ async fn postgres_store_story() {
     story(&store, async |sql: String| {
         use sqlx::Connection;
         let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
-        let refused = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .execute(&mut c)
-            .await;
-        assert!(refused.is_err_and(|e| e.to_string().contains("append-only")));
-        sqlx::query("DROP TRIGGER events_append_only ON events")
-            .execute(&mut c)
-            .await
-            .expect("drop trigger");
+        if sql.starts_with("UPDATE events") {
+            let refused = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&mut c)
+                .await;
+            assert!(refused.is_err_and(|e| e.to_string().contains("append-only")));
+            sqlx::query("DROP TRIGGER events_append_only ON events")
+                .execute(&mut c)
+                .await
+                .expect("drop trigger");
+        }
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut c)
             .await

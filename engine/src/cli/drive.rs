@@ -3,7 +3,7 @@
 //! Ctrl-C, and the summary a person or a script reads at the end.
 
 use super::{
-    AnswerArgs, DriveArgs, Failure, Format, Global, ResumeArgs, RerunArgs, RunArgs, actor,
+    AnswerArgs, DriveArgs, Failure, Format, Global, RerunArgs, ResumeArgs, RunArgs, actor,
     display_path, exit, load_plan, open_store, parse_params, progress, show,
 };
 use crate::run::driver::{Answer, CrashPoint, DriverError, Hooks, RunOptions, RunOutcome};
@@ -58,7 +58,6 @@ pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32
         rerun: None,
     };
     let (opts, hooks) = terminal(g, &args.drive);
-    let started = std::time::Instant::now();
     let outcome = launch::start(
         Arc::new(plan),
         Arc::clone(&store),
@@ -70,7 +69,7 @@ pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32
     )
     .await
     .map_err(driver_failure)?;
-    finish(g, store.as_ref(), &outcome, started, args.drive.quiet).await
+    finish(g, store.as_ref(), &outcome, args.drive.quiet).await
 }
 
 pub async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result<i32, Failure> {
@@ -87,7 +86,6 @@ pub async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result
             .await
             .map_err(driver_failure)?;
     let (opts, hooks) = terminal(g, &args.drive);
-    let started = std::time::Instant::now();
     let outcome = launch::start(
         Arc::new(plan),
         Arc::clone(&store),
@@ -99,7 +97,7 @@ pub async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result
     )
     .await
     .map_err(driver_failure)?;
-    finish(g, store.as_ref(), &outcome, started, args.drive.quiet).await
+    finish(g, store.as_ref(), &outcome, args.drive.quiet).await
 }
 
 pub async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i32, Failure> {
@@ -122,7 +120,6 @@ pub async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Resu
     }
     let newer = changed_runbook(store.as_ref(), &args.run, args.use_current).await?;
     let (opts, hooks) = terminal(g, &args.drive);
-    let started = std::time::Instant::now();
     let outcome = launch::resume(
         Arc::clone(&store),
         &engine,
@@ -134,7 +131,7 @@ pub async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Resu
     )
     .await
     .map_err(driver_failure)?;
-    finish(g, store.as_ref(), &outcome, started, args.drive.quiet).await
+    finish(g, store.as_ref(), &outcome, args.drive.quiet).await
 }
 
 /// `approve` and `deny`.
@@ -192,14 +189,13 @@ async fn finish(
     g: &Global,
     store: &dyn Store,
     outcome: &RunOutcome,
-    started: std::time::Instant,
     quiet: bool,
 ) -> Result<i32, Failure> {
-    let took = runbook_steps::duration::human(started.elapsed());
+    use crate::run::state::Status;
     let short = &outcome.run_id[..12.min(outcome.run_id.len())];
-    let shown = show::run_json(store, &outcome.run_id).await?;
+    let view = show::Loaded::load(store, &outcome.run_id).await?.view;
     if g.output == Format::Json {
-        show::print_json(&shown);
+        show::print_json(&view);
     } else if !quiet {
         let word = match outcome.status {
             RunStatus::Succeeded => console::style("succeeded").green().bold(),
@@ -209,32 +205,28 @@ async fn finish(
             RunStatus::Waiting => console::style("waiting for an operator").yellow().bold(),
             RunStatus::Parked => console::style("parked").yellow().bold(),
         };
+        // The run's whole duration, from its first start: after a resume, not just this process's.
+        let took = view
+            .run
+            .duration_ms
+            .map(|ms| format!(" in {}", show::took(ms)))
+            .unwrap_or_default();
         eprintln!(
-            "run {} {word} in {took} — details: runbook show {short}",
+            "run {} {word}{took} — details: runbook show {short}",
             outcome.run_id
         );
     }
     if g.output == Format::Text {
-        let steps_with = |status: &str| -> Vec<String> {
-            shown["steps"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter(|s| s["status"] == status)
-                        .filter_map(|s| s["id"].as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let with = |status: Status| view.steps.iter().filter(move |s| s.status == status);
         if outcome.status == RunStatus::Waiting {
-            for step in steps_with("unknown") {
+            for step in with(Status::Unknown).map(|s| &s.id) {
                 eprintln!(
                     "step `{step}` is unsafe and was running when the run stopped: it may or may not have acted.\n  check, then: runbook resume {short} --mark-done {step}   (it did what it should)\n              runbook resume {short} --retry {step}       (run it again)\n              runbook resume {short} --mark-failed {step} (treat it as failed)"
                 );
             }
         }
         if outcome.status == RunStatus::Parked {
-            for step in steps_with("awaiting-approval") {
+            for step in with(Status::AwaitingApproval).map(|s| &s.id) {
                 eprintln!(
                     "step `{step}` waits for approval:\n  runbook approve {short} {step}      (or: runbook deny {short} {step} --reason ...)"
                 );

@@ -3,6 +3,8 @@
 pub mod audit;
 pub mod drive;
 pub mod find;
+pub mod graph;
+pub mod plugins;
 pub mod progress;
 pub mod prune;
 pub mod show;
@@ -38,7 +40,8 @@ Examples:
   runbook graph service-health --format mermaid
 
 Runbooks are found by NAME in ./runbooks (and its subdirectories) and in RUNBOOK_PATH, or given as a file.
-Runs are recorded in SQLite at --db (default: $XDG_STATE_HOME/runbook/runbook.db).
+Runs are recorded in SQLite at --db (default: $XDG_STATE_HOME/runbook/runbook.db), or in PostgreSQL
+with --db postgres://USER@HOST/DATABASE.
 
 Exit codes:
   0    success (the run succeeded; the runbooks are valid)
@@ -65,8 +68,9 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 pub struct Global {
-    /// Where runs are recorded: a SQLite file path, or a postgres://user@host/db URL.
-    #[arg(long, global = true, env = "RUNBOOK_DB", value_name = "PATH")]
+    /// Where runs are recorded: a SQLite file path, or a PostgreSQL URL
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE).
+    #[arg(long, global = true, env = "RUNBOOK_DB", value_name = "PATH|URL")]
     pub db: Option<String>,
     /// Who is acting, recorded with every event (default: the OS user).
     #[arg(long, global = true, env = "RUNBOOK_ACTOR")]
@@ -133,7 +137,7 @@ pub enum Command {
     },
     /// Start a new run that re-runs an earlier one from a step, reusing what came before it.
     #[command(
-        after_help = "Steps that are neither STEP nor downstream of it, and that succeeded or were skipped in the\nearlier run, are not run again: their results, outputs and branch choices are reused (and shown as\nreused). The new run records which run it re-runs. Parameters are the earlier run's; --param overrides.\n\nExample:\n  runbook rerun 01a20e91cbf5 --from verify_load"
+        after_help = "Steps that are neither STEP nor downstream of it are not run again when, in the earlier run,\nthey succeeded, were skipped, or failed with `on_failure: continue` (a failure the runbook lets\nthe run go past): their outcomes, results, outputs and branch choices are reused (and shown as\nreused). Any other step runs. The earlier run's journal must verify (see `runbook audit verify`).\nThe new run records which run it re-runs. Parameters are the earlier run's; --param overrides.\n\nExample:\n  runbook rerun 01a20e91cbf5 --from verify_load"
     )]
     Rerun(RerunArgs),
     /// Continue a run that stopped (crash, Ctrl-C) or waits for an operator.
@@ -260,8 +264,8 @@ pub enum AuditCommand {
         after_help = "Examples:\n  runbook audit verify 01a20e91cbf5\n  runbook audit verify --all\n\nExit code 0 when everything verifies, 1 when a run does not."
     )]
     Verify {
-        /// Run id or unique id prefix.
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        /// Run id or unique id prefix (or --all).
+        #[arg(conflicts_with = "all")]
         run: Option<String>,
         /// Every run in the database.
         #[arg(long)]
@@ -427,10 +431,12 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Graph { runbook, format } => {
             let (_, _, plan) = load_plan(&runbook, &registry, &expr)?;
-            print!("{}", show::graph(&plan, format));
+            print!("{}", graph::graph(&plan, format));
             Ok(exit::OK)
         }
-        Command::Plugins { name } => show::plugins(&registry, name.as_deref(), cli.global.output),
+        Command::Plugins { name } => {
+            plugins::plugins(&registry, name.as_deref(), cli.global.output)
+        }
         Command::Audit {
             command: Some(AuditCommand::Verify { run, all }),
             ..

@@ -3,19 +3,21 @@
 
 use crate::run::driver::{Answer, Observer};
 use crate::run::event::{Event, Record};
+use crate::run::view::{Act, RunView, Why};
 use crate::runbook::plan::Plan;
 use console::style;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use runbook_steps::duration::human;
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct Live {
     fancy: bool,
     multi: MultiProgress,
     bars: HashMap<String, ProgressBar>,
-    started: HashMap<String, Instant>,
+    /// The run as the journal tells it so far: attempt reasons and durations come from here.
+    view: Option<RunView>,
     actor: String,
     yes: bool,
     quiet: bool,
@@ -43,7 +45,7 @@ impl Live {
             fancy,
             multi,
             bars: HashMap::new(),
-            started: HashMap::new(),
+            view: None,
             actor: actor.to_string(),
             yes,
             quiet,
@@ -65,10 +67,11 @@ impl Live {
         }
     }
 
-    fn elapsed(&mut self, step: &str) -> String {
-        self.started
-            .remove(step)
-            .map(|s| human(s.elapsed()))
+    /// How long the step's current attempt took, by the journal's clock.
+    fn elapsed(view: Option<&RunView>, step: &str, now: i64) -> String {
+        view.and_then(|v| v.step(step))
+            .and_then(|s| s.tries.last())
+            .map(|t| super::show::took(now - t.at))
             .unwrap_or_default()
     }
 
@@ -106,11 +109,17 @@ impl Live {
         if self.detach || !interactive || self.quiet {
             return;
         }
-        let uses = plan.step(step).map_or("", |s| s.def.uses.name.as_str()).to_string();
+        let uses = plan
+            .step(step)
+            .map_or("", |s| s.def.uses.name.as_str())
+            .to_string();
         let rendered = serde_json::to_string_pretty(inputs).unwrap_or_default();
         let multi = self.multi.clone();
         let tx = self.answers.clone();
-        let (yes, no) = (answer(true, &self.actor, "terminal"), answer(false, &self.actor, "terminal"));
+        let (yes, no) = (
+            answer(true, &self.actor, "terminal"),
+            answer(false, &self.actor, "terminal"),
+        );
         let step = step.to_string();
         // A plain thread: reading stdin blocks, and must block neither the driver nor the runtime.
         std::thread::spawn(move || {
@@ -130,7 +139,11 @@ impl Live {
             let _ = std::io::stdin().lock().read_line(&mut line);
             multi.set_draw_target(ProgressDrawTarget::stderr());
             let line = line.trim().to_ascii_lowercase();
-            let mut a = if line == "y" || line == "yes" { yes } else { no };
+            let mut a = if line == "y" || line == "yes" {
+                yes
+            } else {
+                no
+            };
             if !a.approve {
                 a.comment = Some("refused at the terminal".to_string());
             }
@@ -146,17 +159,33 @@ impl Live {
     }
 }
 
-impl Observer for Live {
-    fn on_event(&mut self, plan: &Plan, rec: &Record, event: &Event) {
+impl Live {
+    /// One event, as the lines and spinners it makes; `view` already includes it.
+    fn render(&mut self, plan: &Plan, rec: &Record, event: &Event, view: &RunView) {
+        let view = Some(view);
         match event {
             Event::RunStarted { runbook, .. } => {
                 self.line(format!("{} {}", style("▶").cyan(), style(runbook).bold()));
             }
+            Event::RunResumed { .. } => {
+                // This process sees the journal from the resume on, so it cannot say how long the
+                // run was down; `runbook show` can.
+                self.line(format!("{} resumed", style("▶").cyan()));
+            }
             Event::StepStarted { step, attempt, .. } => {
-                self.started.insert(step.clone(), Instant::now());
                 let uses = plan.step(step).map_or("", |s| s.def.uses.name.as_str());
-                let label = if *attempt > 1 {
-                    format!("{step} ({uses}, attempt {attempt})")
+                let why = view
+                    .and_then(|v| v.step(step))
+                    .and_then(|s| s.tries.last())
+                    .map(|t| match t.why {
+                        Why::First => "",
+                        Why::Retry => ", retry",
+                        Why::CrashRerun => ", re-run after a crash",
+                        Why::OperatorRetry => ", retried by an operator",
+                    })
+                    .unwrap_or_default();
+                let label = if *attempt > 1 || !why.is_empty() {
+                    format!("{step} ({uses}, attempt {attempt}{why})")
                 } else {
                     format!("{step} ({uses})")
                 };
@@ -233,7 +262,7 @@ impl Observer for Live {
             }
             Event::StepSucceeded { step, .. } => {
                 self.end_bar(step);
-                let took = self.elapsed(step);
+                let took = Self::elapsed(view, step, rec.at_ms);
                 let is_branch = plan.step(step).is_some_and(|s| {
                     matches!(s.kind, crate::runbook::plan::StepKind::Branch { .. })
                 });
@@ -254,7 +283,17 @@ impl Observer for Live {
                 ..
             } => {
                 self.end_bar(step);
-                let took = self.elapsed(step);
+                let refused = view
+                    .and_then(|v| v.interventions.last())
+                    .is_some_and(|i| i.seq == rec.seq && matches!(i.what, Act::Refusal { .. }));
+                if refused {
+                    self.line(format!(
+                        "  {} {step} not run: approval refused: {error}",
+                        style("✗").red(),
+                    ));
+                    return;
+                }
+                let took = Self::elapsed(view, step, rec.at_ms);
                 let retry = match retry_at_ms {
                     Some(at) => format!(
                         " — retrying in {}",
@@ -286,6 +325,15 @@ impl Observer for Live {
             }
             _ => {}
         }
+    }
+}
+
+impl Observer for Live {
+    fn on_event(&mut self, plan: &Plan, rec: &Record, event: &Event) {
+        let mut view = self.view.take().unwrap_or_else(|| RunView::new(Some(plan)));
+        view.apply_event(rec, event);
+        self.render(plan, rec, event, &view);
+        self.view = Some(view);
     }
 
     fn on_progress(&mut self, step: &str, line: &str) {

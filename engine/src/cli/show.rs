@@ -1,14 +1,15 @@
-//! Reading runs back: `runs`, `show`, plus `graph` and `plugins`.
+//! Reading runs back: `runs` and `show`, and what they share with `audit` and `run`.
 
-use super::{Failure, Format, GraphFormat, exit};
+use super::{Failure, Format, exit};
 use crate::expr::Expr;
-use crate::run::event::{Event, Record};
-use crate::runbook::OnFailure;
-use crate::runbook::plan::{Plan, StepKind};
+use crate::run::event::{Event, Record, RunStatus};
+use crate::run::state::Status;
+use crate::run::view::{RunView, StepView, Stop, Why};
+use crate::runbook::plan::Plan;
 use crate::store::{RunRow, Store};
 use console::style;
 use runbook_steps::duration::human;
-use runbook_steps::{FieldType, Registry};
+use runbook_steps::{ErrorKind, Registry};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -98,8 +99,31 @@ pub async fn runs(
     format: Format,
 ) -> Result<i32, Failure> {
     let mut rows = store.runs(if resumable { i64::MAX } else { limit }).await?;
+    let recorded = rows.len();
     if resumable {
-        rows.retain(|r| matches!(r.status.as_str(), "running" | "interrupted" | "waiting"));
+        let now = crate::run::event::now_ms();
+        let mut kept = Vec::new();
+        for r in rows {
+            if !matches!(
+                r.status,
+                RunStatus::Running
+                    | RunStatus::Interrupted
+                    | RunStatus::Waiting
+                    | RunStatus::Parked
+            ) {
+                continue;
+            }
+            // A live lease means a process is driving the run: resuming it would be refused.
+            let me = crate::run::lease::Holder::this_process();
+            let driven = store.lease(&r.id).await?.is_some_and(|(holder, until)| {
+                until > now
+                    && !crate::run::lease::is_dead(&me, &holder, crate::run::lease::start_time)
+            });
+            if !driven {
+                kept.push(r);
+            }
+        }
+        rows = kept;
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     }
     if format == Format::Json {
@@ -107,7 +131,13 @@ pub async fn runs(
         return Ok(exit::OK);
     }
     if rows.is_empty() {
-        eprintln!("no runs yet; start one with `runbook run NAME`");
+        if recorded == 0 {
+            eprintln!("no runs yet; start one with `runbook run NAME`");
+        } else {
+            eprintln!(
+                "no resumable runs among the {recorded} recorded: they finished, or a live process is driving them (see `runbook runs`)"
+            );
+        }
         return Ok(exit::OK);
     }
     let mut t = Table::new(&["ID", "RUNBOOK", "STATUS", "STARTED", "DURATION", "BY"]);
@@ -115,7 +145,7 @@ pub async fn runs(
         t.row(vec![
             r.id.clone(),
             r.runbook.clone(),
-            status_word(&r.status),
+            status_word(r.status.as_str()),
             when(r.started_at),
             span(r.started_at, r.finished_at),
             r.actor.clone(),
@@ -134,194 +164,135 @@ fn status_word(s: &str) -> String {
     }
 }
 
-/// One step's story, folded from the journal.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct StepView {
-    pub id: String,
-    pub uses: String,
-    pub status: String,
-    pub attempts: u32,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub class: Option<String>,
-    pub error: Option<String>,
-    pub error_kind: Option<String>,
-    pub skip_reason: Option<String>,
-    pub decision: Option<Value>,
-    pub guard: Option<Value>,
-    pub approval: Option<Value>,
-    pub operator: Option<Value>,
-    pub outputs: Option<Value>,
-    /// The run whose outcome this step took over (re-runs).
-    pub reused_from: Option<String>,
+/// A stored run, read back: its row, its records, the plan of the runbook it follows (if that
+/// still validates) and the view folded from them.
+pub struct Loaded {
+    pub run: RunRow,
+    pub records: Vec<Record>,
+    pub plan: Option<Plan>,
+    pub view: RunView,
 }
 
-/// Folds a run's events into a view per step, in the runbook's order; steps that never ran are
-/// listed as `not run`.
-pub fn step_views(plan: Option<&Plan>, events: &[(Record, Event)]) -> Vec<StepView> {
-    let mut views: Vec<StepView> = Vec::new();
-    if let Some(plan) = plan {
-        for s in &plan.steps {
-            views.push(StepView {
-                id: s.def.id.name.clone(),
-                uses: s.def.uses.name.clone(),
-                status: "not run".into(),
-                ..StepView::default()
-            });
-        }
+impl Loaded {
+    pub async fn load(store: &dyn Store, id: &str) -> Result<Loaded, Failure> {
+        let run = store.run(id).await?;
+        let records = store.events(&run.id).await?;
+        let events: Vec<Event> = records.iter().filter_map(|r| r.event().ok()).collect();
+        let plan = crate::runbook::validate::check(
+            "stored",
+            crate::run::event::current_text(&run.runbook_text, &events),
+            &Registry::builtin(),
+            &Expr::new(),
+        )
+        .ok();
+        let view = RunView::of_run(&run, &records, plan.as_ref());
+        Ok(Loaded {
+            run,
+            records,
+            plan,
+            view,
+        })
     }
-    for (rec, ev) in events {
-        let Some(step) = ev.step() else { continue };
-        let i = match views.iter().position(|v| v.id == step) {
-            Some(i) => i,
-            None => {
-                views.push(StepView {
-                    id: step.to_string(),
-                    uses: String::new(),
-                    status: "not run".into(),
-                    ..StepView::default()
-                });
-                views.len() - 1
-            }
-        };
-        let v = &mut views[i];
-        match ev {
-            Event::StepStarted { attempt, class, .. } => {
-                v.status = "running".into();
-                v.attempts = *attempt;
-                v.started_at.get_or_insert(rec.at_ms);
-                v.class = Some(class.as_str().to_string());
-            }
-            Event::StepSucceeded { outputs, .. } => {
-                v.status = "succeeded".into();
-                v.finished_at = Some(rec.at_ms);
-                v.error = None;
-                v.error_kind = None;
-                if !outputs.is_empty() {
-                    v.outputs = Some(Value::Object(outputs.clone()));
-                }
-            }
-            Event::StepFailed {
-                kind,
-                error,
-                retry_at_ms,
-                ..
-            } => {
-                v.status = if retry_at_ms.is_some() {
-                    "retry-wait".into()
-                } else {
-                    "failed".into()
-                };
-                v.finished_at = Some(rec.at_ms);
-                v.error = Some(error.clone());
-                v.error_kind = Some(kind.as_str().to_string());
-            }
-            Event::StepSkipped { reason, .. } => {
-                v.status = "skipped".into();
-                v.skip_reason = Some(reason.clone());
-            }
-            Event::DecisionTaken {
-                case,
-                condition,
-                values,
-                taken,
-                not_taken,
-                ..
-            } => {
-                v.decision = Some(
-                    json!({"case": case, "condition": condition, "values": values, "taken": taken, "not_taken": not_taken}),
-                );
-            }
-            Event::GuardEvaluated {
-                condition,
-                holds,
-                values,
-                ..
-            } => {
-                v.guard = Some(json!({"condition": condition, "holds": holds, "values": values}));
-            }
-            Event::StepReused {
-                from_run,
-                status,
-                outputs,
-                chosen,
-                reason,
-                ..
-            } => {
-                v.status = status.clone();
-                v.skip_reason = reason.clone();
-                v.reused_from = Some(from_run.clone());
-                if !outputs.is_empty() {
-                    v.outputs = Some(Value::Object(outputs.clone()));
-                }
-                if let Some(c) = chosen {
-                    v.decision =
-                        Some(json!({"taken": c, "condition": null, "values": {}, "reused": true}));
-                }
-            }
-            Event::StepRecovered { outcome, .. } => {
-                v.status = match outcome {
-                    crate::run::event::Recovery::Rerun => "pending".into(),
-                    crate::run::event::Recovery::Unknown => "unknown".into(),
-                };
-            }
-            Event::OperatorDecided { action, by, .. } => {
-                use crate::run::event::OperatorAction as A;
-                let (status, what) = match action {
-                    A::Retry => ("pending", "retry"),
-                    A::MarkDone => ("succeeded", "marked done"),
-                    A::MarkFailed => ("failed", "marked failed"),
-                };
-                v.status = status.into();
-                v.finished_at = Some(rec.at_ms);
-                v.operator = Some(json!({"action": what, "by": by, "at": rec.at_ms}));
-                if matches!(action, A::MarkFailed) {
-                    v.error = Some(format!("{what} by {by}"));
-                    v.error_kind = Some("other".into());
-                }
-            }
-            Event::ApprovalGranted { by, how, .. } => {
-                v.approval = Some(json!({"by": by, "how": how, "at": rec.at_ms}));
-            }
-            _ => {}
-        }
-    }
-    views
-}
-
-async fn load(store: &dyn Store, id: &str) -> Result<(RunRow, Vec<(Record, Event)>), Failure> {
-    let run = store.run(id).await?;
-    let records = store.events(&run.id).await?;
-    let mut out = Vec::with_capacity(records.len());
-    for r in records {
-        let ev = r.event().map_err(|e| {
-            Failure::env(format!(
-                "event {} of run {} is unreadable: {e}",
-                r.seq, run.id
-            ))
-        })?;
-        out.push((r, ev));
-    }
-    Ok((run, out))
-}
-
-/// The plan of the runbook text the run follows (the stored one, or the one a resume switched to).
-fn stored_plan(run: &RunRow, events: &[(Record, Event)]) -> Option<Plan> {
-    let evs: Vec<Event> = events.iter().map(|(_, e)| e.clone()).collect();
-    crate::runbook::validate::check(
-        "stored",
-        crate::run::event::current_text(&run.runbook_text, &evs),
-        &Registry::builtin(),
-        &Expr::new(),
-    )
-    .ok()
 }
 
 pub async fn run_json(store: &dyn Store, id: &str) -> Result<Value, Failure> {
-    let (run, events) = load(store, id).await?;
-    let plan = stored_plan(&run, &events);
-    let steps = step_views(plan.as_ref(), &events);
-    Ok(json!({"run": run, "steps": steps}))
+    Ok(serde_json::to_value(&Loaded::load(store, id).await?.view).unwrap_or_default())
+}
+
+/// A duration in milliseconds, for people.
+pub fn took(ms: i64) -> String {
+    human(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+/// How a run stopped before a resume, for people.
+pub fn stop_words(s: Stop) -> &'static str {
+    match s {
+        Stop::Interrupted => "interrupted",
+        Stop::Parked => "waiting for an operator",
+        Stop::Crashed => "stopped without a word (killed or crashed)",
+    }
+}
+
+/// The header lines `show` and `audit` share: status, who and when, resumes.
+pub fn header(v: &RunView, timestamp: impl Fn(i64) -> String) -> String {
+    let run = &v.run;
+    let mut out = String::new();
+    let status = run.status.map_or("?", RunStatus::as_str);
+    out.push_str(&format!(
+        "run {}  {}  {}\n",
+        style(&run.id).bold(),
+        run.runbook,
+        status_word(status)
+    ));
+    if let Some(t) = &run.title {
+        out.push_str(&format!("  {t}\n"));
+    }
+    out.push_str(&format!(
+        "  started {} by {}, took {}\n",
+        timestamp(run.started_at),
+        run.actor,
+        run.duration_ms.map_or("-".to_string(), took)
+    ));
+    for r in &v.resumes {
+        let changed = r
+            .changed_runbook
+            .as_deref()
+            .map(|h| {
+                format!(
+                    ", with a CHANGED runbook (sha256 {})",
+                    &h[..12.min(h.len())]
+                )
+            })
+            .unwrap_or_default();
+        let down = r
+            .down_ms
+            .map(|ms| format!(" after {} down", took(ms)))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  resumed {} by {}{down} ({}){changed}\n",
+            timestamp(r.at),
+            r.by,
+            stop_words(r.after)
+        ));
+    }
+    if let Some(p) = &run.parent_run {
+        out.push_str(&format!(
+            "  re-run of {} from step {}\n",
+            &p[..12.min(p.len())],
+            run.rerun_from.as_deref().unwrap_or("?")
+        ));
+    }
+    out
+}
+
+/// What `show` says about a step's attempts beyond their number: retries and crash re-runs.
+fn tries_detail(v: &StepView) -> Option<String> {
+    let count = |w: Why| v.tries.iter().filter(|t| t.why == w).count();
+    let mut parts = Vec::new();
+    for (why, one, many) in [
+        (
+            Why::Retry,
+            "retried once after a failure",
+            "retried {} times after failures",
+        ),
+        (
+            Why::CrashRerun,
+            "re-run once after a crash",
+            "re-run {} times after crashes",
+        ),
+        (
+            Why::OperatorRetry,
+            "retried by an operator",
+            "retried {} times by operators",
+        ),
+    ] {
+        match count(why) {
+            0 => {}
+            1 => parts.push(one.to_string()),
+            n => parts.push(many.replace("{}", &n.to_string())),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 pub async fn show(
@@ -332,107 +303,104 @@ pub async fn show(
     _registry: &Registry,
     _expr: &Expr,
 ) -> Result<i32, Failure> {
-    let (run, events) = load(store, id).await?;
-    let plan = stored_plan(&run, &events);
-    let steps = step_views(plan.as_ref(), &events);
+    let loaded = Loaded::load(store, id).await?;
+    let (run, v) = (&loaded.run, &loaded.view);
     if format == Format::Json {
-        let mut v = json!({"run": run, "steps": steps});
+        let mut out = serde_json::to_value(v).unwrap_or_default();
         if all_events {
-            v["events"] = Value::Array(events.iter().map(|(r, e)| json!({"seq": r.seq, "at": r.at_ms, "actor": r.actor, "event": e, "hash": r.hash})).collect());
+            out["events"] = Value::Array(
+                loaded
+                    .records
+                    .iter()
+                    .map(|r| {
+                        let event = r.event().map_or_else(
+                            |_| Value::String(r.data.clone()),
+                            |e| serde_json::to_value(e).unwrap_or_default(),
+                        );
+                        json!({"seq": r.seq, "at": r.at_ms, "actor": r.actor, "event": event, "hash": r.hash})
+                    })
+                    .collect(),
+            );
         }
-        print_json(&v);
+        print_json(&out);
         return Ok(exit::OK);
     }
-    let mut out = String::new();
+    let mut out = header(v, when);
     out.push_str(&format!(
-        "run {}  {}  {}\n",
-        style(&run.id).bold(),
-        run.runbook,
-        status_word(&run.status)
-    ));
-    if let Some(t) = &run.title {
-        out.push_str(&format!("  {t}\n"));
-    }
-    out.push_str(&format!(
-        "  started {} by {}, took {}\n  runbook {} (sha256 {})\n",
-        when(run.started_at),
-        run.actor,
-        span(run.started_at, run.finished_at),
+        "  runbook {} (sha256 {})\n",
         run.source_path.as_deref().unwrap_or("-"),
         &run.runbook_sha256[..12.min(run.runbook_sha256.len())]
     ));
     if run.params.as_object().is_some_and(|m| !m.is_empty()) {
         out.push_str(&format!("  params {}\n", run.params));
     }
+    if !v.unreadable.is_empty() {
+        out.push_str(&format!(
+            "  WARNING: events {:?} are unreadable (see `runbook audit verify`)\n",
+            v.unreadable
+        ));
+    }
     out.push('\n');
     let mut t = Table::new(&["", "STEP", "STATUS", "TRIES", "TOOK", "DETAIL"]);
-    for v in &steps {
-        let mark = match v.status.as_str() {
-            "succeeded" => style("✓").green().to_string(),
-            "failed" => style("✗").red().to_string(),
-            "skipped" => style("⊘").dim().to_string(),
-            "running" | "retry-wait" => style("…").yellow().to_string(),
-            "unknown" => style("?").yellow().bold().to_string(),
-            _ => style("·").dim().to_string(),
+    for s in &v.steps {
+        let mark = match s.status {
+            Status::Succeeded => style("✓").green().to_string(),
+            Status::Failed => style("✗").red().to_string(),
+            Status::Skipped => style("⊘").dim().to_string(),
+            Status::Running | Status::RetryWait => style("…").yellow().to_string(),
+            Status::Unknown | Status::AwaitingApproval => style("?").yellow().bold().to_string(),
+            Status::Pending => style("·").dim().to_string(),
         };
         let mut detail = Vec::new();
-        if let Some(d) = &v.decision {
-            let why = match d["condition"].as_str() {
+        if let Some(d) = &s.decision {
+            let why = match &d.condition {
                 Some(c) => format!("`{c}`"),
-                None if d["reused"] == true => "the earlier run's decision".to_string(),
+                None if d.reused => "the earlier run's decision".to_string(),
                 None => "default".to_string(),
             };
-            let taken: Vec<&str> = d["taken"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
             detail.push(format!(
                 "chose {} by {why}",
-                if taken.is_empty() {
+                if d.taken.is_empty() {
                     "nothing".to_string()
                 } else {
-                    taken.join(", ")
+                    d.taken.join(", ")
                 }
             ));
-            if let Some(vals) = d["values"].as_object().filter(|m| !m.is_empty()) {
-                detail.push(format!("read {}", read_values(vals)));
+            if !d.values.is_empty() {
+                detail.push(format!("read {}", read_values(&d.values)));
             }
         }
         // A false guard is already the skip reason; show what it read.
-        if let Some(g) = &v.guard
-            && g["holds"] == false
-            && let Some(vals) = g["values"].as_object().filter(|m| !m.is_empty())
+        if let Some(g) = s.guards.last()
+            && !g.holds
+            && !g.values.is_empty()
         {
-            detail.push(format!("read {}", read_values(vals)));
+            detail.push(format!("read {}", read_values(&g.values)));
         }
-        if let Some(r) = &v.reused_from {
+        if let Some(r) = &s.reused_from {
             detail.push(format!("reused from {}", &r[..12.min(r.len())]));
         }
-        if let Some(o) = &v.operator {
-            detail.push(format!(
-                "{} by {} (operator)",
-                o["action"].as_str().unwrap_or("?"),
-                o["by"].as_str().unwrap_or("?")
-            ));
+        if let Some(tries) = tries_detail(s) {
+            detail.push(tries);
         }
-        if let Some(a) = &v.approval {
-            detail.push(format!(
-                "approved by {} ({})",
-                a["by"].as_str().unwrap_or("?"),
-                a["how"].as_str().unwrap_or("?")
-            ));
+        if let Some(o) = &s.operator {
+            detail.push(format!("{} by {} (operator)", o.action.words(), o.by));
         }
-        if let Some(r) = &v.skip_reason {
+        // A refused approval is the step's error, shown below.
+        if let Some(a) = s.approval.as_ref().filter(|a| a.granted) {
+            detail.push(format!("approved by {} ({})", a.by, a.how));
+        }
+        if let Some(r) = &s.skip_reason {
             detail.push(r.clone());
         }
-        if let Some(e) = &v.error {
+        if let Some(e) = &s.error {
             detail.push(format!(
                 "{}: {}",
-                v.error_kind.as_deref().unwrap_or("error"),
+                s.error_kind.map_or("error", ErrorKind::as_str),
                 e
             ));
         }
-        if let Some(o) = v.outputs.as_ref().and_then(Value::as_object) {
+        if let Some(o) = &s.outputs {
             detail.push(
                 o.iter()
                     .map(|(k, v)| format!("{k}={}", short(v)))
@@ -440,19 +408,19 @@ pub async fn show(
                     .join(" "),
             );
         }
-        let took = match v.started_at {
-            Some(s) => span(s, v.finished_at),
+        let took = match s.started_at {
+            Some(st) => span(st, s.finished_at),
             None => "-".to_string(),
         };
-        let tries = if v.attempts == 0 {
+        let tries = if s.attempts == 0 {
             "-".to_string()
         } else {
-            v.attempts.to_string()
+            s.attempts.to_string()
         };
         t.row(vec![
             mark,
-            v.id.clone(),
-            v.status.clone(),
+            s.id.clone(),
+            s.status.as_str().to_string(),
             tries,
             took,
             detail.join("; "),
@@ -461,13 +429,13 @@ pub async fn show(
     out.push_str(&t.render());
     if all_events {
         out.push_str("\nevents:\n");
-        for (r, e) in &events {
+        for r in &loaded.records {
             out.push_str(&format!(
                 "  {:>4}  {}  {:<16} {}\n",
                 r.seq,
                 when(r.at_ms),
                 r.kind,
-                serde_json::to_string(e).unwrap_or_default()
+                r.data
             ));
         }
     }
@@ -484,182 +452,5 @@ fn short(v: &Value) -> String {
         format!("{}…", s.chars().take(60).collect::<String>())
     } else {
         s
-    }
-}
-
-/// The DAG's edges, once for every output format: (from, to, label, dashed).
-fn graph_edges(plan: &Plan) -> Vec<(&str, &str, Option<String>, bool)> {
-    let mut edges = Vec::new();
-    for (i, s) in plan.steps.iter().enumerate() {
-        for &d in &s.needs {
-            edges.push((plan.id(d), plan.id(i), None, false));
-        }
-        if let StepKind::Branch { cases, default } = &s.kind {
-            for c in cases {
-                for &t in &c.then {
-                    edges.push((plan.id(i), plan.id(t), Some(c.when.clone()), false));
-                }
-            }
-            for &t in default {
-                edges.push((plan.id(i), plan.id(t), Some("default".to_string()), false));
-            }
-        }
-        if let OnFailure::Goto(h) = &s.def.on_failure {
-            edges.push((
-                plan.id(i),
-                h.name.as_str(),
-                Some("on failure".to_string()),
-                true,
-            ));
-        }
-    }
-    edges
-}
-
-pub fn graph(plan: &Plan, format: GraphFormat) -> String {
-    let esc = |s: &str| s.replace('"', "'");
-    let is_branch = |s: &crate::runbook::plan::PlanStep| matches!(s.kind, StepKind::Branch { .. });
-    let mut out = String::new();
-    match format {
-        GraphFormat::Mermaid => {
-            out.push_str("flowchart TD\n");
-            for s in &plan.steps {
-                let (open, close) = if is_branch(s) { ("{", "}") } else { ("[", "]") };
-                let (id, uses) = (&s.def.id.name, &s.def.uses.name);
-                out.push_str(&format!(
-                    "    {id}{open}\"{}<br/><small>{}</small>\"{close}\n",
-                    esc(id),
-                    esc(uses)
-                ));
-            }
-            for (from, to, label, dashed) in graph_edges(plan) {
-                out.push_str(&match (label, dashed) {
-                    (None, _) => format!("    {from} --> {to}\n"),
-                    (Some(l), false) => format!("    {from} -- \"{}\" --> {to}\n", esc(&l)),
-                    (Some(l), true) => format!("    {from} -. \"{}\" .-> {to}\n", esc(&l)),
-                });
-            }
-        }
-        GraphFormat::Dot => {
-            out.push_str(&format!(
-                "digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box, fontname=\"sans-serif\"];\n",
-                esc(&plan.runbook.name)
-            ));
-            for s in &plan.steps {
-                let shape = if is_branch(s) { ", shape=diamond" } else { "" };
-                let (id, uses) = (&s.def.id.name, &s.def.uses.name);
-                out.push_str(&format!(
-                    "    \"{id}\" [label=\"{}\\n{}\"{shape}];\n",
-                    esc(id),
-                    esc(uses)
-                ));
-            }
-            for (from, to, label, dashed) in graph_edges(plan) {
-                let mut attrs = Vec::new();
-                if dashed {
-                    attrs.push("style=dashed".to_string());
-                }
-                if let Some(l) = label {
-                    attrs.push(format!("label=\"{}\"", esc(&l)));
-                }
-                let attrs = if attrs.is_empty() {
-                    String::new()
-                } else {
-                    format!(" [{}]", attrs.join(", "))
-                };
-                out.push_str(&format!("    \"{from}\" -> \"{to}\"{attrs};\n"));
-            }
-            out.push_str("}\n");
-        }
-    }
-    out
-}
-
-fn type_doc(t: &FieldType) -> String {
-    t.describe()
-}
-
-pub fn plugins(registry: &Registry, name: Option<&str>, format: Format) -> Result<i32, Failure> {
-    let describe = |info: &runbook_steps::PluginInfo| {
-        json!({
-            "name": info.name,
-            "class": info.class.as_str(),
-            "summary": info.summary,
-            "fields": info.fields.iter().map(|f| json!({"name": f.name, "type": type_doc(&f.ty), "required": f.required, "doc": f.doc})).collect::<Vec<_>>(),
-            "exactly_one_of": info.exactly_one_of,
-            "result": info.output,
-            "example": info.example,
-        })
-    };
-    match name {
-        None => {
-            if format == Format::Json {
-                let all: Vec<Value> = registry.iter().map(|r| describe(r.info())).collect();
-                print_json(&all);
-                return Ok(exit::OK);
-            }
-            let mut t = Table::new(&["PLUGIN", "CLASS", "SUMMARY"]);
-            for r in registry.iter() {
-                let i = r.info();
-                let first = i
-                    .summary
-                    .split(". ")
-                    .next()
-                    .unwrap_or(i.summary)
-                    .trim_end_matches('.');
-                t.row(vec![
-                    i.name.to_string(),
-                    i.class.as_str().to_string(),
-                    first.to_string(),
-                ]);
-            }
-            print!("{}", t.render());
-            println!("\n`runbook plugins NAME` describes one.");
-            Ok(exit::OK)
-        }
-        Some(n) => {
-            let Some(r) = registry.get(n) else {
-                let hint = crate::diag::suggest(n, registry.names())
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                return Err(Failure {
-                    code: exit::INVALID,
-                    message: format!("unknown plugin `{n}`{hint}"),
-                });
-            };
-            let i = r.info();
-            if format == Format::Json {
-                print_json(&describe(i));
-                return Ok(exit::OK);
-            }
-            println!(
-                "{} ({})\n\n{}\n\nwith:",
-                style(i.name).bold(),
-                i.class.as_str(),
-                i.summary
-            );
-            for f in i.fields {
-                println!(
-                    "  {}{}  {}\n      {}",
-                    f.name,
-                    if f.required { " (required)" } else { "" },
-                    style(type_doc(&f.ty)).dim(),
-                    f.doc
-                );
-            }
-            for g in i.exactly_one_of {
-                println!("  exactly one of: {}", g.join(", "));
-            }
-            println!(
-                "\nresult: {}\n\nexample:\n{}",
-                i.output,
-                i.example
-                    .lines()
-                    .map(|l| format!("  {l}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            Ok(exit::OK)
-        }
     }
 }

@@ -37,14 +37,15 @@ pub async fn answer(
         })?);
     }
     let text = current_text(&row.runbook_text, &events);
-    let plan = crate::runbook::validate::check("stored runbook", text, &engine.registry, &engine.expr)
-        .map_err(|r| {
-            DriverError::Refused(format!(
-                "the runbook of run {} does not validate:\n{}",
-                row.id,
-                r.render(false)
-            ))
-        })?;
+    let plan =
+        crate::runbook::validate::check("stored runbook", text, &engine.registry, &engine.expr)
+            .map_err(|r| {
+                DriverError::Refused(format!(
+                    "the runbook of run {} does not validate:\n{}",
+                    row.id,
+                    r.render(false)
+                ))
+            })?;
     let state = RunState::fold(&plan, &events);
     let Some(&i) = plan.index.get(&answer.step) else {
         let hint = crate::diag::suggest(&answer.step, plan.index.keys().map(String::as_str))

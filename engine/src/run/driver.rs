@@ -521,8 +521,9 @@ impl Driver {
             let Some(deadline) = deadline_ms else {
                 return fut.await;
             };
-            let left =
-                Duration::from_millis(u64::try_from(deadline.saturating_sub(now_ms())).unwrap_or(0));
+            let left = Duration::from_millis(
+                u64::try_from(deadline.saturating_sub(now_ms())).unwrap_or(0),
+            );
             match tokio::time::timeout(left, fut).await {
                 Ok(r) => r,
                 Err(_) => Err(StepError::new(
@@ -536,7 +537,10 @@ impl Driver {
         }
     }
 
-    fn finished(&mut self, joined: Result<Done, tokio::task::JoinError>) -> Result<(), DriverError> {
+    fn finished(
+        &mut self,
+        joined: Result<Done, tokio::task::JoinError>,
+    ) -> Result<(), DriverError> {
         let done = match joined {
             Ok(d) => d,
             // A panicking plugin is a bug; it must not take the run's journal with it.
@@ -605,7 +609,8 @@ impl Driver {
         };
         let st = &self.state.steps[i];
         if st.status != Status::AwaitingApproval
-            || a.attempt.is_some_and(|n| Some(n) != st.approval.requested_for)
+            || a.attempt
+                .is_some_and(|n| Some(n) != st.approval.requested_for)
         {
             return;
         }

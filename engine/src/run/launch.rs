@@ -17,7 +17,6 @@ use std::sync::Arc;
 /// What an operator said about steps left in `unknown`.
 pub type OperatorDecisions = Vec<(String, super::event::OperatorAction)>;
 
-
 /// The source a run was started from, stored with it.
 pub struct Source {
     pub text: String,
@@ -125,7 +124,7 @@ pub async fn start(
             Event::RunStarted { params, .. } => Value::Object(params.clone()),
             _ => Value::Object(Map::new()),
         },
-        status: RunStatus::Running.as_str().to_string(),
+        status: RunStatus::Running,
         actor: opts.actor.clone(),
         started_at,
         finished_at: None,
@@ -171,144 +170,143 @@ pub async fn resume(
     opts: RunOptions,
     hooks: Hooks,
 ) -> Result<RunOutcome, DriverError> {
-    use super::event::{Recovery, verify_chain};
+    use super::event::Recovery;
     let run = store.run(run_id).await?;
-        if matches!(run.status.as_str(), "succeeded" | "failed") {
-            return Err(DriverError::Refused(format!(
-                "run {} already {}; there is nothing to resume",
-                run.id, run.status
-            )));
+    if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+        return Err(DriverError::Refused(format!(
+            "run {} already {}; there is nothing to resume",
+            run.id, run.status
+        )));
+    }
+    let records = store.events(&run.id).await?;
+    if let Err(b) = super::integrity::verify(&run, &records) {
+        return Err(DriverError::Refused(super::integrity::refusal(&run.id, &b)));
+    }
+    let mut events = Vec::with_capacity(records.len());
+    for r in &records {
+        events.push(r.event().map_err(|e| {
+            DriverError::Refused(format!(
+                "event {} of run {} is unreadable: {e}",
+                r.seq, run.id
+            ))
+        })?);
+    }
+    let followed = super::event::current_text(&run.runbook_text, &events).to_string();
+    let label = run.source_path.as_deref().unwrap_or("stored runbook");
+    let (text, switched) = match newer {
+        Some(new_text) if new_text != followed => (new_text, true),
+        _ => (followed, false),
+    };
+    let plan = crate::runbook::validate::check(label, &text, &engine.registry, &engine.expr)
+        .map_err(|r| {
+            DriverError::Setup(format!(
+                "the {} runbook does not validate:\n{}",
+                if switched { "new" } else { "stored" },
+                r.render(false)
+            ))
+        })?;
+    let plan = Arc::new(plan);
+    let state = RunState::fold(&plan, &events);
+    let Some(Event::RunStarted { params, vars, .. }) = events.first() else {
+        return Err(DriverError::Refused(format!(
+            "run {} has no run_started event",
+            run.id
+        )));
+    };
+    // What was in flight, and what the class of that attempt was.
+    let mut recoveries = Vec::new();
+    for (i, st) in state.steps.iter().enumerate() {
+        // A sleep or a wait_until between probes is a journaled wait, not an action in flight: it
+        // goes on where it was (a probe in flight is simply sent again).
+        let is_wait = matches!(
+            plan.steps[i].kind,
+            StepKind::Sleep { .. } | StepKind::WaitUntil { .. }
+        ) && st.wait_deadline_ms.is_some();
+        if st.status != Status::Running || is_wait {
+            continue;
         }
-        let records = store.events(&run.id).await?;
-        if let Err(b) = verify_chain(&records) {
-            return Err(DriverError::Refused(format!(
-                "the journal of run {} does not verify at event {} ({}); refusing to act on it (see `runbook audit verify`)",
-                run.id, b.seq, b.reason
-            )));
-        }
-        let mut events = Vec::with_capacity(records.len());
-        for r in &records {
-            events.push(r.event().map_err(|e| {
-                DriverError::Refused(format!(
-                    "event {} of run {} is unreadable: {e}",
-                    r.seq, run.id
-                ))
-            })?);
-        }
-        let followed = super::event::current_text(&run.runbook_text, &events).to_string();
-        let label = run.source_path.as_deref().unwrap_or("stored runbook");
-        let (text, switched) = match newer {
-            Some(new_text) if new_text != followed => (new_text, true),
-            _ => (followed, false),
-        };
-        let plan = crate::runbook::validate::check(label, &text, &engine.registry, &engine.expr)
-            .map_err(|r| {
-                DriverError::Setup(format!(
-                    "the {} runbook does not validate:\n{}",
-                    if switched { "new" } else { "stored" },
-                    r.render(false)
-                ))
-            })?;
-        let plan = Arc::new(plan);
-        let state = RunState::fold(&plan, &events);
-        let Some(Event::RunStarted { params, vars, .. }) = events.first() else {
-            return Err(DriverError::Refused(format!(
-                "run {} has no run_started event",
-                run.id
-            )));
-        };
-        // What was in flight, and what the class of that attempt was.
-        let mut recoveries = Vec::new();
-        for (i, st) in state.steps.iter().enumerate() {
-            // A sleep or a wait_until between probes is a journaled wait, not an action in flight: it
-            // goes on where it was (a probe in flight is simply sent again).
-            let is_wait = matches!(plan.steps[i].kind, StepKind::Sleep { .. } | StepKind::WaitUntil { .. })
-                && st.wait_deadline_ms.is_some();
-            if st.status != Status::Running || is_wait {
-                continue;
-            }
-            let class = events
-                .iter()
-                .rev()
-                .find_map(|e| match e {
-                    Event::StepStarted { step, class, .. } if step == plan.id(i) => Some(*class),
-                    _ => None,
-                })
-                .unwrap_or(SideEffect::Unsafe);
-            let outcome = if class == SideEffect::Unsafe {
-                Recovery::Unknown
-            } else {
-                Recovery::Rerun
-            };
-            recoveries.push((i, st.attempt, outcome));
-        }
-        // Operator decisions may only settle steps whose outcome is unknown (now or from before).
-        let unknown: Vec<&str> = (0..plan.steps.len())
-            .filter(|&i| {
-                state.steps[i].status == Status::Unknown
-                    || recoveries
-                        .iter()
-                        .any(|r| r.0 == i && r.2 == Recovery::Unknown)
+        let class = events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::StepStarted { step, class, .. } if step == plan.id(i) => Some(*class),
+                _ => None,
             })
-            .map(|i| plan.id(i))
-            .collect();
-        for (step, _) in &decisions {
-            if !unknown.contains(&step.as_str()) {
-                return Err(DriverError::Refused(if plan.index.contains_key(step) {
-                    format!(
-                        "step `{step}` is not waiting for an operator{}",
-                        if unknown.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" (these are: {})", unknown.join(", "))
-                        }
-                    )
-                } else {
-                    format!("run {} has no step `{step}`", run.id)
-                }));
-            }
+            .unwrap_or(SideEffect::Unsafe);
+        let outcome = if class == SideEffect::Unsafe {
+            Recovery::Unknown
+        } else {
+            Recovery::Rerun
+        };
+        recoveries.push((i, st.attempt, outcome));
+    }
+    // Operator decisions may only settle steps whose outcome is unknown (now or from before).
+    let unknown: Vec<&str> = (0..plan.steps.len())
+        .filter(|&i| {
+            state.steps[i].status == Status::Unknown
+                || recoveries
+                    .iter()
+                    .any(|r| r.0 == i && r.2 == Recovery::Unknown)
+        })
+        .map(|i| plan.id(i))
+        .collect();
+    for (step, _) in &decisions {
+        if !unknown.contains(&step.as_str()) {
+            return Err(DriverError::Refused(if plan.index.contains_key(step) {
+                format!(
+                    "step `{step}` is not waiting for an operator{}",
+                    if unknown.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (these are: {})", unknown.join(", "))
+                    }
+                )
+            } else {
+                format!("run {} has no step `{step}`", run.id)
+            }));
         }
-        let last = records
-            .last()
-            .map_or((1, super::event::GENESIS.to_string()), |r| {
-                (r.seq + 1, r.hash.clone())
-            });
-        let chain = Chain {
-            run_id: run.id.clone(),
-            next_seq: last.0,
-            last_hash: last.1,
-        };
-        let run_info = json!({"id": run.id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": run.started_at});
-        let (base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
-        let redactor = super::redact::Redactor::new(base.get("connections"));
-        let at = Position {
-            plan: Arc::clone(&plan),
-            chain,
-            state,
-            base,
-            redactor,
-            initiator: run.actor.clone(),
-        };
-        let mut d = Driver::new(store, engine, opts, hooks, at);
-        lease::take(d.store.as_ref(), &run.id, &d.holder).await?;
-        let runbook_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
-        d.emit(Event::RunResumed {
-            runbook_sha256,
-            runbook_text: switched.then(|| text.clone()),
+    }
+    let last = records
+        .last()
+        .map_or((1, super::event::GENESIS.to_string()), |r| {
+            (r.seq + 1, r.hash.clone())
         });
-        for (i, attempt, outcome) in recoveries {
-            d.emit(Event::StepRecovered {
-                step: plan.id(i).to_string(),
-                attempt,
-                outcome,
-            });
-        }
-        for (step, action) in decisions {
-            let by = d.opts.actor.clone();
-            d.emit(Event::OperatorDecided { step, action, by });
-        }
-        d.flush(Durability::Power).await?;
-        d.drive_leased().await
+    let chain = Chain {
+        run_id: run.id.clone(),
+        next_seq: last.0,
+        last_hash: last.1,
+    };
+    let run_info = json!({"id": run.id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": run.started_at});
+    let (base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
+    let redactor = super::redact::Redactor::new(base.get("connections"));
+    let at = Position {
+        plan: Arc::clone(&plan),
+        chain,
+        state,
+        base,
+        redactor,
+        initiator: run.actor.clone(),
+    };
+    let mut d = Driver::new(store, engine, opts, hooks, at);
+    lease::take(d.store.as_ref(), &run.id, &d.holder).await?;
+    let runbook_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    d.emit(Event::RunResumed {
+        runbook_sha256,
+        runbook_text: switched.then(|| text.clone()),
+    });
+    for (i, attempt, outcome) in recoveries {
+        d.emit(Event::StepRecovered {
+            step: plan.id(i).to_string(),
+            attempt,
+            outcome,
+        });
+    }
+    for (step, action) in decisions {
+        let by = d.opts.actor.clone();
+        d.emit(Event::OperatorDecided { step, action, by });
+    }
+    d.flush(Durability::Power).await?;
+    d.drive_leased().await
 }
 /// The context every step of a run shares. Vars are rendered once, when the run starts, and journaled;
 /// a resumed run passes the recorded ones so nothing is re-decided. Connections (which may hold
@@ -371,8 +369,13 @@ pub async fn prepare_rerun(
 ) -> Result<(Plan, Source, Map<String, Value>), DriverError> {
     use super::event::current_text;
     let parent = store.run(parent).await?;
+    let records = store.events(&parent.id).await?;
+    // A re-run executes the parent's runbook text and reuses its outcomes: both must be what the
+    // journal vouches for.
+    super::integrity::verify(&parent, &records)
+        .map_err(|b| DriverError::Refused(super::integrity::refusal(&parent.id, &b)))?;
     let mut events = Vec::new();
-    for r in store.events(&parent.id).await? {
+    for r in records {
         events.push(r.event().map_err(|e| {
             DriverError::Refused(format!(
                 "event {} of run {} is unreadable: {e}",

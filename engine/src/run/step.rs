@@ -207,7 +207,9 @@ impl Prep<'_> {
             }
         }
         let mut p = match &ps.kind {
-            StepKind::Branch { cases, default } => self.branch(i, attempt, cases, default, &ctx, now),
+            StepKind::Branch { cases, default } => {
+                self.branch(i, attempt, cases, default, &ctx, now)
+            }
             StepKind::Assert { that, message } => {
                 self.assert(i, attempt, that, message.as_ref(), &ctx, now)
             }
@@ -218,7 +220,13 @@ impl Prep<'_> {
                 until,
                 deadline,
                 ..
-            } => self.wait_until(i, attempt, (probe_uses, probe_with, until, deadline), &ctx, now),
+            } => self.wait_until(
+                i,
+                attempt,
+                (probe_uses, probe_with, until, deadline),
+                &ctx,
+                now,
+            ),
             StepKind::Plugin => self.call(i, attempt, &ctx, now),
         };
         events.append(&mut p.events);
@@ -316,7 +324,12 @@ impl Prep<'_> {
                     .with_detail(json!({"that": that, "values": values}));
                 self.fail(i, attempt, e, now)
             }
-            Err(e) => self.fail(i, attempt, StepError::new(ErrorKind::Input, e.to_string()), now),
+            Err(e) => self.fail(
+                i,
+                attempt,
+                StepError::new(ErrorKind::Input, e.to_string()),
+                now,
+            ),
         };
         Prepared::events(vec![started, end])
     }
@@ -465,10 +478,12 @@ impl Prep<'_> {
                         values = d.values.into_iter().collect();
                         if d.holds {
                             let since = st.probe.true_since_ms.unwrap_or(now);
-                            let held = Duration::from_millis(u64::try_from(now - since).unwrap_or(0));
+                            let held =
+                                Duration::from_millis(u64::try_from(now - since).unwrap_or(0));
                             if hold.is_none_or(|h| held >= h) {
                                 let waited = now - st.wait_started_ms.unwrap_or(now);
-                                let r = json!({"result": result, "probes": probe, "waited_ms": waited});
+                                let r =
+                                    json!({"result": result, "probes": probe, "waited_ms": waited});
                                 return vec![
                                     Event::ProbeDone {
                                         step: self.id(i),
@@ -490,7 +505,11 @@ impl Prep<'_> {
                         } else {
                             let vals: Vec<String> =
                                 values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                            (false, format!("`{until}` is false ({})", vals.join(", ")), None)
+                            (
+                                false,
+                                format!("`{until}` is false ({})", vals.join(", ")),
+                                None,
+                            )
                         }
                     }
                     Err(e) => {
@@ -522,7 +541,10 @@ impl Prep<'_> {
             .unwrap_or_else(|| "no probe answered".to_string());
         let e = StepError::new(
             ErrorKind::Timeout,
-            format!("deadline passed after {} probes; last: {last}", st.probe.sent),
+            format!(
+                "deadline passed after {} probes; last: {last}",
+                st.probe.sent
+            ),
         );
         self.fail(i, st.attempt, e, now)
     }

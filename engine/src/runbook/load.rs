@@ -281,7 +281,12 @@ const STEP_KEYS: &[&str] = &[
 const PARAM_KEYS: &[&str] = &["type", "enum", "default", "required", "description"];
 const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
 const BACKOFF_KEYS: &[&str] = &["initial", "factor", "max"];
-const APPROVAL_KEYS: &[&str] = &["required", "approvers", "distinct_from_initiator", "timeout"];
+const APPROVAL_KEYS: &[&str] = &[
+    "required",
+    "approvers",
+    "distinct_from_initiator",
+    "timeout",
+];
 
 struct Loader {
     diags: Vec<Diagnostic>,
@@ -972,8 +977,9 @@ impl Loader {
                     ),
                 },
                 "distinct_from_initiator" => {
-                    p.distinct_from_initiator =
-                        self.boolean(node, "`distinct_from_initiator`").unwrap_or(false)
+                    p.distinct_from_initiator = self
+                        .boolean(node, "`distinct_from_initiator`")
+                        .unwrap_or(false)
                 }
                 "timeout" => p.timeout = self.duration(node, "`timeout`"),
                 _ => {}

@@ -1,6 +1,7 @@
 //! Where runs are kept. The engine talks to a [`Store`]; SQLite is the embedded default and PostgreSQL
 //! slots in behind the same trait.
 
+mod body;
 pub mod postgres;
 pub mod sqlite;
 
@@ -22,6 +23,8 @@ pub enum StoreError {
     Ambiguous { prefix: String, count: usize },
     #[error("unsupported database `{0}`")]
     Unsupported(String),
+    #[error("run {run} in the database is unreadable: {reason}")]
+    Corrupt { run: String, reason: String },
 }
 
 /// A run's row: what `runbook runs` lists and `show` starts from.
@@ -35,7 +38,7 @@ pub struct RunRow {
     #[serde(skip)]
     pub runbook_text: String,
     pub params: serde_json::Value,
-    pub status: String,
+    pub status: RunStatus,
     pub actor: String,
     pub started_at: i64,
     pub finished_at: Option<i64>,
@@ -59,22 +62,40 @@ pub(crate) struct StoredRun {
     parent_run: Option<String>,
 }
 
-impl From<StoredRun> for RunRow {
-    fn from(r: StoredRun) -> RunRow {
-        RunRow {
+impl TryFrom<StoredRun> for RunRow {
+    type Error = StoreError;
+
+    /// A row written by something other than this engine (or a newer one) is an error naming the
+    /// run, not a guess.
+    fn try_from(r: StoredRun) -> Result<RunRow, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            run: r.id.clone(),
+            reason,
+        };
+        let status = RunStatus::parse(&r.status)
+            .ok_or_else(|| corrupt(format!("unknown status `{}`", r.status)))?;
+        let params = serde_json::from_str(&r.params)
+            .map_err(|e| corrupt(format!("its params are not JSON: {e}")))?;
+        Ok(RunRow {
             id: r.id,
             runbook: r.runbook,
             title: r.title,
             source_path: r.source_path,
             runbook_sha256: r.runbook_sha256,
             runbook_text: r.runbook_text,
-            params: serde_json::from_str(&r.params).unwrap_or(serde_json::Value::Null),
-            status: r.status,
+            params,
+            status,
             actor: r.actor,
             started_at: r.started_at,
             finished_at: r.finished_at,
             parent_run: r.parent_run,
-        }
+        })
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -131,7 +152,11 @@ pub trait Store: Send + Sync {
 
     /// Records an answer to an approval request; false when the request was answered already (the
     /// first answer wins).
-    async fn answer_approval(&self, run_id: &str, answer: &StoredAnswer) -> Result<bool, StoreError>;
+    async fn answer_approval(
+        &self,
+        run_id: &str,
+        answer: &StoredAnswer,
+    ) -> Result<bool, StoreError>;
 
     /// The answers given to a run's approval requests, oldest first.
     async fn approval_answers(&self, run_id: &str) -> Result<Vec<Answer>, StoreError>;
@@ -203,7 +228,8 @@ impl From<AnswerRow> for Answer {
 pub(crate) const ANSWER_APPROVAL: &str = "INSERT INTO approval_answers
      (run_id, step_id, attempt, approve, answered_by, how, comment, at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
-pub(crate) const APPROVAL_ANSWERS: &str = "SELECT step_id, attempt, approve, answered_by, how, comment
+pub(crate) const APPROVAL_ANSWERS: &str =
+    "SELECT step_id, attempt, approve, answered_by, how, comment
      FROM approval_answers WHERE run_id = $1 ORDER BY at, step_id";
 
 /// The lease SQL, the same text on both backends.

@@ -4,11 +4,10 @@
 //! power loss (the intent of a step with side effects) switches that one commit to FULL, so the fsync
 //! is paid only where it buys safety.
 
-use super::{Durability, EventKey, Pruned, RunRow, Store, StoreError};
+use super::{Durability, StoreError};
 use crate::run::event::Record;
-use async_trait::async_trait;
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -78,74 +77,13 @@ impl SqliteStore {
         Ok(pool)
     }
 
-    async fn insert_events(
-        tx: &mut sqlx::SqliteConnection,
+    /// Commits with synchronous=FULL (fsync) for a [`Durability::Power`] write and NORMAL otherwise;
+    /// the pragma is per connection, so it is set around this one transaction.
+    async fn append_durably(
+        &self,
         events: &[Record],
+        durability: Durability,
     ) -> Result<(), StoreError> {
-        // SQLite allows 32766 bound parameters; 9 per row.
-        for chunk in events.chunks(1000) {
-            let mut qb = QueryBuilder::new(
-                "INSERT INTO events (run_id, seq, at, actor, kind, step_id, data, prev_hash, hash) ",
-            );
-            qb.push_values(chunk, |mut b, r| {
-                b.push_bind(&r.run_id)
-                    .push_bind(r.seq)
-                    .push_bind(r.at_ms)
-                    .push_bind(&r.actor)
-                    .push_bind(&r.kind)
-                    .push_bind(&r.step)
-                    .push_bind(&r.data)
-                    .push_bind(&r.prev_hash)
-                    .push_bind(&r.hash);
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
-        Ok(())
-    }
-}
-
-fn is_open_race(e: &StoreError) -> bool {
-    match e {
-        StoreError::Migrate(_) => true,
-        StoreError::Db(e) => {
-            let m = e.to_string();
-            m.contains("locked") || m.contains("busy")
-        }
-        _ => false,
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn create_run(&self, run: &RunRow, events: &[Record]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&run.id)
-        .bind(&run.runbook)
-        .bind(&run.title)
-        .bind(&run.source_path)
-        .bind(&run.runbook_sha256)
-        .bind(&run.runbook_text)
-        .bind(run.params.to_string())
-        .bind(&run.status)
-        .bind(&run.actor)
-        .bind(run.started_at)
-        .bind(run.finished_at)
-        .bind(&run.parent_run)
-        .execute(&mut *tx)
-        .await?;
-        Self::insert_events(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn append(&self, events: &[Record], durability: Durability) -> Result<(), StoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
         let mut conn = self.pool.acquire().await?;
         if durability == Durability::Power {
             sqlx::query("PRAGMA synchronous = FULL")
@@ -154,15 +92,7 @@ impl Store for SqliteStore {
         }
         let result = async {
             let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            Self::insert_events(&mut tx, events).await?;
-            if let Some((status, at)) = super::final_status(events) {
-                sqlx::query("UPDATE runs SET status = $1, finished_at = $2 WHERE id = $3")
-                    .bind(status.as_str())
-                    .bind(at)
-                    .bind(&events[0].run_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            Self::append_in(&mut tx, events).await?;
             tx.commit().await?;
             Ok::<(), StoreError>(())
         }
@@ -175,200 +105,21 @@ impl Store for SqliteStore {
         result
     }
 
-    async fn runs(&self, limit: i64) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query_as::<_, super::StoredRun>(
-            "SELECT * FROM runs ORDER BY started_at DESC, id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(RunRow::from).collect())
+    /// SQLite transactions are serializable already, and this store has one connection.
+    async fn begin_prune(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin().await?)
     }
+}
 
-    async fn run(&self, id_or_prefix: &str) -> Result<RunRow, StoreError> {
-        // Run ids are hex; anything else cannot match and must not reach LIKE as a pattern.
-        if id_or_prefix.is_empty() || !id_or_prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(StoreError::NoSuchRun(id_or_prefix.to_string()));
+super::body::shared_body!(SqliteStore, sqlx::Sqlite);
+
+fn is_open_race(e: &StoreError) -> bool {
+    match e {
+        StoreError::Migrate(_) => true,
+        StoreError::Db(e) => {
+            let m = e.to_string();
+            m.contains("locked") || m.contains("busy")
         }
-        let mut rows = sqlx::query_as::<_, super::StoredRun>(
-            "SELECT * FROM runs WHERE id LIKE $1 ORDER BY started_at LIMIT 2",
-        )
-        .bind(format!("{}%", id_or_prefix.to_ascii_lowercase()))
-        .fetch_all(&self.pool)
-        .await?;
-        match rows.len() {
-            0 => Err(StoreError::NoSuchRun(id_or_prefix.to_string())),
-            1 => Ok(rows.remove(0).into()),
-            _ => {
-                if let Some(exact) = rows.into_iter().find(|r| r.id == id_or_prefix) {
-                    return Ok(exact.into());
-                }
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE id LIKE $1")
-                    .bind(format!("{}%", id_or_prefix.to_ascii_lowercase()))
-                    .fetch_one(&self.pool)
-                    .await?;
-                Err(StoreError::Ambiguous {
-                    prefix: id_or_prefix.to_string(),
-                    count: usize::try_from(count).unwrap_or(usize::MAX),
-                })
-            }
-        }
-    }
-
-    async fn events(&self, run_id: &str) -> Result<Vec<Record>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, Record>("SELECT * FROM events WHERE run_id = $1 ORDER BY seq")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn acquire_lease(
-        &self,
-        run_id: &str,
-        holder: &str,
-        now: i64,
-        expires_at: i64,
-        stale: Option<&str>,
-    ) -> Result<Option<(String, i64)>, StoreError> {
-        let done = sqlx::query(super::ACQUIRE_LEASE)
-            .bind(run_id)
-            .bind(holder)
-            .bind(expires_at)
-            .bind(now)
-            .bind(stale.unwrap_or(""))
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 1 {
-            return Ok(None);
-        }
-        Ok(Some(self.lease(run_id).await?.unwrap_or_default()))
-    }
-
-    async fn renew_lease(
-        &self,
-        run_id: &str,
-        holder: &str,
-        expires_at: i64,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(super::RENEW_LEASE)
-            .bind(expires_at)
-            .bind(run_id)
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn release_lease(&self, run_id: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query(super::RELEASE_LEASE)
-            .bind(run_id)
-            .bind(holder)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn answer_approval(
-        &self,
-        run_id: &str,
-        a: &super::StoredAnswer,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(super::ANSWER_APPROVAL)
-            .bind(run_id)
-            .bind(&a.answer.step)
-            .bind(i64::from(a.attempt))
-            .bind(a.answer.approve)
-            .bind(&a.answer.by)
-            .bind(&a.answer.how)
-            .bind(&a.answer.comment)
-            .bind(a.at)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn approval_answers(
-        &self,
-        run_id: &str,
-    ) -> Result<Vec<crate::run::driver::Answer>, StoreError> {
-        let rows: Vec<super::AnswerRow> = sqlx::query_as(super::APPROVAL_ANSWERS)
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
-    }
-
-    async fn lease(&self, run_id: &str) -> Result<Option<(String, i64)>, StoreError> {
-        let row: Option<(String, i64)> = sqlx::query_as(super::GET_LEASE)
-            .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row)
-    }
-
-    async fn events_between(
-        &self,
-        since: i64,
-        until: i64,
-        after: Option<EventKey<'_>>,
-        limit: i64,
-    ) -> Result<Vec<Record>, StoreError> {
-        let after = after.unwrap_or(EventKey {
-            at: i64::MIN,
-            run_id: "",
-            seq: i64::MIN,
-        });
-        let rows = sqlx::query_as::<_, Record>(super::EVENTS_BETWEEN)
-            .bind(since)
-            .bind(until)
-            .bind(after.at)
-            .bind(after.run_id)
-            .bind(after.seq)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows)
-    }
-
-    async fn prune(&self, finished_before: i64, dry_run: bool) -> Result<Pruned, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if dry_run {
-            let runs: i64 = sqlx::query_scalar(super::PRUNE_COUNT_RUNS)
-                .bind(finished_before)
-                .fetch_one(&mut *tx)
-                .await?;
-            let events: i64 = sqlx::query_scalar(super::PRUNE_COUNT_EVENTS)
-                .bind(finished_before)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.rollback().await?;
-            return Ok(Pruned {
-                runs: u64::try_from(runs).unwrap_or(0),
-                events: u64::try_from(events).unwrap_or(0),
-            });
-        }
-        let deleted_events = sqlx::query(super::PRUNE_EVENTS)
-            .bind(finished_before)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        for also in [super::PRUNE_LEASES, super::PRUNE_ANSWERS] {
-            sqlx::query(also)
-                .bind(finished_before)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let deleted_runs = sqlx::query(super::PRUNE_RUNS)
-            .bind(finished_before)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(Pruned {
-            runs: deleted_runs,
-            events: deleted_events,
-        })
+        _ => false,
     }
 }
