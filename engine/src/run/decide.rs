@@ -507,6 +507,56 @@ steps:
     }
 
     #[test]
+    fn journaled_waits_wake_at_their_time_and_an_open_approval_keeps_the_run_alive() {
+        let p = plan(
+            "
+name: w
+steps:
+  - { id: nap, uses: flow.sleep, with: { for: 5s } }
+  - { id: act, uses: shell.run, approval: required, needs: nap, with: { argv: [\"true\"] } }
+",
+        );
+        let mut ev = vec![
+            started("nap", 1),
+            Event::WaitStarted {
+                step: "nap".into(),
+                deadline_ms: 5_000,
+                started_ms: Some(0),
+            },
+        ];
+        let n = decide(&p, &RunState::fold(&p, &ev), 1_000, 8);
+        assert!(n.actions.is_empty() && n.only_waits(), "{n:?}");
+        assert_eq!(n.wake_at_ms, Some(5_000));
+        assert_eq!(ids(&p, &next(&p, &ev, 5_000, 8)), ["wake nap"]);
+        ev.extend([
+            ok("nap"),
+            Event::ApprovalRequested {
+                step: "act".into(),
+                attempt: 1,
+                class: SideEffect::Unsafe,
+                inputs: json!({}),
+                approvers: vec![],
+                distinct_from_initiator: false,
+                expires_at_ms: Some(9_000),
+            },
+        ]);
+        // Nothing runs and nothing is due but the request: the run waits, it does not finish.
+        let n = decide(&p, &RunState::fold(&p, &ev), 6_000, 8);
+        assert!(n.actions.is_empty(), "{n:?}");
+        assert_eq!(n.awaiting_approval.len(), 1);
+        assert_eq!(n.wake_at_ms, Some(9_000));
+        assert_eq!(ids(&p, &next(&p, &ev, 9_000, 8)), ["expire approval act"]);
+        // Granted: the step starts (its attempt now approved).
+        ev.push(Event::ApprovalGranted {
+            step: "act".into(),
+            by: "bob".into(),
+            how: "cli".into(),
+            comment: None,
+        });
+        assert_eq!(ids(&p, &next(&p, &ev, 6_500, 8)), ["start act"]);
+    }
+
+    #[test]
     fn a_finished_run_decides_nothing() {
         let p = plan(FAN);
         let ev = [Event::RunInterrupted {

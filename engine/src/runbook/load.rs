@@ -787,7 +787,7 @@ impl Loader {
                     _ => self.err_help(
                         v.pos,
                         format!("unknown approval {}", show_scalar(v)),
-                        "write `approval: required`, or `approval: { required: true, approvers: [...], distinct_from_initiator: true, timeout: 4h }`",
+                        "write `approval: required`, or a mapping with `approvers`, `distinct_from_initiator`, `timeout`",
                     ),
                 },
                 "side_effect" => match v.as_str().and_then(SideEffect::parse) {
