@@ -57,19 +57,7 @@ pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32
         path: Some(display_path(&path)),
         rerun: None,
     };
-    let (opts, hooks) = terminal(g, &args.drive);
-    let outcome = launch::start(
-        Arc::new(plan),
-        Arc::clone(&store),
-        &engine,
-        source,
-        params,
-        opts,
-        hooks,
-    )
-    .await
-    .map_err(driver_failure)?;
-    finish(g, store.as_ref(), &outcome, args.drive.quiet).await
+    start_here(g, &args.drive, store, &engine, plan, source, params).await
 }
 
 pub async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result<i32, Failure> {
@@ -85,11 +73,24 @@ pub async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result
         launch::prepare_rerun(store.as_ref(), &engine, &args.run, &args.from, &overrides)
             .await
             .map_err(driver_failure)?;
-    let (opts, hooks) = terminal(g, &args.drive);
+    start_here(g, &args.drive, store, &engine, plan, source, params).await
+}
+
+/// Starts a new run driven by this process and watched from this terminal (`run`, `rerun`).
+async fn start_here(
+    g: &Global,
+    drive: &DriveArgs,
+    store: Arc<dyn Store>,
+    engine: &crate::Engine,
+    plan: crate::runbook::plan::Plan,
+    source: Source,
+    params: serde_json::Map<String, serde_json::Value>,
+) -> Result<i32, Failure> {
+    let (opts, hooks) = terminal(g, drive);
     let outcome = launch::start(
         Arc::new(plan),
         Arc::clone(&store),
-        &engine,
+        engine,
         source,
         params,
         opts,
@@ -97,7 +98,7 @@ pub async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result
     )
     .await
     .map_err(driver_failure)?;
-    finish(g, store.as_ref(), &outcome, args.drive.quiet).await
+    finish(g, store.as_ref(), &outcome, drive.quiet).await
 }
 
 pub async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Result<i32, Failure> {
@@ -249,15 +250,11 @@ async fn changed_runbook(
     run: &str,
     use_current: bool,
 ) -> Result<Option<String>, Failure> {
-    let row = store.run(run).await?;
-    let mut events = Vec::new();
-    for r in store.events(&row.id).await? {
-        if let Ok(e) = r.event() {
-            events.push(e);
-        }
-    }
-    let followed = crate::run::event::current_text(&row.runbook_text, &events);
-    let path = row.source_path.clone().unwrap_or_default();
+    let stored = launch::StoredRun::load(store, run, false)
+        .await
+        .map_err(driver_failure)?;
+    let followed = stored.text();
+    let path = stored.row.source_path.clone().unwrap_or_default();
     let file = crate::runbook::source::read(std::path::Path::new(&path)).ok();
     match (file, use_current) {
         (Some(now), true) if now != followed => Ok(Some(now)),

@@ -102,6 +102,7 @@ pub async fn runs(
     let recorded = rows.len();
     if resumable {
         let now = crate::run::event::now_ms();
+        let me = crate::run::lease::Holder::this_process();
         let mut kept = Vec::new();
         for r in rows {
             if !matches!(
@@ -114,7 +115,6 @@ pub async fn runs(
                 continue;
             }
             // A live lease means a process is driving the run: resuming it would be refused.
-            let me = crate::run::lease::Holder::this_process();
             let driven = store.lease(&r.id).await?.is_some_and(|(holder, until)| {
                 until > now
                     && !crate::run::lease::is_dead(&me, &holder, crate::run::lease::start_time)

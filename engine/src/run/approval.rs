@@ -3,7 +3,7 @@
 //! the run (now, or the next one to resume it) journals. The journal has one writer at a time.
 
 use super::driver::{Answer, DriverError};
-use super::event::{Event, RunStatus, current_text, now_ms};
+use super::event::{RunStatus, now_ms};
 use super::state::{RunState, Status};
 use crate::store::{Store, StoredAnswer};
 
@@ -25,28 +25,22 @@ pub async fn answer(
     run: &str,
     answer: Answer,
 ) -> Result<Answered, DriverError> {
-    let row = store.run(run).await?;
-    let records = store.events(&row.id).await?;
-    let mut events = Vec::with_capacity(records.len());
-    for r in &records {
-        events.push(r.event().map_err(|e| {
-            DriverError::Refused(format!(
-                "event {} of run {} is unreadable: {e}",
-                r.seq, row.id
-            ))
-        })?);
-    }
-    let text = current_text(&row.runbook_text, &events);
-    let plan =
-        crate::runbook::validate::check("stored runbook", text, &engine.registry, &engine.expr)
-            .map_err(|r| {
-                DriverError::Refused(format!(
-                    "the runbook of run {} does not validate:\n{}",
-                    row.id,
-                    r.render(false)
-                ))
-            })?;
-    let state = RunState::fold(&plan, &events);
+    let stored = super::launch::StoredRun::load(store, run, false).await?;
+    let plan = crate::runbook::validate::check(
+        stored.label(),
+        stored.text(),
+        &engine.registry,
+        &engine.expr,
+    )
+    .map_err(|r| {
+        DriverError::Refused(format!(
+            "the runbook of run {} does not validate:\n{}",
+            stored.row.id,
+            r.render(false)
+        ))
+    })?;
+    let (row, events) = (&stored.row, &stored.events);
+    let state = RunState::fold(&plan, events);
     let Some(&i) = plan.index.get(&answer.step) else {
         let hint = crate::diag::suggest(&answer.step, plan.index.keys().map(String::as_str))
             .map(|s| format!("; did you mean `{s}`?"))
@@ -88,7 +82,7 @@ pub async fn answer(
         .may_answer(&answer.by, &row.actor)
         .map_err(DriverError::Refused)?;
     let attempt = st.approval.requested_for.unwrap_or(st.attempt + 1);
-    let stored = StoredAnswer {
+    let answer = StoredAnswer {
         answer: Answer {
             attempt: Some(attempt),
             ..answer
@@ -96,14 +90,10 @@ pub async fn answer(
         attempt,
         at: now_ms(),
     };
-    let recorded = store.answer_approval(&row.id, &stored).await?;
-    let status = match events.last() {
-        Some(Event::RunDetached { .. }) => RunStatus::Parked,
-        _ => state.status,
-    };
+    let recorded = store.answer_approval(&row.id, &answer).await?;
     Ok(Answered {
-        run_id: row.id,
+        run_id: row.id.clone(),
         recorded,
-        status,
+        status: state.status,
     })
 }

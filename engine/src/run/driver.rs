@@ -557,12 +557,6 @@ impl Driver {
                 self.emit_at(e, now);
             }
             Done::Probe(i, outcome) => {
-                if let Some(line) = match &outcome {
-                    Ok(_) => None,
-                    Err(e) => Some(format!("probe failed: {e}")),
-                } {
-                    self.observer.on_progress(self.plan.id(i), &line);
-                }
                 let events = self.prep().probe_done(i, outcome, now);
                 for e in events {
                     if let Event::ProbeDone {

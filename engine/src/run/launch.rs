@@ -86,6 +86,55 @@ fn env_map() -> Value {
     )
 }
 
+/// A stored run as the library acts on it: its row, its records and their events, decoded once.
+pub struct StoredRun {
+    pub row: RunRow,
+    pub records: Vec<super::event::Record>,
+    pub events: Vec<Event>,
+}
+
+impl StoredRun {
+    /// Reads run `run` (an id or unique prefix) with its journal. With `verified`, refuses a run
+    /// whose journal or stored runbook does not verify (as `runbook audit verify` checks them),
+    /// before anything acts on it.
+    pub async fn load(
+        store: &dyn Store,
+        run: &str,
+        verified: bool,
+    ) -> Result<StoredRun, DriverError> {
+        let row = store.run(run).await?;
+        let records = store.events(&row.id).await?;
+        if verified {
+            super::integrity::verify(&row, &records)
+                .map_err(|b| DriverError::Refused(super::integrity::refusal(&row.id, &b)))?;
+        }
+        let mut events = Vec::with_capacity(records.len());
+        for r in &records {
+            events.push(r.event().map_err(|e| {
+                DriverError::Refused(format!(
+                    "event {} of run {} is unreadable: {e}",
+                    r.seq, row.id
+                ))
+            })?);
+        }
+        Ok(StoredRun {
+            row,
+            records,
+            events,
+        })
+    }
+
+    /// The runbook text the run follows now (the stored one, or the one a resume switched to).
+    pub fn text(&self) -> &str {
+        super::event::current_text(&self.row.runbook_text, &self.events)
+    }
+
+    /// Where the run's runbook came from, for diagnostics.
+    pub fn label(&self) -> &str {
+        self.row.source_path.as_deref().unwrap_or("stored runbook")
+    }
+}
+
 /// Starts a new run of `plan` with checked `params`, and drives it to its end, its park, or its
 /// cancellation.
 pub async fn start(
@@ -171,28 +220,18 @@ pub async fn resume(
     hooks: Hooks,
 ) -> Result<RunOutcome, DriverError> {
     use super::event::Recovery;
-    let run = store.run(run_id).await?;
-    if matches!(run.status, RunStatus::Succeeded | RunStatus::Failed) {
+    let stored = StoredRun::load(store.as_ref(), run_id, false).await?;
+    if matches!(stored.row.status, RunStatus::Succeeded | RunStatus::Failed) {
         return Err(DriverError::Refused(format!(
             "run {} already {}; there is nothing to resume",
-            run.id, run.status
+            stored.row.id, stored.row.status
         )));
     }
-    let records = store.events(&run.id).await?;
-    if let Err(b) = super::integrity::verify(&run, &records) {
-        return Err(DriverError::Refused(super::integrity::refusal(&run.id, &b)));
-    }
-    let mut events = Vec::with_capacity(records.len());
-    for r in &records {
-        events.push(r.event().map_err(|e| {
-            DriverError::Refused(format!(
-                "event {} of run {} is unreadable: {e}",
-                r.seq, run.id
-            ))
-        })?);
-    }
-    let followed = super::event::current_text(&run.runbook_text, &events).to_string();
-    let label = run.source_path.as_deref().unwrap_or("stored runbook");
+    super::integrity::verify(&stored.row, &stored.records)
+        .map_err(|b| DriverError::Refused(super::integrity::refusal(&stored.row.id, &b)))?;
+    let followed = stored.text().to_string();
+    let label = stored.label();
+    let (run, records, events) = (&stored.row, &stored.records, &stored.events);
     let (text, switched) = match newer {
         Some(new_text) if new_text != followed => (new_text, true),
         _ => (followed, false),
@@ -206,7 +245,7 @@ pub async fn resume(
             ))
         })?;
     let plan = Arc::new(plan);
-    let state = RunState::fold(&plan, &events);
+    let state = RunState::fold(&plan, events);
     let Some(Event::RunStarted { params, vars, .. }) = events.first() else {
         return Err(DriverError::Refused(format!(
             "run {} has no run_started event",
@@ -367,27 +406,16 @@ pub async fn prepare_rerun(
     from: &str,
     overrides: &[(String, String)],
 ) -> Result<(Plan, Source, Map<String, Value>), DriverError> {
-    use super::event::current_text;
-    let parent = store.run(parent).await?;
-    let records = store.events(&parent.id).await?;
     // A re-run executes the parent's runbook text and reuses its outcomes: both must be what the
     // journal vouches for.
-    super::integrity::verify(&parent, &records)
-        .map_err(|b| DriverError::Refused(super::integrity::refusal(&parent.id, &b)))?;
-    let mut events = Vec::new();
-    for r in records {
-        events.push(r.event().map_err(|e| {
-            DriverError::Refused(format!(
-                "event {} of run {} is unreadable: {e}",
-                r.seq, parent.id
-            ))
-        })?);
-    }
-    let text = current_text(&parent.runbook_text, &events).to_string();
-    let label = parent
-        .source_path
-        .clone()
-        .unwrap_or_else(|| "stored runbook".to_string());
+    let stored = StoredRun::load(store, parent, true).await?;
+    let text = stored.text().to_string();
+    let label = stored.label().to_string();
+    let StoredRun {
+        row: parent,
+        events,
+        ..
+    } = stored;
     let plan = crate::runbook::validate::check(&label, &text, &engine.registry, &engine.expr)
         .map_err(|r| {
             DriverError::Refused(format!(

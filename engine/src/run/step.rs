@@ -5,7 +5,7 @@
 
 use super::event::Event;
 use super::state::RunState;
-use crate::expr::{Expr, to_json};
+use crate::expr::Expr;
 use crate::runbook::plan::{Plan, StepKind};
 use runbook_steps::{ErrorKind, Registry, Runner, SideEffect, StepError, parse_duration};
 use serde_json::{Map, Value, json};
@@ -347,18 +347,31 @@ impl Prep<'_> {
             Ok(d) => d,
             Err(e) => return self.fail_at_start(i, attempt, e, now),
         };
-        let deadline = now.saturating_add(ms(d));
+        self.wait_starts(i, attempt, json!({"for": duration}), d, now)
+    }
+
+    /// The start of a journaled wait (`flow.sleep`, `flow.wait_until`): the attempt, and the wait's
+    /// start and deadline, from the same instant.
+    fn wait_starts(
+        &self,
+        i: usize,
+        attempt: u32,
+        inputs: Value,
+        d: Duration,
+        now: i64,
+    ) -> Prepared {
+        let deadline_ms = now.saturating_add(ms(d));
         Prepared::events(vec![
             Event::StepStarted {
                 step: self.id(i),
                 attempt,
                 class: SideEffect::Read,
-                inputs: json!({"for": duration}),
-                deadline_ms: Some(deadline),
+                inputs,
+                deadline_ms: Some(deadline_ms),
             },
             Event::WaitStarted {
                 step: self.id(i),
-                deadline_ms: deadline,
+                deadline_ms,
                 started_ms: Some(now),
             },
         ])
@@ -390,21 +403,8 @@ impl Prep<'_> {
             Ok(p) => p,
             Err(e) => return self.fail_at_start(i, attempt, e, now),
         };
-        let deadline_ms = now.saturating_add(ms(dl));
-        Prepared::events(vec![
-            Event::StepStarted {
-                step: self.id(i),
-                attempt,
-                class: SideEffect::Read,
-                inputs: json!({"probe": {"uses": uses, "with": input}, "until": until}),
-                deadline_ms: Some(deadline_ms),
-            },
-            Event::WaitStarted {
-                step: self.id(i),
-                deadline_ms,
-                started_ms: Some(now),
-            },
-        ])
+        let inputs = json!({"probe": {"uses": uses, "with": input}, "until": until});
+        self.wait_starts(i, attempt, inputs, dl, now)
     }
 
     /// A wait_until's `interval` and `hold`.
@@ -642,14 +642,6 @@ impl Prep<'_> {
                 deadline_ms,
                 timeout_text: ps.def.timeout.map(runbook_steps::duration::human),
             },
-        }
-    }
-
-    /// The values of the steps a wait's `until` may read, for the probe task's context.
-    pub fn steps_json(&self, i: usize) -> Value {
-        match self.context(i, None).get_attr("steps") {
-            Ok(v) if !v.is_undefined() => to_json(&v).unwrap_or(Value::Null),
-            _ => Value::Null,
         }
     }
 }
