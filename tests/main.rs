@@ -6,5 +6,6 @@ mod common;
 mod golden;
 mod resume;
 mod run;
+mod schema;
 mod store;
 mod torture;

@@ -6,6 +6,7 @@ pub mod diag;
 pub mod expr;
 pub mod run;
 pub mod runbook;
+pub mod schema;
 pub mod store;
 
 use std::sync::Arc;

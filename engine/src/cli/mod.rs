@@ -4,6 +4,7 @@ pub mod audit;
 pub mod find;
 pub mod progress;
 pub mod prune;
+pub mod schema;
 pub mod show;
 
 use crate::diag::Report;
@@ -127,6 +128,13 @@ pub enum Command {
         runbook: String,
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
+    },
+    /// Print the JSON Schema of the runbook format, for editor completion and checking as you type.
+    #[command(after_help = schema::AFTER_HELP)]
+    Schema {
+        /// Write the schema to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// List the plugins (`uses:`) this build knows, or describe one.
     Plugins {
@@ -392,6 +400,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
             print!("{}", show::graph(&plan, format));
             Ok(exit::OK)
         }
+        Command::Schema { out } => schema::schema(&registry, out.as_deref()),
         Command::Plugins { name } => show::plugins(&registry, name.as_deref(), cli.global.output),
         Command::Audit {
             command: Some(AuditCommand::Verify { run, all }),

@@ -13,15 +13,21 @@ pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
             .help("a runbook is a mapping with at least `name:` and `steps:`");
         return (None, vec![d]);
     }
-    // YAML 1.2 booleans only: `on:` is a key, and `country: no` stays a string.
-    let opts = serde_saphyr::options! { strict_booleans: true };
-    let doc: Node = match serde_saphyr::from_str_with_options(source, opts) {
+    let doc = match parse_yaml(source) {
         Ok(doc) => doc,
         Err(e) => return (None, vec![yaml_error(source, &e)]),
     };
     let mut l = Loader { diags: Vec::new() };
     let rb = l.runbook(&doc);
     (rb, l.diags)
+}
+
+/// Parses YAML text into located nodes the way runbooks are read everywhere (the loader, the schema's
+/// plugin examples, the schema tests).
+pub fn parse_yaml(source: &str) -> Result<Node, serde_saphyr::Error> {
+    // YAML 1.2 booleans only: `on:` is a key, and `country: no` stays a string.
+    let opts = serde_saphyr::options! { strict_booleans: true };
+    serde_saphyr::from_str_with_options(source, opts)
 }
 
 fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
@@ -121,7 +127,7 @@ fn line_col_to_offset(src: &str, line: usize, col: usize) -> usize {
     src.len()
 }
 
-const TOP_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &[
     "apiVersion",
     "name",
     "title",
@@ -132,7 +138,7 @@ const TOP_KEYS: &[&str] = &[
     "connections",
     "steps",
 ];
-const STEP_KEYS: &[&str] = &[
+pub(crate) const STEP_KEYS: &[&str] = &[
     "id",
     "title",
     "description",
@@ -148,9 +154,9 @@ const STEP_KEYS: &[&str] = &[
     "approval",
     "side_effect",
 ];
-const PARAM_KEYS: &[&str] = &["type", "enum", "default", "required", "description"];
-const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
-const BACKOFF_KEYS: &[&str] = &["initial", "factor", "max"];
+pub(crate) const PARAM_KEYS: &[&str] = &["type", "enum", "default", "required", "description"];
+pub(crate) const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
+pub(crate) const BACKOFF_KEYS: &[&str] = &["initial", "factor", "max"];
 
 struct Loader {
     diags: Vec<Diagnostic>,
