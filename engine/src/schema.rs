@@ -86,7 +86,7 @@ pub fn json_schema(registry: &Registry) -> Value {
         defs.insert(with_def(info.name), with_block(info));
     }
 
-    json!({
+    let mut schema = json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "runbook",
         "description": "An operations runbook for the `runbook` engine: parameters, values computed at start, and steps that form a DAG. `runbook validate FILE` checks everything this schema cannot (references, cycles, templates).",
@@ -95,7 +95,32 @@ pub fn json_schema(registry: &Registry) -> Value {
         "required": ["name", "steps"],
         "properties": top_properties(),
         "definitions": defs,
-    })
+    });
+    add_markdown(&mut schema);
+    schema
+}
+
+/// Descriptions use Markdown code spans (`steps.ID`). Editors escape a plain `description` on hover,
+/// showing the backticks; `markdownDescription` (a VS Code / yaml-language-server extension) is
+/// rendered instead.
+fn add_markdown(schema: &mut Value) {
+    match schema {
+        Value::Object(m) => {
+            // In a `properties` map a key `description` names a schema (an object), never text.
+            if let Some(d @ Value::String(_)) = m.get("description") {
+                let d = d.clone();
+                m.insert("markdownDescription".into(), d);
+            }
+            for (key, value) in m.iter_mut() {
+                // These hold data, not schemas.
+                if !matches!(key.as_str(), "examples" | "enum" | "const" | "default") {
+                    add_markdown(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(add_markdown),
+        _ => {}
+    }
 }
 
 fn top_properties() -> Value {
@@ -221,6 +246,7 @@ fn retry() -> Value {
 
 fn step(registry: &Registry) -> Value {
     let names: Vec<&str> = registry.names().collect();
+    let summaries: Vec<&str> = registry.iter().map(|r| r.info().summary).collect();
     let classes: Vec<&str> = SIDE_EFFECTS.iter().map(|c| c.as_str()).collect();
     let phases: Vec<&str> = Phase::ALL.iter().map(|(n, _)| *n).collect();
     let mut per_plugin = Vec::new();
@@ -230,16 +256,26 @@ fn step(registry: &Registry) -> Value {
         if needs_with(info) {
             then["required"] = json!(["with"]);
         }
-        if let Runner::Builtin(_) = runner {
-            // The engine runs these itself: they cannot hang, act or be classified.
-            for key in ["timeout", "approval", "side_effect"] {
-                then["properties"][key] = json!({
-                    "not": {},
-                    "description": format!("`{key}` has no effect on a `{}` step.", info.name),
-                });
-            }
-        }
         per_plugin.push(when_const("uses", info.name, then));
+    }
+    // The engine runs these itself: they cannot hang, act or be classified. One rule per key, so an
+    // editor's message (`errorMessage`) names the key.
+    let builtins: Vec<&str> = registry
+        .iter()
+        .filter(|r| matches!(r, Runner::Builtin(_)))
+        .map(|r| r.info().name)
+        .collect();
+    for key in ["timeout", "approval", "side_effect"] {
+        per_plugin.push(json!({
+            "if": { "properties": { "uses": { "enum": builtins } }, "required": ["uses"] },
+            "then": {
+                "properties": { key: false },
+                "errorMessage": format!(
+                    "`{key}` has no effect on {}: the engine runs these steps itself",
+                    builtins.join(", ")
+                ),
+            },
+        }));
     }
     json!({
         "description": "A step: a plugin call (`uses`, `with`) and when and how to run it.",
@@ -251,6 +287,8 @@ fn step(registry: &Registry) -> Value {
             "uses": {
                 "description": "The plugin that runs the step (`runbook plugins` lists them).",
                 "enum": names,
+                "enumDescriptions": summaries,
+                "markdownEnumDescriptions": summaries,
             },
             "with": { "description": "The plugin's input. Any string may be a template.", "type": "object" },
             "needs": described(ref_to("stepRefs"), "Steps that must be finished (succeeded, failed or skipped) before this one is considered."),
@@ -481,6 +519,20 @@ mod tests {
             assert_eq!(def["additionalProperties"], json!(false), "{}", info.name);
             assert!(def.get("examples").is_some(), "{} example", info.name);
         }
+    }
+
+    #[test]
+    fn descriptions_get_a_markdown_twin_but_data_is_left_alone() {
+        let mut v = json!({
+            "description": "`x`",
+            "properties": { "description": { "description": "d", "type": "string" } },
+            "examples": [{ "description": "data" }],
+        });
+        add_markdown(&mut v);
+        assert_eq!(v["markdownDescription"], "`x`");
+        assert_eq!(v["properties"]["description"]["markdownDescription"], "d");
+        assert!(v["properties"].get("markdownDescription").is_none());
+        assert_eq!(v["examples"], json!([{ "description": "data" }]));
     }
 
     #[test]
