@@ -3,6 +3,7 @@
 
 mod audit;
 mod common;
+mod fuzzing;
 mod golden;
 mod resume;
 mod run;

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod diag;
 pub mod expr;
+pub mod fuzzing;
 pub mod run;
 pub mod runbook;
 pub mod schema;
