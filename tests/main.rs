@@ -4,11 +4,13 @@
 mod audit;
 mod cli;
 mod common;
+mod fuzzing;
 mod golden;
 mod hardening;
 mod integrity;
 mod resume;
 mod run;
+mod schema;
 mod store;
 mod torture;
 mod waits;

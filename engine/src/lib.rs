@@ -4,8 +4,10 @@
 pub mod cli;
 pub mod diag;
 pub mod expr;
+pub mod fuzzing;
 pub mod run;
 pub mod runbook;
+pub mod schema;
 pub mod store;
 
 use std::sync::Arc;

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod plugins;
 pub mod progress;
 pub mod prune;
+pub mod schema;
 pub mod show;
 
 use crate::diag::Report;
@@ -129,6 +130,13 @@ pub enum Command {
         runbook: String,
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
+    },
+    /// Print the JSON Schema of the runbook format, for editor completion and checking as you type.
+    #[command(after_help = schema::AFTER_HELP)]
+    Schema {
+        /// Write the schema to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// List the plugins (`uses:`) this build knows, or describe one.
     Plugins {
@@ -434,6 +442,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
             print!("{}", graph::graph(&plan, format));
             Ok(exit::OK)
         }
+        Command::Schema { out } => schema::schema(&registry, out.as_deref()),
         Command::Plugins { name } => {
             plugins::plugins(&registry, name.as_deref(), cli.global.output)
         }

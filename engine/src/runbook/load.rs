@@ -13,9 +13,7 @@ pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
             .help("a runbook is a mapping with at least `name:` and `steps:`");
         return (None, vec![d]);
     }
-    // YAML 1.2 booleans only: `on:` is a key, and `country: no` stays a string.
-    let opts = serde_saphyr::options! { strict_booleans: true };
-    let mut doc: Node = match serde_saphyr::from_str_with_options(source, opts) {
+    let mut doc = match parse_yaml(source) {
         Ok(doc) => doc,
         Err(e) => return (None, vec![yaml_error(source, &e)]),
     };
@@ -74,6 +72,20 @@ fn unquoted_templates(node: &mut Node, source: &str, diags: &mut Vec<Diagnostic>
         }
         _ => {}
     }
+}
+
+/// Parses YAML text into located nodes the way runbooks are read everywhere (the loader, the schema's
+/// plugin examples, the schema tests).
+pub fn parse_yaml(source: &str) -> Result<Node, serde_saphyr::Error> {
+    // YAML 1.2 booleans only: `on:` is a key, and `country: no` stays a string.
+    // Nesting is bounded well below the parser's default (64): each level costs stack in the
+    // recursive parse and in every pass over the tree, and a debug build on a 2 MiB thread (a test
+    // thread, a tokio worker) overflowed at ~50 levels. No runbook needs more than a dozen.
+    let opts = serde_saphyr::options! {
+        strict_booleans: true,
+        budget: serde_saphyr::budget! { max_depth: MAX_DEPTH },
+    };
+    serde_saphyr::from_str_with_options(source, opts)
 }
 
 fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
@@ -164,6 +176,9 @@ fn yaml_error(source: &str, e: &serde_saphyr::Error) -> Diagnostic {
     }
 }
 
+/// How deeply lists and mappings may nest.
+pub const MAX_DEPTH: usize = 32;
+
 /// YAML's limit on an implicit key (one written without `? `).
 const MAX_KEY_CHARS: usize = 1024;
 
@@ -175,11 +190,11 @@ fn limit_message(msg: &str) -> Option<(String, String)> {
     let (m, h) = match kind {
         _ if msg.contains("recursion limit") => (
             "lists and mappings are nested too deeply".to_string(),
-            "a runbook nests lists and mappings at most 64 levels deep".to_string(),
+            format!("a runbook nests lists and mappings at most {MAX_DEPTH} levels deep"),
         ),
         Some("Depth") => (
             "lists and mappings are nested too deeply".to_string(),
-            "a runbook nests lists and mappings at most 64 levels deep".to_string(),
+            format!("a runbook nests lists and mappings at most {MAX_DEPTH} levels deep"),
         ),
         Some("Nodes") => (
             "the file has too many YAML values".to_string(),
@@ -251,7 +266,7 @@ fn line_col_to_offset(src: &str, line: usize, col: usize) -> usize {
     src.len()
 }
 
-const TOP_KEYS: &[&str] = &[
+pub(crate) const TOP_KEYS: &[&str] = &[
     "apiVersion",
     "name",
     "title",
@@ -262,7 +277,7 @@ const TOP_KEYS: &[&str] = &[
     "connections",
     "steps",
 ];
-const STEP_KEYS: &[&str] = &[
+pub(crate) const STEP_KEYS: &[&str] = &[
     "id",
     "title",
     "description",
@@ -278,10 +293,10 @@ const STEP_KEYS: &[&str] = &[
     "approval",
     "side_effect",
 ];
-const PARAM_KEYS: &[&str] = &["type", "enum", "default", "required", "description"];
-const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
-const BACKOFF_KEYS: &[&str] = &["initial", "factor", "max"];
-const APPROVAL_KEYS: &[&str] = &[
+pub(crate) const PARAM_KEYS: &[&str] = &["type", "enum", "default", "required", "description"];
+pub(crate) const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
+pub(crate) const BACKOFF_KEYS: &[&str] = &["initial", "factor", "max"];
+pub(crate) const APPROVAL_KEYS: &[&str] = &[
     "required",
     "approvers",
     "distinct_from_initiator",
