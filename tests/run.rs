@@ -169,6 +169,41 @@ steps:
     assert_eq!(shown["run"]["status"], "failed");
 }
 
+#[test]
+fn a_timed_out_step_keeps_the_output_it_had_produced() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "partial.yaml",
+        r#"
+name: partial
+steps:
+  - id: tail_logs
+    uses: shell.run
+    side_effect: read
+    timeout: 500ms
+    with: { shell: "echo first line; echo second line >&2; exec sleep 30" }
+"#,
+    );
+    let (code, shown) = run_json(&sb, f.to_str().expect("path"), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(step(&shown, "tail_logs")["error_kind"], "timeout");
+    let id = shown["run"]["id"].as_str().expect("run id");
+    let events: Value =
+        serde_json::from_str(&stdout(&sb.run(&["show", id, "--events", "-o", "json"])))
+            .expect("json");
+    let failed = events["events"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["event"]["type"] == "step_failed"))
+        .expect("a step_failed event");
+    let partial = failed["event"]["detail"]["partial_output"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no partial output: {failed:#}"));
+    assert!(
+        partial.contains("first line") && partial.contains("second line"),
+        "{partial}"
+    );
+}
+
 const APPROVE: &str = r#"
 name: approve
 steps:

@@ -8,6 +8,8 @@
 //! the reference docs treat them like every other plugin) but executed by the engine, because they
 //! evaluate conditions over the run's state or keep durable deadlines.
 
+pub mod connection;
+pub mod context;
 pub mod duration;
 pub mod flow;
 pub mod http;
@@ -17,6 +19,7 @@ pub mod shell;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use context::{OutputSink, StepContext};
 pub use duration::parse_duration;
 pub use schema::{Field, FieldType};
 
@@ -136,24 +139,6 @@ impl StepError {
     /// Turns a serde error on the rendered input into an `input` failure.
     pub fn input(err: impl std::fmt::Display) -> StepError {
         StepError::new(ErrorKind::Input, format!("invalid input: {err}"))
-    }
-}
-
-/// What a running step may tell the engine beyond its result.
-#[derive(Debug, Clone, Default)]
-pub struct StepContext {
-    pub run_id: String,
-    pub step_id: String,
-    /// Progress lines (e.g. the last line a command printed) for the live view; never journaled.
-    pub progress: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
-}
-
-impl StepContext {
-    pub fn progress(&self, line: impl Into<String>) {
-        if let Some(tx) = &self.progress {
-            // The receiver going away only means nobody is watching.
-            let _ = tx.send((self.step_id.clone(), line.into()));
-        }
     }
 }
 

@@ -226,17 +226,28 @@ async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
     };
     // All three pipes are served at once: a child blocked writing a full stderr pipe while we wait on
     // stdout (or on it reading stdin) would otherwise deadlock.
-    let (_, out, err) = tokio::join!(
-        write_stdin,
-        capture(child.stdout.take(), ctx),
-        capture(child.stderr.take(), ctx),
-    );
-    let out = out.map_err(|e| io_error(&program, "reading stdout of", &e))?;
-    let err = err.map_err(|e| io_error(&program, "reading stderr of", &e))?;
-    let status = child
-        .wait()
-        .await
-        .map_err(|e| io_error(&program, "waiting for", &e))?;
+    let (stdout_pipe, stderr_pipe) = (child.stdout.take(), child.stderr.take());
+    let finished = async {
+        let (_, out, err) = tokio::join!(
+            write_stdin,
+            capture(stdout_pipe, ctx),
+            capture(stderr_pipe, ctx),
+        );
+        let out = out.map_err(|e| io_error(&program, "reading stdout of", &e))?;
+        let err = err.map_err(|e| io_error(&program, "reading stderr of", &e))?;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| io_error(&program, "waiting for", &e))?;
+        Ok::<_, StepError>((out, err, status))
+    };
+    let (out, err, status) = tokio::select! {
+        r = finished => r?,
+        // The guard kills the whole process group as this returns.
+        () = ctx.cancel.cancelled() => {
+            return Err(StepError::new(ErrorKind::Other, format!("`{program}` was stopped")));
+        }
+    };
     // Finished on its own: what it left running in the background is its business.
     guard.0 = None;
 
@@ -337,6 +348,8 @@ async fn capture<R: AsyncRead + Unpin>(
             break;
         }
         let n = chunk.len();
+        // Both streams, interleaved as they come: if the step is cut short, this is what it said.
+        ctx.output.write(chunk);
         let take = n.min(CAPTURE_LIMIT - captured.kept.len());
         captured.kept.extend_from_slice(&chunk[..take]);
         captured.dropped += (n - take) as u64;
@@ -718,29 +731,64 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn progress_reports_the_last_non_empty_line() {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let ctx = StepContext {
-            run_id: "r".into(),
-            step_id: "deploy".into(),
-            progress: Some(tx),
-        };
+    async fn progress_reports_the_last_non_empty_line_and_the_sink_keeps_the_output() {
+        let ctx = StepContext::new("r", "deploy");
+        let mut rx = ctx.watch_progress();
         ok(run_ctx(
-            json!({ "shell": "printf 'one\\ntwo\\n\\n  \\nthree'" }),
+            json!({ "shell": "printf 'one\\ntwo\\n\\n  \\nthree'; echo oops >&2" }),
             &ctx,
         )
         .await);
-        drop(ctx);
-        let mut seen = Vec::new();
-        while let Some(msg) = rx.recv().await {
-            seen.push(msg);
-        }
-        assert!(!seen.is_empty());
+        assert!(rx.has_changed().expect("sender alive"));
+        let last = rx.borrow_and_update().clone();
+        assert!(last == "three" || last == "oops", "{last}");
+        let out = ctx.output.snapshot().expect("output kept");
         assert!(
-            seen.iter()
-                .all(|(step, line)| step == "deploy" && !line.trim().is_empty())
+            out.contains("one\ntwo") && out.contains("three") && out.contains("oops"),
+            "{out}"
         );
-        assert_eq!(seen.last().map(|(_, l)| l.as_str()), Some("three"));
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_token_stops_the_process_group_and_returns() {
+        let ctx = StepContext::default();
+        let mut rx = ctx.watch_progress();
+        let input = json!({ "shell": "sleep 600 & echo \"ready $!\"; wait" });
+        let fut = ShellRun.run(input, &ctx);
+        tokio::pin!(fut);
+        let pid = loop {
+            tokio::select! {
+                r = &mut fut => panic!("ended on its own: {:?}", r.map_err(|e| e.message)),
+                changed = rx.changed() => {
+                    changed.expect("progress sender alive");
+                    let line = rx.borrow_and_update().clone();
+                    if let Some(pid) = line.strip_prefix("ready ") {
+                        break pid.trim().parse::<i32>().expect("a pid");
+                    }
+                }
+            }
+        };
+        ctx.cancel.cancel();
+        let e = err(fut.await);
+        assert!(e.message.contains("was stopped"), "{}", e.message);
+        // The background child of the shell went with its group (a zombie counts as dead).
+        // SIGKILL is delivered asynchronously: poll (bounded) until the process is gone.
+        let dead = |pid: i32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            matches!(state, None | Some("Z") | Some("X"))
+        };
+        let mut tries = 0;
+        while !dead(pid) && tries < 500 {
+            tries += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            dead(pid),
+            "the group's sleep {pid} survived the cancellation"
+        );
     }
 
     #[tokio::test]
@@ -766,11 +814,8 @@ mod tests {
             })
         };
 
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let ctx = StepContext {
-            progress: Some(tx),
-            ..StepContext::default()
-        };
+        let ctx = StepContext::default();
+        let mut rx = ctx.watch_progress();
         let input = json!({
             "shell": "exec 3>\"$FIFO\"; echo \"ready $$\"; exec sleep 600",
             "env": { "FIFO": fifo.to_string_lossy() },
@@ -780,8 +825,9 @@ mod tests {
             loop {
                 tokio::select! {
                     r = &mut fut => panic!("the step ended on its own: {:?}", r.map_err(|e| e.message)),
-                    msg = rx.recv() => {
-                        let (_, line) = msg.expect("progress channel open");
+                    changed = rx.changed() => {
+                        changed.expect("progress sender alive");
+                        let line = rx.borrow_and_update().clone();
                         if let Some(pid) = line.strip_prefix("ready ") {
                             break pid.to_owned();
                         }

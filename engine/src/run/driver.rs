@@ -14,7 +14,7 @@ use super::step::{Effect, Prep, Prepared};
 use crate::runbook::plan::Plan;
 use crate::store::{Durability, Store, StoreError};
 use runbook_steps::{ErrorKind, Runner, StepContext, StepError};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -141,6 +141,13 @@ enum Done {
 /// within this window can only cost re-running reads.
 const GROUP_COMMIT: Duration = Duration::from_millis(10);
 
+/// How often the live view is told the latest progress line of each step in flight.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// How long a plugin call whose deadline passed (or whose run was stopped) may take to stop its work
+/// on the far side after its token is cancelled, before it is dropped.
+const GRACE: Duration = Duration::from_secs(2);
+
 /// How often a run waiting for approval looks for answers given by other processes.
 const ANSWER_POLL: Duration = Duration::from_secs(1);
 
@@ -159,8 +166,8 @@ pub struct Driver {
     /// params, vars, connections, run (and env, if anything reads it): the context every step shares.
     base: Map<String, Value>,
     tasks: JoinSet<Done>,
-    progress_tx: mpsc::UnboundedSender<(String, String)>,
-    progress_rx: mpsc::UnboundedReceiver<(String, String)>,
+    /// The progress lines of the plugin calls in flight; read for the live view a few times a second.
+    watching: Vec<(String, tokio::sync::watch::Receiver<String>)>,
     pub(super) holder: Holder,
     /// Masks secrets before an event is sealed.
     redactor: super::redact::Redactor,
@@ -187,7 +194,6 @@ impl Driver {
         hooks: Hooks,
         at: Position,
     ) -> Driver {
-        let (progress_tx, progress_rx) = mpsc::unbounded_channel();
         Driver {
             plan: at.plan,
             store,
@@ -201,8 +207,7 @@ impl Driver {
             pending_since: None,
             base: at.base,
             tasks: JoinSet::new(),
-            progress_tx,
-            progress_rx,
+            watching: Vec::new(),
             holder: Holder::this_process(),
             redactor: at.redactor,
             initiator: at.initiator,
@@ -277,6 +282,8 @@ impl Driver {
     async fn drive(&mut self) -> Result<RunStatus, DriverError> {
         let mut heartbeat = tokio::time::interval(lease::RENEW);
         heartbeat.tick().await;
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut poll = tokio::time::interval(ANSWER_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -332,9 +339,7 @@ impl Driver {
                 Some(answer) = async { match self.answers.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                     self.answer(answer);
                 }
-                Some((step, line)) = self.progress_rx.recv() => {
-                    self.observer.on_progress(&step, &line);
-                }
+                _ = progress.tick(), if !self.watching.is_empty() => self.show_progress(),
                 _ = self.opts.cancel.cancelled() => {
                     // Dropping the tasks kills child processes (kill_on_drop); steps in flight have no
                     // outcome in the journal, which is exactly what a resume needs to see.
@@ -495,9 +500,11 @@ impl Driver {
         Ok(())
     }
 
-    /// A plugin call bounded by a deadline, as a future that owns what it needs.
+    /// A plugin call bounded by a deadline, as a future that owns what it needs. At the deadline the
+    /// call's token is cancelled and it gets [`GRACE`] to stop its work; it fails with kind `timeout`
+    /// and whatever output it had produced.
     fn call(
-        &self,
+        &mut self,
         i: usize,
         uses: String,
         inputs: Value,
@@ -505,11 +512,10 @@ impl Driver {
         timeout_text: Option<String>,
     ) -> impl std::future::Future<Output = Result<Value, StepError>> + Send + 'static {
         let registry = Arc::clone(&self.engine.registry);
-        let sctx = StepContext {
-            run_id: self.chain.run_id.clone(),
-            step_id: self.plan.id(i).to_string(),
-            progress: Some(self.progress_tx.clone()),
-        };
+        let mut sctx = StepContext::new(self.chain.run_id.clone(), self.plan.id(i));
+        sctx.cancel = self.opts.cancel.child_token();
+        self.watching
+            .push((self.plan.id(i).to_string(), sctx.watch_progress()));
         async move {
             let Some(Runner::Plugin(plugin)) = registry.get(&uses) else {
                 return Err(StepError::new(
@@ -521,26 +527,54 @@ impl Driver {
             let Some(deadline) = deadline_ms else {
                 return fut.await;
             };
+            tokio::pin!(fut);
             let left = Duration::from_millis(
                 u64::try_from(deadline.saturating_sub(now_ms())).unwrap_or(0),
             );
-            match tokio::time::timeout(left, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(StepError::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "timed out after {}",
-                        timeout_text.unwrap_or_else(|| runbook_steps::duration::human(left))
-                    ),
-                )),
+            if let Ok(r) = tokio::time::timeout(left, &mut fut).await {
+                return r;
             }
+            sctx.cancel.cancel();
+            // Whatever it answers while stopping, the attempt ran out of time.
+            let _ = tokio::time::timeout(GRACE, &mut fut).await;
+            let e = StepError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "timed out after {}",
+                    timeout_text.unwrap_or_else(|| runbook_steps::duration::human(left))
+                ),
+            );
+            Err(match sctx.output.snapshot() {
+                Some(partial) => e.with_detail(json!({ "partial_output": partial })),
+                None => e,
+            })
         }
+    }
+
+    /// Tells the live view the progress lines that changed, and forgets calls that ended.
+    fn show_progress(&mut self) {
+        let observer = &mut self.observer;
+        self.watching
+            .retain_mut(|(step, rx)| match rx.has_changed() {
+                Ok(true) => {
+                    let line = rx.borrow_and_update().clone();
+                    observer.on_progress(step, &line);
+                    true
+                }
+                Ok(false) => true,
+                Err(_) => false,
+            });
     }
 
     fn finished(
         &mut self,
         joined: Result<Done, tokio::task::JoinError>,
     ) -> Result<(), DriverError> {
+        if self.opts.cancel.is_cancelled() {
+            // A call that ended because the run was stopped has no outcome: the journal must show
+            // it in flight, for the resume to re-run it (or ask about it).
+            return Ok(());
+        }
         let done = match joined {
             Ok(d) => d,
             // A panicking plugin is a bug; it must not take the run's journal with it.
