@@ -4,6 +4,7 @@
 mod audit;
 mod cli;
 mod common;
+mod connections;
 mod fuzzing;
 mod golden;
 mod hardening;

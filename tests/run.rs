@@ -679,13 +679,13 @@ name: secret
 params:
   api_token: { type: string, required: true }
 connections:
-  vault: { url: "http://127.0.0.1:1", token: "{{ env.DEPLOY_TOKEN }}" }
+  vault: { kind: http, base_url: "http://127.0.0.1:1", bearer_token: 'secret("DEPLOY_TOKEN")' }
 steps:
   - id: use
     uses: shell.run
     side_effect: read
     with:
-      shell: 'echo "using $T and {{ connections.vault.token }}"'
+      shell: 'echo "using $T and {{ env.DEPLOY_TOKEN }}"'
       env: { T: "{{ env.DEPLOY_TOKEN }}" }
     outputs:
       said: "{{ result.stdout | trim }}"
@@ -694,8 +694,8 @@ steps:
     on_failure: continue
     needs: use
     with:
-      url: "{{ connections.vault.url }}/v1/x"
-      headers: { Authorization: "Bearer {{ connections.vault.token }}" }
+      url: /v1/x
+      headers: { Authorization: "Bearer {{ env.DEPLOY_TOKEN }}" }
 "#,
     );
     let o = sb
@@ -739,5 +739,10 @@ steps:
     assert!(
         text.contains("\"Authorization\":\"***\""),
         "the header key stays, its value is masked"
+    );
+    // The journal says where the connection's secret comes from, not what it is.
+    assert!(
+        text.contains(r#"secret(\"DEPLOY_TOKEN\")"#),
+        "the secret reference is journaled: {text}"
     );
 }

@@ -159,8 +159,10 @@ fn top_properties() -> Value {
             "allOf": [{ "$ref": "#/definitions/anyValues" }],
         },
         "connections": {
-            "description": "Named values computed once at run start, after `vars` (they may read params, env and vars); read as `connections.NAME`. Not stored in the journal's run_started event: use them for endpoints and client settings.",
-            "allOf": [{ "$ref": "#/definitions/anyValues" }],
+            "description": "The systems the run talks to, by name: each has a `kind` and that kind's fields (templates rendered once at run start; a profile and the environment may override any field; secrets as `secret(\"NAME\")`). Steps use them with `connection: NAME`, or their plugin family's default.",
+            "type": "object",
+            "propertyNames": { "$ref": "#/definitions/identifier" },
+            "additionalProperties": connection(),
         },
         "steps": {
             "description": "The steps. They run in parallel where `needs` and branches allow.",
@@ -265,7 +267,7 @@ fn step(registry: &Registry) -> Value {
         .filter(|r| matches!(r, Runner::Builtin(_)))
         .map(|r| r.info().name)
         .collect();
-    for key in ["timeout", "approval", "side_effect"] {
+    for key in ["timeout", "approval", "side_effect", "connection"] {
         per_plugin.push(json!({
             "if": { "properties": { "uses": { "enum": builtins } }, "required": ["uses"] },
             "then": {
@@ -330,6 +332,7 @@ fn step(registry: &Registry) -> Value {
                     },
                 ],
             },
+            "connection": described(ref_to("identifier"), "The connection (under `connections:`) this step talks through; default: the one named like its plugin's kind, or the only one of that kind."),
             "side_effect": {
                 "description": "Overrides the plugin's side-effect class, e.g. `read` for a `shell.run` of `df`.",
                 "enum": classes,
@@ -382,6 +385,41 @@ fn with_block(info: &PluginInfo) -> Value {
         schema["examples"] = json!([example.to_json()]);
     }
     schema
+}
+
+/// A connection: `kind`, then that kind's fields (none required here: a profile or the environment may
+/// supply them, as the validator allows).
+fn connection() -> Value {
+    let kinds = runbook_steps::connection::KINDS;
+    let per_kind: Vec<Value> = kinds
+        .iter()
+        .map(|k| {
+            let fields: Vec<Field> = k
+                .fields
+                .iter()
+                .map(|f| Field {
+                    required: false,
+                    ..*f
+                })
+                .collect();
+            let mut then = object(&fields, &[]);
+            then["properties"]["kind"] = json!({ "const": k.name });
+            let mut then = described(then, k.summary);
+            then["type"] = json!("object");
+            when_const("kind", k.name, then)
+        })
+        .collect();
+    json!({
+        "type": "object",
+        "required": ["kind"],
+        "properties": {
+            "kind": {
+                "description": "What the connection talks to.",
+                "enum": kinds.iter().map(|k| k.name).collect::<Vec<_>>(),
+            },
+        },
+        "allOf": per_kind,
+    })
 }
 
 fn object(fields: &[Field], one_of: &[&[&str]]) -> Value {

@@ -34,6 +34,7 @@ pub static BRANCH: PluginInfo = PluginInfo {
     exactly_one_of: &[],
     output: "{ case: index of the winning case or null, taken: [step ids], condition: text or null }",
     example: "cases:\n  - when: steps.check.result.exit_code != 0\n    then: repair\ndefault: report",
+    connection: None,
 };
 
 pub static ASSERT: PluginInfo = PluginInfo {
@@ -55,6 +56,7 @@ pub static ASSERT: PluginInfo = PluginInfo {
     exactly_one_of: &[],
     output: "{ holds: true, values: { name: value read } }",
     example: "that: steps.health.result.status == 200\nmessage: service is not healthy",
+    connection: None,
 };
 
 pub static SLEEP: PluginInfo = PluginInfo {
@@ -65,6 +67,7 @@ pub static SLEEP: PluginInfo = PluginInfo {
     exactly_one_of: &[],
     output: "{ slept_ms: number }",
     example: "for: 30s",
+    connection: None,
 };
 
 pub static WAIT_UNTIL: PluginInfo = PluginInfo {
@@ -103,6 +106,7 @@ pub static WAIT_UNTIL: PluginInfo = PluginInfo {
     exactly_one_of: &[],
     output: "{ result: the last probe result, probes: number, waited_ms: number }",
     example: "probe:\n  uses: http.request\n  with: { url: \"http://127.0.0.1:9090/-/ready\" }\nuntil: result.status == 200\ninterval: 5s\ndeadline: 2m",
+    connection: None,
 };
 
 static NOOP_INFO: PluginInfo = PluginInfo {
@@ -118,6 +122,7 @@ static NOOP_INFO: PluginInfo = PluginInfo {
     exactly_one_of: &[],
     output: "{ value: the given value or null }",
     example: "value: { threshold: 0.72 }",
+    connection: None,
 };
 
 pub struct Noop;

@@ -22,7 +22,7 @@ static INFO: PluginInfo = PluginInfo {
         Field::req(
             "url",
             FieldType::String,
-            "Absolute http:// or https:// URL.",
+            "Absolute http:// or https:// URL, or a path joined to the `base_url` of the step's connection.",
         ),
         Field::opt(
             "method",
@@ -54,6 +54,7 @@ static INFO: PluginInfo = PluginInfo {
     exactly_one_of: &[],
     output: "{ status: integer, headers: { name: value }, body: string, json: value or null (when the body is JSON) }",
     example: "url: \"http://127.0.0.1:9090/api/v1/query\"\nquery: { query: up }",
+    connection: Some("http"),
 };
 
 /// The response body keeps at most this many bytes; the rest is not downloaded.
@@ -117,13 +118,29 @@ impl HttpRequest {
         Ok(self.client.get_or_init(|| built))
     }
 
-    async fn request(&self, input: Value) -> Result<Value, StepError> {
+    async fn request(&self, input: Value, ctx: &StepContext) -> Result<Value, StepError> {
         let input = parse_input(input)?;
         let method = parse_method(input.method.as_deref())?;
-        let mut url = Url::parse(&input.url).map_err(|e| {
+        let conn = ctx.connection.as_deref();
+        let base = conn.and_then(|c| c.str("base_url"));
+        let parsed = match base {
+            // A URL of its own wins; a relative one is joined to the connection's base.
+            Some(base) if Url::parse(&input.url).is_err() => Url::parse(base)
+                .map_err(|e| {
+                    StepError::new(ErrorKind::Input, format!("invalid base_url `{base}`: {e}"))
+                })
+                .and_then(|b| {
+                    b.join(&input.url)
+                        .map_err(|e| StepError::new(ErrorKind::Input, e.to_string()))
+                }),
+            _ => {
+                Url::parse(&input.url).map_err(|e| StepError::new(ErrorKind::Input, e.to_string()))
+            }
+        };
+        let mut url = parsed.map_err(|e| {
             StepError::new(
                 ErrorKind::Input,
-                format!("invalid url `{}`: {e}", input.url),
+                format!("invalid url `{}`: {}", input.url, e.message),
             )
         })?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -147,7 +164,26 @@ impl HttpRequest {
         let shown = redacted(&url);
 
         let mut builder = self.client()?.request(method.clone(), url);
-        for (name, value) in input.headers.iter().flatten() {
+        // The connection's headers first, so that a step's own headers replace them.
+        let mut headers: BTreeMap<String, String> = conn
+            .and_then(|c| c.get("headers"))
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Read now, at call time, so the token is never part of an input or an event.
+        if let Some(token) = conn
+            .map(|c| c.secret("bearer_token"))
+            .transpose()?
+            .flatten()
+        {
+            headers.insert("Authorization".into(), format!("Bearer {token}"));
+        }
+        headers.extend(input.headers.unwrap_or_default());
+        for (name, value) in &headers {
             // Checked here rather than left to `send`, whose builder error would not say which
             // header is wrong.
             let name_ok = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
@@ -256,8 +292,8 @@ impl Plugin for HttpRequest {
         }
     }
 
-    fn run<'a>(&'a self, input: Value, _ctx: &'a StepContext) -> StepFuture<'a> {
-        Box::pin(self.request(input))
+    fn run<'a>(&'a self, input: Value, ctx: &'a StepContext) -> StepFuture<'a> {
+        Box::pin(self.request(input, ctx))
     }
 }
 

@@ -159,6 +159,9 @@ pub struct PluginInfo {
     pub output: &'static str,
     /// A `with:` block that validates, for the reference docs and the schema self-test.
     pub example: &'static str,
+    /// The kind of connection this plugin talks through (see [`connection::KINDS`]), if any: a step
+    /// names one with `connection:`, or gets its family's default.
+    pub connection: Option<&'static str>,
 }
 
 /// A plugin the engine runs as an ordinary step.

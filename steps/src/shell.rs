@@ -53,6 +53,7 @@ static INFO: PluginInfo = PluginInfo {
     exactly_one_of: &[&["argv", "shell"]],
     output: "{ exit_code: integer, stdout: string, stderr: string, json: value (with parse_json) }",
     example: "argv: [sh, -c, \"echo '{\\\"ok\\\": true}'\"]\nparse_json: true",
+    connection: None,
 };
 
 /// Each captured stream keeps at most this many bytes: enough for any sane command's output, bounded

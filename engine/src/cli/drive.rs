@@ -22,9 +22,11 @@ fn driver_failure(e: DriverError) -> Failure {
 
 /// Options and hooks for driving a run from this terminal: Ctrl-C cancels it, the live view watches
 /// it and answers its approval requests (prompt or `--yes`).
-fn terminal(g: &Global, d: &DriveArgs) -> (RunOptions, Hooks) {
+fn terminal(g: &Global, d: &DriveArgs) -> Result<(RunOptions, Hooks), Failure> {
     let actor = actor(g);
     let mut opts = RunOptions::new(&actor);
+    opts.profile = crate::run::connections::load_profile(g.config.as_deref(), g.profile.as_deref())
+        .map_err(Failure::invalid)?;
     opts.max_parallel = usize::from(d.max_parallel);
     opts.detach = d.detach;
     opts.crash = std::env::var("RUNBOOK_TEST_CRASH")
@@ -38,13 +40,13 @@ fn terminal(g: &Global, d: &DriveArgs) -> (RunOptions, Hooks) {
     });
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let live = progress::Live::new(&actor, d.yes, d.quiet, d.detach, tx);
-    (
+    Ok((
         opts,
         Hooks {
             observer: Box::new(live),
             answers: Some(rx),
         },
-    )
+    ))
 }
 
 pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32, Failure> {
@@ -86,7 +88,7 @@ async fn start_here(
     source: Source,
     params: serde_json::Map<String, serde_json::Value>,
 ) -> Result<i32, Failure> {
-    let (opts, hooks) = terminal(g, drive);
+    let (opts, hooks) = terminal(g, drive)?;
     let outcome = launch::start(
         Arc::new(plan),
         Arc::clone(&store),
@@ -120,7 +122,7 @@ pub async fn resume(g: &Global, args: ResumeArgs, engine: crate::Engine) -> Resu
         }
     }
     let newer = changed_runbook(store.as_ref(), &args.run, args.use_current).await?;
-    let (opts, hooks) = terminal(g, &args.drive);
+    let (opts, hooks) = terminal(g, &args.drive)?;
     let outcome = launch::resume(
         Arc::clone(&store),
         &engine,

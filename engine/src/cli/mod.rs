@@ -76,6 +76,13 @@ pub struct Global {
     /// Who is acting, recorded with every event (default: the OS user).
     #[arg(long, global = true, env = "RUNBOOK_ACTOR")]
     pub actor: Option<String>,
+    /// Connection settings to use: a profile of the profile file (`[profiles.NAME.connections.CONN]`),
+    /// overriding the runbook's `connections:` field by field.
+    #[arg(long, global = true, env = "RUNBOOK_PROFILE", value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The profile file (default: ./runbook.toml, else runbook.toml in the user config directory).
+    #[arg(long, global = true, env = "RUNBOOK_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// Output format: human-readable text, or JSON on stdout for scripts.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,

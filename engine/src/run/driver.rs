@@ -96,6 +96,8 @@ pub struct RunOptions {
     /// as interrupted.
     pub cancel: CancellationToken,
     pub crash: Option<CrashPoint>,
+    /// The profile whose connection settings override the runbook's.
+    pub profile: Option<super::connections::Profile>,
 }
 
 impl RunOptions {
@@ -106,6 +108,7 @@ impl RunOptions {
             detach: false,
             cancel: CancellationToken::new(),
             crash: None,
+            profile: None,
         }
     }
 }
@@ -173,6 +176,8 @@ pub struct Driver {
     redactor: super::redact::Redactor,
     /// Who started the run (an approval may have to come from someone else).
     initiator: String,
+    /// The run's connections, built once; steps share them and the clients made from them.
+    connections: super::connections::Connections,
     commits: u64,
 }
 
@@ -184,6 +189,7 @@ pub(super) struct Position {
     pub base: Map<String, Value>,
     pub redactor: super::redact::Redactor,
     pub initiator: String,
+    pub connections: super::connections::Connections,
 }
 
 impl Driver {
@@ -211,6 +217,7 @@ impl Driver {
             holder: Holder::this_process(),
             redactor: at.redactor,
             initiator: at.initiator,
+            connections: at.connections,
             commits: 0,
         }
     }
@@ -514,6 +521,11 @@ impl Driver {
         let registry = Arc::clone(&self.engine.registry);
         let mut sctx = StepContext::new(self.chain.run_id.clone(), self.plan.id(i));
         sctx.cancel = self.opts.cancel.child_token();
+        sctx.connection = self.plan.steps[i]
+            .connection
+            .as_ref()
+            .and_then(|c| self.connections.get(c))
+            .cloned();
         self.watching
             .push((self.plan.id(i).to_string(), sctx.watch_progress()));
         async move {

@@ -15,6 +15,13 @@ pub enum Event {
         vars: Map<String, Value>,
         engine_version: String,
     },
+    /// The systems the run talks to: its connections as resolved from the runbook, the profile and
+    /// the environment (secrets as `secret("NAME")` references). A resumed run uses these.
+    ConnectionsResolved {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        connections: Map<String, Value>,
+    },
     /// A step was dispatched. For `idempotent` and `unsafe` steps this is the intent, committed
     /// durably before the side effect starts.
     StepStarted {
@@ -205,6 +212,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::RunStarted { .. } => "run_started",
+            Event::ConnectionsResolved { .. } => "connections_resolved",
             Event::StepStarted { .. } => "step_started",
             Event::ApprovalRequested { .. } => "approval_requested",
             Event::ApprovalGranted { .. } => "approval_granted",

@@ -149,7 +149,8 @@ pub async fn start(
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let started_at = now_ms();
     let run_info = json!({"id": run_id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": started_at});
-    let (base, vars) = base_context(&plan, &engine.expr, &params, None, run_info)?;
+    let (mut base, vars) = base_context(&plan, &engine.expr, &params, None, run_info)?;
+    let resolved = resolve_connections(&plan, &mut base, opts.profile.as_ref())?;
     let redactor = super::redact::Redactor::new(base.get("connections"));
 
     let mut chain = Chain::new(&run_id);
@@ -183,7 +184,9 @@ pub async fn start(
     let mut state = RunState::new(&plan);
     state.apply(&plan, &first);
     let initiator = opts.actor.clone();
+    let profile = opts.profile.as_ref().map(|p| p.name.clone());
     let at = Position {
+        connections: super::connections::build(&plan, &resolved),
         plan,
         chain,
         state,
@@ -194,6 +197,12 @@ pub async fn start(
     let mut d = Driver::new(store, engine, opts, hooks, at);
     d.observe(&rec, &first);
     lease::take(d.store.as_ref(), &run_id, &d.holder).await?;
+    if !resolved.is_empty() {
+        d.emit(Event::ConnectionsResolved {
+            profile,
+            connections: resolved,
+        });
+    }
     if let Some(r) = source.rerun {
         d.emit(Event::RerunOf {
             parent_run: r.parent,
@@ -316,9 +325,22 @@ pub async fn resume(
         last_hash: last.1,
     };
     let run_info = json!({"id": run.id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": run.started_at});
-    let (base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
+    let (mut base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
+    // The systems the run talked to before stay the ones it talks to (older journals: resolve now).
+    let recorded = events.iter().find_map(|e| match e {
+        Event::ConnectionsResolved { connections, .. } => Some(connections.clone()),
+        _ => None,
+    });
+    let resolved = match recorded {
+        Some(c) => {
+            base.insert("connections".into(), Value::Object(c.clone()));
+            c
+        }
+        None => resolve_connections(&plan, &mut base, opts.profile.as_ref())?,
+    };
     let redactor = super::redact::Redactor::new(base.get("connections"));
     let at = Position {
+        connections: super::connections::build(&plan, &resolved),
         plan: Arc::clone(&plan),
         chain,
         state,
@@ -352,6 +374,23 @@ pub async fn resume(
 /// secrets from the environment) are never journaled, so they are rendered each time.
 /// A JSON object: the shared context, or the run's vars.
 type Json = Map<String, Value>;
+
+/// Merges the rendered `connections` of `base` with the profile and the environment, puts the result
+/// back into `base` (what templates read) and returns it (what is journaled and built).
+fn resolve_connections(
+    plan: &Plan,
+    base: &mut Map<String, Value>,
+    profile: Option<&super::connections::Profile>,
+) -> Result<Map<String, Value>, DriverError> {
+    let rendered = match base.get("connections") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    let resolved =
+        super::connections::resolve(plan, &rendered, profile, |k| std::env::var(k).ok())?;
+    base.insert("connections".into(), Value::Object(resolved.clone()));
+    Ok(resolved)
+}
 
 fn base_context(
     plan: &Plan,

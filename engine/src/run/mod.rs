@@ -2,6 +2,7 @@
 //! performs its actions.
 
 pub mod approval;
+pub mod connections;
 pub mod decide;
 pub mod driver;
 pub mod event;

@@ -6,6 +6,7 @@
 //! a command line, a command's output.
 
 use super::event::Event;
+use runbook_steps::connection::{read_secret, secret_ref};
 use serde_json::Value;
 
 pub const MASK: &str = "***";
@@ -68,7 +69,10 @@ impl Redactor {
             Value::Array(items) => items.iter_mut().for_each(|i| self.value(i)),
             Value::Object(m) => {
                 for (k, x) in m.iter_mut() {
-                    if is_secret_name(k) && !matches!(x, Value::Null | Value::Bool(_)) {
+                    // A `secret("NAME")` reference names where a secret lives, not the secret.
+                    let reference = x.as_str().and_then(secret_ref).is_some();
+                    if is_secret_name(k) && !reference && !matches!(x, Value::Null | Value::Bool(_))
+                    {
                         *x = Value::String(MASK.to_string());
                     } else {
                         self.value(x);
@@ -84,7 +88,23 @@ impl Redactor {
     /// Masks secrets in everything an event carries that came from inputs, results or values read.
     pub fn event(&self, event: &mut Event) {
         match event {
-            Event::StepStarted { inputs, .. } => self.value(inputs),
+            Event::StepStarted { inputs, .. } | Event::ApprovalRequested { inputs, .. } => {
+                self.value(inputs)
+            }
+            Event::ProbeDone {
+                values, problem, ..
+            } => {
+                values.values_mut().for_each(|v| {
+                    self.value(v);
+                    cap(v);
+                });
+                if let Some(p) = problem {
+                    *p = self.string(p);
+                }
+            }
+            Event::ConnectionsResolved { connections, .. } => {
+                connections.values_mut().for_each(|v| self.value(v))
+            }
             Event::StepSucceeded {
                 result, outputs, ..
             } => {
@@ -117,9 +137,18 @@ impl Redactor {
     }
 }
 
-/// Secret values inside a connection: strings under secret-named keys.
+/// Secret values inside a connection: strings under secret-named keys, and the values that
+/// `secret("NAME")` references resolve to now (kept in memory only, to be masked wherever a plugin's
+/// output or error repeats them).
 fn collect(v: &Value, secret: bool, out: &mut Vec<String>) {
     match v {
+        Value::String(s) if secret_ref(s).is_some() => {
+            if let Some(Ok(value)) = secret_ref(s).map(read_secret)
+                && value.len() >= 4
+            {
+                out.push(value);
+            }
+        }
         Value::String(s) if secret && s.len() >= 4 => out.push(s.clone()),
         Value::Array(items) => items.iter().for_each(|i| collect(i, secret, out)),
         Value::Object(m) => m

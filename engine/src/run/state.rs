@@ -441,7 +441,7 @@ impl RunState {
                     }
                 }
             }
-            Event::GuardEvaluated { .. } => {}
+            Event::GuardEvaluated { .. } | Event::ConnectionsResolved { .. } => {}
         }
     }
 }

@@ -292,6 +292,7 @@ pub(crate) const STEP_KEYS: &[&str] = &[
     "on_failure",
     "approval",
     "side_effect",
+    "connection",
 ];
 pub(crate) const PARAM_KEYS: &[&str] = &["type", "enum", "default", "required", "description"];
 pub(crate) const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
@@ -720,6 +721,7 @@ impl Loader {
             approval: false,
             approval_policy: Default::default(),
             side_effect: None,
+            connection: None,
             keys: Vec::new(),
             pos: node.pos,
         };
@@ -805,6 +807,7 @@ impl Loader {
                         "write `approval: required`, or a mapping with `approvers`, `distinct_from_initiator`, `timeout`",
                     ),
                 },
+                "connection" => step.connection = self.named(v, "`connection`"),
                 "side_effect" => match v.as_str().and_then(SideEffect::parse) {
                     Some(c) => step.side_effect = Some(c),
                     None => self.err_help(

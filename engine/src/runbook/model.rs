@@ -149,6 +149,8 @@ pub struct Step {
     pub approval_policy: ApprovalPolicy,
     /// Overrides the plugin's side-effect class (e.g. a `shell.run` of `kubectl get` is `read`).
     pub side_effect: Option<SideEffect>,
+    /// The run's connection this step talks through; default: its plugin family's.
+    pub connection: Option<Named>,
     /// Where each key of the step was written, for errors about a key as a whole (e.g. `timeout`
     /// where it is not allowed).
     pub keys: Vec<(String, Pos)>,

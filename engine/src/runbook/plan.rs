@@ -59,6 +59,8 @@ pub struct PlanStep {
     pub has_templates: bool,
     /// The static class: the step's `side_effect:` override, or the plugin's default.
     pub class: SideEffect,
+    /// The connection its plugin (or a wait's probe) talks through: named, or the family's default.
+    pub connection: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +180,19 @@ pub(crate) fn build(
         .enumerate()
         .map(|(i, s)| {
             let kind = step_kind(s, &index);
+            let talks = match &kind {
+                StepKind::WaitUntil { probe_uses, .. } => probe_uses.as_str(),
+                _ => s.uses.name.as_str(),
+            };
+            let family = registry.get(talks).and_then(|r| r.info().connection);
+            let connection = match (&s.connection, family) {
+                (Some(named), _) => Some(named.name.clone()),
+                (None, Some(f)) => super::validate::connections::default_for(&rb, f)
+                    .ok()
+                    .flatten()
+                    .map(str::to_string),
+                (None, None) => None,
+            };
             let class = s.side_effect.unwrap_or_else(|| {
                 registry
                     .get(&s.uses.name)
@@ -199,6 +214,7 @@ pub(crate) fn build(
                 reads_env: refs[i].env,
                 has_templates: refs[i].any,
                 class,
+                connection,
             }
         })
         .collect();

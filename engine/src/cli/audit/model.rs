@@ -423,6 +423,28 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
                 short(runbook_sha256)
             )
         }
+        Event::ConnectionsResolved {
+            profile,
+            connections,
+        } => {
+            let each: Vec<String> = connections
+                .iter()
+                .map(|(name, c)| {
+                    let kind = c["kind"].as_str().unwrap_or("?");
+                    let at = ["url", "base_url", "host", "uri", "context"]
+                        .iter()
+                        .find_map(|f| c[*f].as_str())
+                        .map(|a| format!(" {a}"))
+                        .unwrap_or_default();
+                    format!("{name} ({kind}{at})")
+                })
+                .collect();
+            let from = profile
+                .as_ref()
+                .map(|p| format!(" with profile `{p}`"))
+                .unwrap_or_default();
+            format!("connections{from}: {}", each.join(", "))
+        }
         Event::StepStarted {
             step,
             attempt,

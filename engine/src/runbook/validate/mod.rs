@@ -4,8 +4,10 @@
 //! One [`Validator`] walks the loaded runbook; its checks live by subject:
 //! - `fields`: `uses` and `with` against the plugin's declared fields;
 //! - `graph`: step ids, `needs`/branch/`on_failure` edges, cycles, reachability;
-//! - `refs`: templates and conditions, and what they may read given the DAG.
+//! - `refs`: templates and conditions, and what they may read given the DAG;
+//! - `connections`: each connection's kind and fields, and which one each step uses.
 
+pub mod connections;
 mod fields;
 mod graph;
 mod refs;
@@ -106,8 +108,10 @@ impl<'a> Validator<'a> {
         for (_, node) in &rb.connections {
             vars_env |= self.templates_in(node, Scope::Vars, None, &seen_vars).env;
         }
+        self.check_connections();
         for s in &rb.steps {
             self.check_uses_and_with(s);
+            self.check_step_connection(s);
             self.check_edges(s);
         }
         let order = self.graph();
