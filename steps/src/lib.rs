@@ -173,9 +173,21 @@ pub trait Plugin: Send + Sync {
         self.info().class
     }
 
-    /// Runs the step with its rendered input. Deadlines are enforced by the engine (the future is
-    /// dropped), so a plugin must leave nothing behind when dropped.
+    /// Runs the step with its rendered input. At its deadline the engine cancels `ctx.cancel` and,
+    /// after a short grace, drops the future, so a plugin must leave nothing behind when dropped.
     fn run<'a>(&'a self, input: serde_json::Value, ctx: &'a StepContext) -> StepFuture<'a>;
+
+    /// For `runbook plan`: the change this call would make, without making it, read from the live
+    /// system where the plugin can (before -> after). `None` when the plugin cannot describe its
+    /// changes; the plan then says so. The result is `{ summary: text, ... }` with whatever detail
+    /// helps a reviewer. Only `idempotent` and `unsafe` calls are planned; `read` calls run.
+    fn plan<'a>(
+        &'a self,
+        _input: serde_json::Value,
+        _ctx: &'a StepContext,
+    ) -> Option<StepFuture<'a>> {
+        None
+    }
 }
 
 /// How the engine runs a step of a given `uses:`.

@@ -148,11 +148,15 @@ impl Plugin for ShellRun {
     fn run<'a>(&'a self, input: Value, ctx: &'a StepContext) -> StepFuture<'a> {
         Box::pin(run(input, ctx))
     }
+
+    fn plan<'a>(&'a self, input: Value, _ctx: &'a StepContext) -> Option<StepFuture<'a>> {
+        Some(Box::pin(async move { plan(input) }))
+    }
 }
 
-async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
-    let input = parse_input(input)?;
-    let (program, args) = match (input.argv, input.shell) {
+/// The program and its arguments: `argv` as given, or `shell` run by `/bin/sh -c`.
+fn command_line(input: &Input) -> Result<(String, Vec<String>), StepError> {
+    Ok(match (input.argv.clone(), input.shell.clone()) {
         (Some(_), Some(_)) => {
             return Err(StepError::new(
                 ErrorKind::Input,
@@ -184,7 +188,47 @@ async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
             }
         }
         (None, Some(line)) => ("/bin/sh".to_owned(), vec!["-c".to_owned(), line]),
-    };
+    })
+}
+
+/// What `runbook plan` shows for a command: it is never run, so nothing on the host is read.
+fn plan(input: Value) -> Result<Value, StepError> {
+    let input = parse_input(input)?;
+    let (program, args) = command_line(&input)?;
+    let mut line = vec![program.clone()];
+    line.extend(args.iter().cloned());
+    let shown = line
+        .iter()
+        .map(|a| {
+            if a.is_empty()
+                || a.contains(|c: char| c.is_whitespace() || "'\"$`\\|&;<>()*?!#~".contains(c))
+            {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut out = json!({
+        "summary": format!("would run: {shown}"),
+        "argv": line,
+    });
+    if let Some(env) = &input.env {
+        out["env"] = json!(env);
+    }
+    if let Some(cwd) = &input.cwd {
+        out["cwd"] = json!(cwd);
+    }
+    if let Some(stdin) = &input.stdin {
+        out["stdin"] = json!(stdin);
+    }
+    Ok(out)
+}
+
+async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
+    let input = parse_input(input)?;
+    let (program, args) = command_line(&input)?;
     let ok_codes = input.ok_codes.unwrap_or_else(|| vec![0]);
 
     let mut cmd = Command::new(&program);

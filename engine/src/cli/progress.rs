@@ -310,6 +310,11 @@ impl Live {
                     style(took).dim()
                 ));
             }
+            Event::StepPlanned { step, plan } => {
+                self.end_bar(step);
+                let summary = plan["summary"].as_str().unwrap_or("planned");
+                self.line(format!("  {} {step}: {summary}", style("~").cyan()));
+            }
             Event::StepSkipped { step, reason } => {
                 self.line(format!(
                     "  {} {step} skipped: {}",

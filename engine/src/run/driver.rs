@@ -98,6 +98,8 @@ pub struct RunOptions {
     pub crash: Option<CrashPoint>,
     /// The profile whose connection settings override the runbook's.
     pub profile: Option<super::connections::Profile>,
+    /// A plan (`runbook plan`): read steps run, changes and waits are only described.
+    pub plan: bool,
 }
 
 impl RunOptions {
@@ -109,6 +111,7 @@ impl RunOptions {
             cancel: CancellationToken::new(),
             crash: None,
             profile: None,
+            plan: false,
         }
     }
 }
@@ -136,6 +139,8 @@ impl Hooks {
 
 enum Done {
     Step(usize, u32, Result<Value, StepError>),
+    /// What a step would change, described by its plugin (a plan).
+    Planned(usize, Result<Value, StepError>),
     Probe(usize, Result<Value, StepError>),
 }
 
@@ -269,6 +274,7 @@ impl Driver {
             expr: &self.engine.expr,
             registry: &self.engine.registry,
             base: &self.base,
+            planning: self.opts.plan,
         }
     }
 
@@ -402,6 +408,10 @@ impl Driver {
                     let e = self.prep().expire(*i, now);
                     self.emit_at(e, now);
                 }
+                Action::PlanAfter(i, why) => {
+                    let p = self.prep().plan_after(*i, why, now);
+                    self.carry_out(*i, p, now).await?;
+                }
                 Action::ExpireApproval(i) => {
                     let e = self.prep().expire_approval(*i);
                     self.emit_at(e, now);
@@ -492,6 +502,13 @@ impl Driver {
                 self.tasks
                     .spawn(async move { Done::Step(i, attempt, call.await) });
             }
+            Effect::Plan { inputs, class } => {
+                let uses = self.plan.steps[i].def.uses.name.clone();
+                let approval = self.plan.steps[i].def.approval;
+                let planner = self.planner(i, uses, inputs, class, approval);
+                self.tasks
+                    .spawn(async move { Done::Planned(i, planner.await) });
+            }
             Effect::Probe {
                 uses,
                 input,
@@ -563,6 +580,48 @@ impl Driver {
         }
     }
 
+    /// What a plugin call would change: the plugin's own description (read from the live system
+    /// where it can), or, from a plugin that cannot describe its changes, the call it would make.
+    fn planner(
+        &mut self,
+        i: usize,
+        uses: String,
+        inputs: Value,
+        class: runbook_steps::SideEffect,
+        approval: bool,
+    ) -> impl std::future::Future<Output = Result<Value, StepError>> + Send + 'static {
+        let registry = Arc::clone(&self.engine.registry);
+        let mut sctx = StepContext::new(self.chain.run_id.clone(), self.plan.id(i));
+        sctx.cancel = self.opts.cancel.child_token();
+        sctx.connection = self.plan.steps[i]
+            .connection
+            .as_ref()
+            .and_then(|c| self.connections.get(c))
+            .cloned();
+        async move {
+            let described = match registry.get(&uses) {
+                Some(Runner::Plugin(plugin)) => match plugin.plan(inputs.clone(), &sctx) {
+                    Some(fut) => Some(fut.await?),
+                    None => None,
+                },
+                _ => None,
+            };
+            let mut plan = described.unwrap_or_else(|| {
+                json!({
+                    "summary": format!("would call `{uses}` ({}): it cannot describe its changes beforehand", class.as_str()),
+                    "inputs": inputs,
+                })
+            });
+            if let Value::Object(m) = &mut plan {
+                m.insert("class".into(), json!(class.as_str()));
+                if approval {
+                    m.insert("approval_required".into(), json!(true));
+                }
+            }
+            Ok(plan)
+        }
+    }
+
     /// Tells the live view the progress lines that changed, and forgets calls that ended.
     fn show_progress(&mut self) {
         let observer = &mut self.observer;
@@ -599,6 +658,18 @@ impl Driver {
                 self.emit_at(e, now);
             }
             Done::Step(i, attempt, Err(err)) => {
+                let e = self.prep().fail(i, attempt, err, now);
+                self.emit_at(e, now);
+            }
+            Done::Planned(i, Ok(plan)) => self.emit_at(
+                Event::StepPlanned {
+                    step: self.plan.id(i).to_string(),
+                    plan,
+                },
+                now,
+            ),
+            Done::Planned(i, Err(err)) => {
+                let attempt = self.state.steps[i].attempt;
                 let e = self.prep().fail(i, attempt, err, now);
                 self.emit_at(e, now);
             }

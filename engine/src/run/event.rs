@@ -127,6 +127,12 @@ pub enum Event {
         step: String,
         reason: String,
     },
+    /// In a plan (`runbook plan`): what this step would do, instead of doing it. `plan.summary` says
+    /// it in words; the rest is the plugin's detail (a command line, a request, before -> after).
+    StepPlanned {
+        step: String,
+        plan: Value,
+    },
     RunFinished {
         status: RunStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -226,6 +232,7 @@ impl Event {
             Event::StepSucceeded { .. } => "step_succeeded",
             Event::StepFailed { .. } => "step_failed",
             Event::StepSkipped { .. } => "step_skipped",
+            Event::StepPlanned { .. } => "step_planned",
             Event::RunFinished { .. } => "run_finished",
             Event::RunInterrupted { .. } => "run_interrupted",
             Event::RunResumed { .. } => "run_resumed",
@@ -251,6 +258,7 @@ impl Event {
             | Event::StepSucceeded { step, .. }
             | Event::StepFailed { step, .. }
             | Event::StepSkipped { step, .. }
+            | Event::StepPlanned { step, .. }
             | Event::StepRecovered { step, .. }
             | Event::StepReused { step, .. }
             | Event::OperatorDecided { step, .. } => Some(step),

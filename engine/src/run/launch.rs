@@ -179,6 +179,11 @@ pub async fn start(
         started_at,
         finished_at: None,
         parent_run: source.rerun.as_ref().map(|r| r.parent.clone()),
+        kind: if opts.plan {
+            crate::store::RunKind::Plan
+        } else {
+            crate::store::RunKind::Run
+        },
     };
     store.create_run(&row, std::slice::from_ref(&rec)).await?;
     let mut state = RunState::new(&plan);
@@ -230,6 +235,12 @@ pub async fn resume(
 ) -> Result<RunOutcome, DriverError> {
     use super::event::Recovery;
     let stored = StoredRun::load(store.as_ref(), run_id, false).await?;
+    if stored.row.kind == crate::store::RunKind::Plan {
+        return Err(DriverError::Refused(format!(
+            "run {} is a plan: it changed nothing and is not continued; plan again with `runbook plan`",
+            stored.row.id
+        )));
+    }
     if matches!(stored.row.status, RunStatus::Succeeded | RunStatus::Failed) {
         return Err(DriverError::Refused(format!(
             "run {} already {}; there is nothing to resume",
@@ -448,6 +459,12 @@ pub async fn prepare_rerun(
     // A re-run executes the parent's runbook text and reuses its outcomes: both must be what the
     // journal vouches for.
     let stored = StoredRun::load(store, parent, true).await?;
+    if stored.row.kind == crate::store::RunKind::Plan {
+        return Err(DriverError::Refused(format!(
+            "run {} is a plan; re-run a real run, or plan again with `runbook plan`",
+            stored.row.id
+        )));
+    }
     let text = stored.text().to_string();
     let label = stored.label().to_string();
     let StoredRun {

@@ -445,6 +445,10 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
                 .unwrap_or_default();
             format!("connections{from}: {}", each.join(", "))
         }
+        Event::StepPlanned { step, plan } => {
+            let summary = plan["summary"].as_str().unwrap_or("planned");
+            format!("{step}: planned: {summary}")
+        }
         Event::StepStarted {
             step,
             attempt,

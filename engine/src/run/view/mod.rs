@@ -114,6 +114,7 @@ impl RunView {
             outputs: None,
             reused_from: None,
             approval_required: None,
+            planned: None,
             tries: Vec::new(),
             next: None,
         });
@@ -374,6 +375,15 @@ impl RunView {
             Event::StepSkipped { reason, .. } => {
                 v.status = Status::Skipped;
                 v.skip_reason = Some(reason.clone());
+            }
+            Event::StepPlanned { plan, .. } => {
+                v.status = Status::Planned;
+                v.finished_at = Some(r.at_ms);
+                v.planned = Some(plan.clone());
+                // Nothing was attempted: the start only marked the plugin being asked.
+                if let Some(t) = v.tries.last_mut() {
+                    t.settle(Outcome::Succeeded, Some(r.at_ms));
+                }
             }
             Event::DecisionTaken {
                 case,

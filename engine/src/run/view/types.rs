@@ -88,6 +88,8 @@ pub struct StepView {
     pub reused_from: Option<String>,
     /// Whether the runbook requires approval for this step (unknown for a step it no longer has).
     pub approval_required: Option<bool>,
+    /// In a plan: what the step would do (`summary` and the plugin's detail).
+    pub planned: Option<Value>,
     pub tries: Vec<Attempt>,
     /// Why the next attempt will happen, as the events before it say; kept apart from `tries`
     /// so a view that starts mid-run (the live view of a resume) still tells a re-run.
