@@ -258,6 +258,9 @@ async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
             .and_then(|id| i32::try_from(id).ok())
             .map(nix::unistd::Pid::from_raw),
     );
+    if let Some(pid) = child.id() {
+        ctx.report_process(pid);
+    }
 
     let stdin_pipe = child.stdin.take();
     let stdin_text = input.stdin.unwrap_or_default();

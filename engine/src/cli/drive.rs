@@ -266,9 +266,16 @@ async fn finish(
     if g.output == Format::Text {
         let with = |status: Status| view.steps.iter().filter(move |s| s.status == status);
         if outcome.status == RunStatus::Waiting {
-            for step in with(Status::Unknown).map(|s| &s.id) {
+            for s in with(Status::Unknown) {
+                let step = &s.id;
+                let state = match s.still_running {
+                    Some(pgid) => format!(
+                        "it is STILL RUNNING as process group {pgid}: let it finish (or stop it: kill -s TERM -- -{pgid}), then decide"
+                    ),
+                    None => "it may or may not have acted".to_string(),
+                };
                 eprintln!(
-                    "step `{step}` is unsafe and was running when the run stopped: it may or may not have acted.\n  check, then: runbook resume {short} --mark-done {step}   (it did what it should)\n              runbook resume {short} --retry {step}       (run it again)\n              runbook resume {short} --mark-failed {step} (treat it as failed)"
+                    "step `{step}` is unsafe and was running when the run stopped: {state}.\n  check, then: runbook resume {short} --mark-done {step}   (it did what it should)\n              runbook resume {short} --retry {step}       (run it again)\n              runbook resume {short} --mark-failed {step} (treat it as failed)"
                 );
             }
         }

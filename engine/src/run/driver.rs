@@ -174,6 +174,9 @@ pub struct Driver {
     /// params, vars, connections, run (and env, if anything reads it): the context every step shares.
     base: Map<String, Value>,
     tasks: JoinSet<Done>,
+    /// Process groups plugins report having started, to be journaled at once.
+    processes_tx: mpsc::UnboundedSender<(String, runbook_steps::process::Group)>,
+    processes_rx: mpsc::UnboundedReceiver<(String, runbook_steps::process::Group)>,
     /// The progress lines of the plugin calls in flight; read for the live view a few times a second.
     watching: Vec<(String, tokio::sync::watch::Receiver<String>)>,
     pub(super) holder: Holder,
@@ -205,7 +208,10 @@ impl Driver {
         hooks: Hooks,
         at: Position,
     ) -> Driver {
+        let (processes_tx, processes_rx) = mpsc::unbounded_channel();
         Driver {
+            processes_tx,
+            processes_rx,
             plan: at.plan,
             store,
             engine: engine.clone(),
@@ -353,6 +359,14 @@ impl Driver {
                     self.answer(answer);
                 }
                 _ = progress.tick(), if !self.watching.is_empty() => self.show_progress(),
+                Some((step, group)) = self.processes_rx.recv() => {
+                    if let Some(&i) = self.plan.index.get(&step) {
+                        let attempt = self.state.steps[i].attempt;
+                        self.emit(Event::StepProcess { step, attempt, group });
+                        // Found after a crash only if it is committed: do not wait for the group.
+                        self.flush(Durability::Process).await?;
+                    }
+                }
                 _ = self.opts.cancel.cancelled() => {
                     // Dropping the tasks kills child processes (kill_on_drop); steps in flight have no
                     // outcome in the journal, which is exactly what a resume needs to see.
@@ -543,6 +557,7 @@ impl Driver {
             .as_ref()
             .and_then(|c| self.connections.get(c))
             .cloned();
+        sctx.processes = Some(self.processes_tx.clone());
         self.watching
             .push((self.plan.id(i).to_string(), sctx.watch_progress()));
         async move {

@@ -47,6 +47,23 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at_ms: Option<i64>,
     },
+    /// A step started a process group (a command). Journaled so that after the engine is killed, a
+    /// resume can find the command still running rather than start a second copy beside it.
+    StepProcess {
+        step: String,
+        attempt: u32,
+        group: runbook_steps::process::Group,
+    },
+    /// On resume: a process group a step in flight had started was still running. `action` is
+    /// `stopped` (a read or idempotent step, re-run after its old copy is stopped) or `left_running`
+    /// (an unsafe step: the operator decides).
+    ProcessFound {
+        step: String,
+        group: runbook_steps::process::Group,
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        how: Option<String>,
+    },
     ApprovalGranted {
         step: String,
         by: String,
@@ -222,6 +239,8 @@ impl Event {
             Event::StepStarted { .. } => "step_started",
             Event::ApprovalRequested { .. } => "approval_requested",
             Event::ApprovalGranted { .. } => "approval_granted",
+            Event::StepProcess { .. } => "step_process",
+            Event::ProcessFound { .. } => "process_found",
             Event::ApprovalDenied { .. } => "approval_denied",
             Event::ProbeStarted { .. } => "probe_started",
             Event::ProbeDone { .. } => "probe_done",
@@ -249,6 +268,8 @@ impl Event {
             Event::StepStarted { step, .. }
             | Event::ApprovalRequested { step, .. }
             | Event::ApprovalGranted { step, .. }
+            | Event::StepProcess { step, .. }
+            | Event::ProcessFound { step, .. }
             | Event::ApprovalDenied { step, .. }
             | Event::ProbeStarted { step, .. }
             | Event::ProbeDone { step, .. }

@@ -14,6 +14,9 @@ use serde_json::{Map, Value, json};
 use sha2::Digest as _;
 use std::sync::Arc;
 
+/// How long a command left running by a killed engine gets to end on SIGTERM before SIGKILL.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What an operator said about steps left in `unknown`.
 pub type OperatorDecisions = Vec<(String, super::event::OperatorAction)>;
 
@@ -366,6 +369,31 @@ pub async fn resume(
         runbook_sha256,
         runbook_text: switched.then(|| text.clone()),
     });
+    for &(i, attempt, outcome) in &recoveries {
+        // A command the killed engine left behind: stop the old copy of a step that will run again;
+        // leave an unsafe one's to the operator, who is told it still runs.
+        let started = events.iter().rev().find_map(|e| match e {
+            Event::StepProcess {
+                step,
+                attempt: a,
+                group,
+            } if step == plan.id(i) && *a == attempt => Some(group.clone()),
+            _ => None,
+        });
+        let Some(group) = started.filter(|g| !g.members().is_empty()) else {
+            continue;
+        };
+        let (action, how) = match outcome {
+            Recovery::Rerun => ("stopped", Some(group.stop(STOP_GRACE).await.to_string())),
+            Recovery::Unknown => ("left_running", None),
+        };
+        d.emit(Event::ProcessFound {
+            step: plan.id(i).to_string(),
+            group,
+            action: action.to_string(),
+            how,
+        });
+    }
     for (i, attempt, outcome) in recoveries {
         d.emit(Event::StepRecovered {
             step: plan.id(i).to_string(),

@@ -454,7 +454,10 @@ impl RunState {
                     }
                 }
             }
-            Event::GuardEvaluated { .. } | Event::ConnectionsResolved { .. } => {}
+            Event::GuardEvaluated { .. }
+            | Event::ConnectionsResolved { .. }
+            | Event::StepProcess { .. }
+            | Event::ProcessFound { .. } => {}
         }
     }
 }

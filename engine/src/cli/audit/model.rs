@@ -449,6 +449,24 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
             let summary = plan["summary"].as_str().unwrap_or("planned");
             format!("{step}: planned: {summary}")
         }
+        Event::StepProcess { step, group, .. } => {
+            format!("{step}: started process group {}", group.pgid)
+        }
+        Event::ProcessFound {
+            step,
+            group,
+            action,
+            how,
+        } => match (action.as_str(), how) {
+            ("stopped", Some(how)) => format!(
+                "{step}: its process group {} was still running after the crash: {how} before the step runs again",
+                group.pgid
+            ),
+            _ => format!(
+                "{step}: its process group {} was still running after the crash; left for the operator",
+                group.pgid
+            ),
+        },
         Event::StepStarted {
             step,
             attempt,

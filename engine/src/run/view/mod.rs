@@ -115,6 +115,7 @@ impl RunView {
             reused_from: None,
             approval_required: None,
             planned: None,
+            still_running: None,
             tries: Vec::new(),
             next: None,
         });
@@ -375,6 +376,9 @@ impl RunView {
             Event::StepSkipped { reason, .. } => {
                 v.status = Status::Skipped;
                 v.skip_reason = Some(reason.clone());
+            }
+            Event::ProcessFound { group, action, .. } => {
+                v.still_running = (action == "left_running").then_some(group.pgid);
             }
             Event::StepPlanned { plan, .. } => {
                 v.status = Status::Planned;

@@ -90,6 +90,8 @@ pub struct StepView {
     pub approval_required: Option<bool>,
     /// In a plan: what the step would do (`summary` and the plugin's detail).
     pub planned: Option<Value>,
+    /// The process group of an unsafe step that was still running when its run was resumed.
+    pub still_running: Option<u32>,
     pub tries: Vec<Attempt>,
     /// Why the next attempt will happen, as the events before it say; kept apart from `tries`
     /// so a view that starts mid-run (the live view of a resume) still tells a re-run.
