@@ -117,6 +117,8 @@ fn a_detached_run_parks_at_an_approval_and_goes_on_once_another_person_approves(
         audit.contains("risky: approved by carol (cli): ok"),
         "{audit}"
     );
+    // The request carried what the step would do, as its plugin describes it.
+    assert!(audit.contains("; it would run: touch did-it"), "{audit}");
 }
 
 #[test]

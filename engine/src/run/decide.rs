@@ -551,6 +551,7 @@ steps:
                 approvers: vec![],
                 distinct_from_initiator: false,
                 expires_at_ms: Some(9_000),
+                plan: None,
             },
         ]);
         // Nothing runs and nothing is due but the request: the run waits, it does not finish.

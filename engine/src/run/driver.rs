@@ -156,6 +156,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// on the far side after its token is cancelled, before it is dropped.
 const GRACE: Duration = Duration::from_secs(2);
 
+/// How long a plugin may take to describe the change an approval request is about.
+const PLAN_FOR_APPROVAL: Duration = Duration::from_secs(10);
+
 /// How often a run waiting for approval looks for answers given by other processes.
 const ANSWER_POLL: Duration = Duration::from_secs(1);
 
@@ -515,6 +518,23 @@ impl Driver {
                 let call = self.call(i, uses, inputs, deadline_ms, timeout_text);
                 self.tasks
                     .spawn(async move { Done::Step(i, attempt, call.await) });
+            }
+            Effect::RequestApproval {
+                mut request,
+                inputs,
+                class,
+            } => {
+                // The evidence is worth a short wait, not a stuck run: a plugin that cannot say
+                // within PLAN_FOR_APPROVAL leaves the request with the inputs and class alone.
+                let uses = self.plan.steps[i].def.uses.name.clone();
+                let planner = self.planner(i, uses, inputs, class, true);
+                let described = tokio::time::timeout(PLAN_FOR_APPROVAL, planner).await;
+                if let (Event::ApprovalRequested { plan, .. }, Ok(Ok(p))) =
+                    (&mut request, described)
+                {
+                    *plan = Some(p);
+                }
+                self.emit_at(request, now);
             }
             Effect::Plan { inputs, class } => {
                 let uses = self.plan.steps[i].def.uses.name.clone();

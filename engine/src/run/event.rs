@@ -46,6 +46,9 @@ pub enum Event {
         /// When an unanswered request counts as denied.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at_ms: Option<i64>,
+        /// What the call would change, as its plugin describes it (see `runbook plan`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<Value>,
     },
     /// A step started a process group (a command). Journaled so that after the engine is killed, a
     /// resume can find the command still running rather than start a second copy beside it.

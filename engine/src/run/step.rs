@@ -35,6 +35,13 @@ pub enum Effect {
         deadline_ms: Option<i64>,
         timeout_text: Option<String>,
     },
+    /// Ask for approval: the request, completed with the plugin's description of the change (the
+    /// evidence a person decides on) before it is journaled.
+    RequestApproval {
+        request: Event,
+        inputs: Value,
+        class: SideEffect,
+    },
     /// Ask the plugin what this call would change (a plan), without making the change.
     Plan {
         inputs: Value,
@@ -680,7 +687,8 @@ impl Prep<'_> {
                 ]);
             }
             let policy = &ps.def.approval_policy;
-            return Prepared::events(vec![Event::ApprovalRequested {
+            let inputs_for_plan = inputs.clone();
+            let request = Event::ApprovalRequested {
                 step: self.id(i),
                 attempt,
                 class,
@@ -688,7 +696,16 @@ impl Prep<'_> {
                 approvers: policy.approvers.clone(),
                 distinct_from_initiator: policy.distinct_from_initiator,
                 expires_at_ms: policy.timeout.map(|t| now.saturating_add(ms(t))),
-            }]);
+                plan: None,
+            };
+            return Prepared {
+                events: Vec::new(),
+                effect: Effect::RequestApproval {
+                    request,
+                    inputs: inputs_for_plan,
+                    class,
+                },
+            };
         }
         // An attempt re-run after a crash keeps the deadline its first start journaled.
         let deadline_ms = match (ps.def.timeout, st.deadline_ms) {

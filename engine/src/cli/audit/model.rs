@@ -491,8 +491,14 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
             inputs,
             approvers,
             expires_at_ms,
+            plan,
             ..
         } => {
+            let would = plan
+                .as_ref()
+                .and_then(|p| p["summary"].as_str())
+                .map(|w| format!("; it {w}"))
+                .unwrap_or_default();
             let who = if approvers.is_empty() {
                 String::new()
             } else {
@@ -502,7 +508,7 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
                 .map(|t| format!(", until {}", local(t, false)))
                 .unwrap_or_default();
             format!(
-                "{step}: asks for approval{who} ({}, attempt {attempt}{until}) with inputs {inputs}",
+                "{step}: asks for approval{who} ({}, attempt {attempt}{until}) with inputs {inputs}{would}",
                 class.as_str()
             )
         }
