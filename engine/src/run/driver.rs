@@ -498,8 +498,16 @@ impl Driver {
 
     /// Journals what a step's rules decided and performs its effect.
     async fn carry_out(&mut self, i: usize, p: Prepared, now: i64) -> Result<(), DriverError> {
+        // A wait's deadline must survive a crash at once, or a resumed run would wait anew.
+        let durable_wait = p
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::WaitStarted { .. }));
         for e in p.events {
             self.emit_at(e, now);
+        }
+        if durable_wait {
+            self.flush(Durability::Process).await?;
         }
         match p.effect {
             Effect::None => {}
