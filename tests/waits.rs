@@ -244,3 +244,35 @@ steps:
     let done = kinds.iter().filter(|k| *k == "probe_done").count();
     assert!(started >= 1 && started == done, "{kinds:?}");
 }
+
+#[test]
+fn a_detached_resume_takes_an_answer_given_while_the_run_was_parked() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "approve-nap.yaml",
+        r#"
+name: approve_nap
+steps:
+  - id: risky
+    uses: shell.run
+    approval: { required: true, approvers: [carol] }
+    with: { argv: [touch, did-it] }
+  - { id: nap, uses: flow.sleep, needs: risky, with: { for: 1h } }
+"#,
+    );
+    let o = sb.run(&["run", f.to_str().expect("path"), "--detach", "--quiet"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let id = last_run(&sb);
+    let o = sb.run(&["approve", &id, "risky", "--actor", "carol"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Resumed detached, the run takes the answer, acts, and parks at the next wait (the hour's sleep),
+    // instead of parking again at the request it has an answer to.
+    let o = sb.run(&["resume", &id, "--detach", "--quiet"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(sb.path().join("did-it").exists(), "the approved step ran");
+    let shown = show(&sb, &id);
+    assert_eq!(shown["run"]["status"], "parked");
+    assert_eq!(step(&shown, "risky")["status"], "succeeded", "{shown:#}");
+    assert_eq!(step(&shown, "risky")["approval"]["by"], "carol");
+    assert_eq!(step(&shown, "nap")["status"], "running", "{shown:#}");
+}

@@ -209,6 +209,7 @@ pub fn stop_words(s: Stop) -> &'static str {
     match s {
         Stop::Interrupted => "interrupted",
         Stop::Parked => "waiting for an operator",
+        Stop::Detached => "parked",
         Stop::Crashed => "stopped without a word (killed or crashed)",
     }
 }

@@ -323,6 +323,14 @@ impl Driver {
                 continue;
             }
             if self.opts.detach && self.tasks.is_empty() && next.only_waits() {
+                // An answer given while the run was parked must be taken, or it would park forever.
+                let seq = self.chain.next_seq;
+                if !next.awaiting_approval.is_empty() {
+                    self.take_answers_given_elsewhere().await?;
+                }
+                if self.chain.next_seq != seq {
+                    continue;
+                }
                 return self.detach(&next).await;
             }
             // Nothing more can happen until a step finishes, a timer fires or an answer comes.

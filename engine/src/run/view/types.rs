@@ -53,6 +53,8 @@ pub enum Stop {
     Interrupted,
     /// Parked, waiting for an operator.
     Parked,
+    /// Parked by `--detach`: it only waited (a timer, an approval), and said so.
+    Detached,
     /// Stopped without a word: the process was killed or the machine went down.
     Crashed,
 }
