@@ -213,9 +213,14 @@ pub async fn answer(
             "step `{}` of run {short} was already answered; the first answer stands (see runbook show {short})",
             target.step
         );
-    } else if done.status == RunStatus::Parked {
+    } else if !done.driven {
+        let why = if done.status == RunStatus::Parked {
+            "The run is parked"
+        } else {
+            "No process drives the run now"
+        };
         eprintln!(
-            "step `{}` {word}. The run is parked: continue it with\n  runbook resume {short}",
+            "step `{}` {word}. {why}: continue it with\n  runbook resume {short}",
             target.step
         );
     } else {

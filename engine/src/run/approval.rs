@@ -15,6 +15,8 @@ pub struct Answered {
     pub recorded: bool,
     /// The run's status: `parked` runs go on only when something resumes them.
     pub status: RunStatus,
+    /// Whether a live process drives the run now (and so takes the answer by itself).
+    pub driven: bool,
 }
 
 /// Records `answer` for run `run` (an id or unique prefix) if its step is waiting for approval and
@@ -91,9 +93,14 @@ pub async fn answer(
         at: now_ms(),
     };
     let recorded = store.answer_approval(&row.id, &answer).await?;
+    let me = super::lease::Holder::this_process();
+    let driven = store.lease(&row.id).await?.is_some_and(|(holder, until)| {
+        until > now_ms() && !super::lease::is_dead(&me, &holder, super::lease::start_time)
+    });
     Ok(Answered {
         run_id: row.id.clone(),
         recorded,
         status: state.status,
+        driven,
     })
 }
