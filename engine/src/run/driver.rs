@@ -13,13 +13,12 @@ use super::state::{RunState, Status};
 use super::step::{Effect, Prep, Prepared};
 use crate::runbook::plan::Plan;
 use crate::store::{Durability, Store, StoreError};
-use runbook_steps::{ErrorKind, Runner, StepContext, StepError};
-use serde_json::{Map, Value, json};
+use runbook_steps::{ErrorKind, StepContext, StepError};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
@@ -41,101 +40,7 @@ impl From<lease::LeaseError> for DriverError {
     }
 }
 
-/// An answer to an approval request, from a terminal, a flag, or another process (`runbook approve`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub step: String,
-    /// The attempt the request was for; `None` answers whichever request is open.
-    pub attempt: Option<u32>,
-    pub approve: bool,
-    pub by: String,
-    /// `terminal`, `--yes`, `cli`, ...
-    pub how: String,
-    /// The approver's comment, or the reason of a denial.
-    pub comment: Option<String>,
-}
-
-/// What the driver tells the outside world while it works: the live view. Called on the driver's task;
-/// an implementation must not block (a person reading a prompt must not stop the lease's renewal).
-pub trait Observer: Send {
-    fn on_event(&mut self, _plan: &Plan, _record: &Record, _event: &Event) {}
-    fn on_progress(&mut self, _step: &str, _line: &str) {}
-}
-
-/// An observer that watches nothing.
-pub struct Quiet;
-impl Observer for Quiet {}
-
-/// Fault injection for the crash tests: kill the process just before or after its K-th journal commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashPoint {
-    Before(u64),
-    After(u64),
-}
-
-impl CrashPoint {
-    /// `before:K` or `after:K` (the value of `RUNBOOK_TEST_CRASH`).
-    pub fn parse(v: &str) -> Option<CrashPoint> {
-        let (when, k) = v.split_once(':')?;
-        let k = k.parse().ok()?;
-        match when {
-            "before" => Some(CrashPoint::Before(k)),
-            "after" => Some(CrashPoint::After(k)),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub actor: String,
-    pub max_parallel: usize,
-    /// Park the run (release it, return `Parked`) as soon as it only waits, instead of waiting here.
-    pub detach: bool,
-    /// Stops the run: steps in flight are dropped (their processes killed) and the run is recorded
-    /// as interrupted.
-    pub cancel: CancellationToken,
-    pub crash: Option<CrashPoint>,
-    /// The profile whose connection settings override the runbook's.
-    pub profile: Option<super::connections::Profile>,
-    /// A plan (`runbook plan`): read steps run, changes and waits are only described.
-    pub plan: bool,
-}
-
-impl RunOptions {
-    pub fn new(actor: &str) -> RunOptions {
-        RunOptions {
-            actor: actor.to_string(),
-            max_parallel: 8,
-            detach: false,
-            cancel: CancellationToken::new(),
-            crash: None,
-            profile: None,
-            plan: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RunOutcome {
-    pub run_id: String,
-    pub status: RunStatus,
-}
-
-/// How the driver hears from the outside: the live view, and approval answers given in this process.
-pub struct Hooks {
-    pub observer: Box<dyn Observer>,
-    pub answers: Option<mpsc::UnboundedReceiver<Answer>>,
-}
-
-impl Hooks {
-    pub fn quiet() -> Hooks {
-        Hooks {
-            observer: Box::new(Quiet),
-            answers: None,
-        }
-    }
-}
+pub use super::options::{Answer, CrashPoint, Hooks, Observer, Quiet, RunOptions, RunOutcome};
 
 enum Done {
     Step(usize, u32, Result<Value, StepError>),
@@ -151,10 +56,6 @@ const GROUP_COMMIT: Duration = Duration::from_millis(10);
 
 /// How often the live view is told the latest progress line of each step in flight.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
-
-/// How long a plugin call whose deadline passed (or whose run was stopped) may take to stop its work
-/// on the far side after its token is cancelled, before it is dropped.
-const GRACE: Duration = Duration::from_secs(2);
 
 /// How long a plugin may take to describe the change an approval request is about.
 const PLAN_FOR_APPROVAL: Duration = Duration::from_secs(10);
@@ -574,18 +475,9 @@ impl Driver {
         Ok(())
     }
 
-    /// A plugin call bounded by a deadline, as a future that owns what it needs. At the deadline the
-    /// call's token is cancelled and it gets [`GRACE`] to stop its work; it fails with kind `timeout`
-    /// and whatever output it had produced.
-    fn call(
-        &mut self,
-        i: usize,
-        uses: String,
-        inputs: Value,
-        deadline_ms: Option<i64>,
-        timeout_text: Option<String>,
-    ) -> impl std::future::Future<Output = Result<Value, StepError>> + Send + 'static {
-        let registry = Arc::clone(&self.engine.registry);
+    /// The context of one call of step `i`'s plugin: cancelled with the run, with its connection,
+    /// its progress watched for the live view and the processes it starts journaled.
+    fn step_context(&mut self, i: usize) -> StepContext {
         let mut sctx = StepContext::new(self.chain.run_id.clone(), self.plan.id(i));
         sctx.cancel = self.opts.cancel.child_token();
         sctx.connection = self.plan.steps[i]
@@ -596,43 +488,26 @@ impl Driver {
         sctx.processes = Some(self.processes_tx.clone());
         self.watching
             .push((self.plan.id(i).to_string(), sctx.watch_progress()));
-        async move {
-            let Some(Runner::Plugin(plugin)) = registry.get(&uses) else {
-                return Err(StepError::new(
-                    ErrorKind::Input,
-                    format!("plugin `{uses}` is not available"),
-                ));
-            };
-            let fut = plugin.run(inputs, &sctx);
-            let Some(deadline) = deadline_ms else {
-                return fut.await;
-            };
-            tokio::pin!(fut);
-            let left = Duration::from_millis(
-                u64::try_from(deadline.saturating_sub(now_ms())).unwrap_or(0),
-            );
-            if let Ok(r) = tokio::time::timeout(left, &mut fut).await {
-                return r;
-            }
-            sctx.cancel.cancel();
-            // Whatever it answers while stopping, the attempt ran out of time.
-            let _ = tokio::time::timeout(GRACE, &mut fut).await;
-            let e = StepError::new(
-                ErrorKind::Timeout,
-                format!(
-                    "timed out after {}",
-                    timeout_text.unwrap_or_else(|| runbook_steps::duration::human(left))
-                ),
-            );
-            Err(match sctx.output.snapshot() {
-                Some(partial) => e.with_detail(json!({ "partial_output": partial })),
-                None => e,
-            })
-        }
+        sctx
     }
 
-    /// What a plugin call would change: the plugin's own description (read from the live system
-    /// where it can), or, from a plugin that cannot describe its changes, the call it would make.
+    fn call(
+        &mut self,
+        i: usize,
+        uses: String,
+        inputs: Value,
+        deadline_ms: Option<i64>,
+        timeout_text: Option<String>,
+    ) -> impl std::future::Future<Output = Result<Value, StepError>> + Send + 'static {
+        let call = super::call::Call {
+            registry: Arc::clone(&self.engine.registry),
+            uses,
+            inputs,
+            ctx: self.step_context(i),
+        };
+        call.run(deadline_ms, timeout_text)
+    }
+
     fn planner(
         &mut self,
         i: usize,
@@ -641,36 +516,13 @@ impl Driver {
         class: runbook_steps::SideEffect,
         approval: bool,
     ) -> impl std::future::Future<Output = Result<Value, StepError>> + Send + 'static {
-        let registry = Arc::clone(&self.engine.registry);
-        let mut sctx = StepContext::new(self.chain.run_id.clone(), self.plan.id(i));
-        sctx.cancel = self.opts.cancel.child_token();
-        sctx.connection = self.plan.steps[i]
-            .connection
-            .as_ref()
-            .and_then(|c| self.connections.get(c))
-            .cloned();
-        async move {
-            let described = match registry.get(&uses) {
-                Some(Runner::Plugin(plugin)) => match plugin.plan(inputs.clone(), &sctx) {
-                    Some(fut) => Some(fut.await?),
-                    None => None,
-                },
-                _ => None,
-            };
-            let mut plan = described.unwrap_or_else(|| {
-                json!({
-                    "summary": format!("would call `{uses}` ({}): it cannot describe its changes beforehand", class.as_str()),
-                    "inputs": inputs,
-                })
-            });
-            if let Value::Object(m) = &mut plan {
-                m.insert("class".into(), json!(class.as_str()));
-                if approval {
-                    m.insert("approval_required".into(), json!(true));
-                }
-            }
-            Ok(plan)
-        }
+        let call = super::call::Call {
+            registry: Arc::clone(&self.engine.registry),
+            uses,
+            inputs,
+            ctx: self.step_context(i),
+        };
+        call.describe(class, approval)
     }
 
     /// Tells the live view the progress lines that changed, and forgets calls that ended.

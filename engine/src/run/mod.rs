@@ -2,6 +2,7 @@
 //! performs its actions.
 
 pub mod approval;
+pub mod call;
 pub mod connections;
 pub mod decide;
 pub mod driver;
@@ -9,6 +10,7 @@ pub mod event;
 pub mod integrity;
 pub mod launch;
 pub mod lease;
+pub mod options;
 pub mod redact;
 pub mod state;
 pub mod step;
