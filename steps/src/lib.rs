@@ -18,6 +18,7 @@ pub mod shell;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 pub use context::{OutputSink, StepContext};
 pub use duration::parse_duration;
@@ -179,8 +180,10 @@ pub trait Plugin: Send + Sync {
 }
 
 /// How the engine runs a step of a given `uses:`.
+#[derive(Clone)]
 pub enum Runner {
-    Plugin(Box<dyn Plugin>),
+    /// Shared, so a server can hand the same plugin (and its connection pools) to many drivers.
+    Plugin(Arc<dyn Plugin>),
     /// Executed by the engine itself: it needs the run's state or a durable deadline.
     Builtin(&'static PluginInfo),
 }
@@ -194,28 +197,71 @@ impl Runner {
     }
 }
 
+/// Two plugins were registered under one `uses:` name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a plugin named `{0}` is registered already")]
+pub struct Duplicate(pub &'static str);
+
 /// Every plugin this build knows, by `uses:` name.
+#[derive(Clone)]
 pub struct Registry {
     entries: Vec<Runner>,
 }
 
 impl Registry {
     pub fn builtin() -> Registry {
-        Registry {
-            entries: vec![
-                Runner::Plugin(Box::new(shell::ShellRun)),
-                Runner::Plugin(Box::new(http::HttpRequest::default())),
-                Runner::Plugin(Box::new(flow::Noop)),
-                Runner::Builtin(&flow::BRANCH),
-                Runner::Builtin(&flow::ASSERT),
-                Runner::Builtin(&flow::SLEEP),
-                Runner::Builtin(&flow::WAIT_UNTIL),
-            ],
+        let mut r = Registry {
+            entries: Vec::new(),
+        };
+        let plugins: [Arc<dyn Plugin>; 3] = [
+            Arc::new(shell::ShellRun),
+            Arc::new(http::HttpRequest::default()),
+            Arc::new(flow::Noop),
+        ];
+        for p in plugins {
+            // The built-in names are distinct; the registry tests hold them to it.
+            let _ = r.register(p);
         }
+        r.entries.extend(
+            [
+                &flow::BRANCH,
+                &flow::ASSERT,
+                &flow::SLEEP,
+                &flow::WAIT_UNTIL,
+            ]
+            .map(Runner::Builtin),
+        );
+        r
+    }
+
+    /// Adds a plugin; its name must not be taken.
+    pub fn register(&mut self, plugin: Arc<dyn Plugin>) -> Result<(), Duplicate> {
+        let name = plugin.info().name;
+        if self.get(name).is_some() {
+            return Err(Duplicate(name));
+        }
+        self.entries.push(Runner::Plugin(plugin));
+        Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<&Runner> {
         self.entries.iter().find(|r| r.info().name == name)
+    }
+
+    /// The ordinary plugin of that name, shared (built-ins have none: the engine runs them).
+    pub fn plugin(&self, name: &str) -> Option<Arc<dyn Plugin>> {
+        match self.get(name)? {
+            Runner::Plugin(p) => Some(Arc::clone(p)),
+            Runner::Builtin(_) => None,
+        }
+    }
+
+    /// The ordinary plugins, in registration order.
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<dyn Plugin>> {
+        self.entries.iter().filter_map(|r| match r {
+            Runner::Plugin(p) => Some(p),
+            Runner::Builtin(_) => None,
+        })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -232,4 +278,63 @@ impl Registry {
 pub fn init_tls() {
     // Err means a provider is installed already, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn builtin_names_are_distinct_and_all_there() {
+        let r = Registry::builtin();
+        let names: Vec<&str> = r.names().collect();
+        let distinct: HashSet<&str> = names.iter().copied().collect();
+        assert_eq!(names.len(), distinct.len(), "{names:?}");
+        for n in [
+            "shell.run",
+            "http.request",
+            "flow.noop",
+            "flow.branch",
+            "flow.assert",
+            "flow.sleep",
+            "flow.wait_until",
+        ] {
+            assert!(r.get(n).is_some(), "{n} missing");
+        }
+        assert!(r.get("shell").is_none());
+    }
+
+    #[test]
+    fn a_taken_name_is_refused_and_the_first_plugin_stays() {
+        let mut r = Registry::builtin();
+        let before = r.names().count();
+        assert_eq!(
+            r.register(Arc::new(flow::Noop)),
+            Err(Duplicate("flow.noop"))
+        );
+        assert_eq!(r.names().count(), before);
+    }
+
+    #[test]
+    fn plugins_are_shared_not_copied() {
+        let r = Registry::builtin();
+        let a = r.plugin("shell.run").expect("registered");
+        let b = r.plugin("shell.run").expect("registered");
+        assert!(Arc::ptr_eq(&a, &b));
+        // Two registries (two drivers) can hold the same plugin.
+        let mut other = Registry {
+            entries: Vec::new(),
+        };
+        other.register(Arc::clone(&a)).expect("free name");
+        assert!(Arc::ptr_eq(
+            &other.plugin("shell.run").expect("registered"),
+            &a
+        ));
+        assert!(
+            r.plugin("flow.branch").is_none(),
+            "built-ins run in the engine"
+        );
+        assert_eq!(r.plugins().count(), 3);
+    }
 }
