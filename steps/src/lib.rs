@@ -179,20 +179,60 @@ pub trait Plugin: Send + Sync {
     fn run<'a>(&'a self, input: serde_json::Value, ctx: &'a StepContext) -> StepFuture<'a>;
 }
 
+/// The steps the engine executes itself, because they evaluate conditions over the run's state or
+/// keep durable deadlines. The engine matches on this instead of comparing `uses:` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Builtin {
+    Branch,
+    Assert,
+    Sleep,
+    WaitUntil,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 4] = [
+        Builtin::Branch,
+        Builtin::Assert,
+        Builtin::Sleep,
+        Builtin::WaitUntil,
+    ];
+
+    pub fn info(self) -> &'static PluginInfo {
+        match self {
+            Builtin::Branch => &flow::BRANCH,
+            Builtin::Assert => &flow::ASSERT,
+            Builtin::Sleep => &flow::SLEEP,
+            Builtin::WaitUntil => &flow::WAIT_UNTIL,
+        }
+    }
+
+    /// Its `uses:` name, e.g. `flow.branch`.
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+}
+
 /// How the engine runs a step of a given `uses:`.
 #[derive(Clone)]
 pub enum Runner {
     /// Shared, so a server can hand the same plugin (and its connection pools) to many drivers.
     Plugin(Arc<dyn Plugin>),
-    /// Executed by the engine itself: it needs the run's state or a durable deadline.
-    Builtin(&'static PluginInfo),
+    /// Executed by the engine itself.
+    Builtin(Builtin),
 }
 
 impl Runner {
     pub fn info(&self) -> &'static PluginInfo {
         match self {
             Runner::Plugin(p) => p.info(),
-            Runner::Builtin(i) => i,
+            Runner::Builtin(b) => b.info(),
+        }
+    }
+
+    pub fn builtin(&self) -> Option<Builtin> {
+        match self {
+            Runner::Plugin(_) => None,
+            Runner::Builtin(b) => Some(*b),
         }
     }
 }
@@ -222,15 +262,7 @@ impl Registry {
             // The built-in names are distinct; the registry tests hold them to it.
             let _ = r.register(p);
         }
-        r.entries.extend(
-            [
-                &flow::BRANCH,
-                &flow::ASSERT,
-                &flow::SLEEP,
-                &flow::WAIT_UNTIL,
-            ]
-            .map(Runner::Builtin),
-        );
+        r.entries.extend(Builtin::ALL.map(Runner::Builtin));
         r
     }
 
@@ -262,6 +294,11 @@ impl Registry {
             Runner::Plugin(p) => Some(p),
             Runner::Builtin(_) => None,
         })
+    }
+
+    /// The built-in a `uses:` name stands for, if it is one.
+    pub fn builtin_of(&self, name: &str) -> Option<Builtin> {
+        self.get(name).and_then(Runner::builtin)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -303,6 +340,26 @@ mod tests {
             assert!(r.get(n).is_some(), "{n} missing");
         }
         assert!(r.get("shell").is_none());
+    }
+
+    #[test]
+    fn every_builtin_is_registered_under_its_own_name() {
+        let r = Registry::builtin();
+        for b in Builtin::ALL {
+            assert_eq!(r.builtin_of(b.name()), Some(b), "{}", b.name());
+            assert!(b.name().starts_with("flow."), "{}", b.name());
+        }
+        assert_eq!(
+            r.builtin_of("flow.noop"),
+            None,
+            "noop is an ordinary plugin"
+        );
+        assert_eq!(r.builtin_of("shell.run"), None);
+        assert_eq!(r.builtin_of("flow.nope"), None);
+        assert_eq!(
+            r.iter().filter_map(Runner::builtin).count(),
+            Builtin::ALL.len()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::expr::is_template;
 use crate::runbook::load::duration_text;
 use crate::runbook::model::Step;
 use crate::runbook::node::{Node, Pos, Value};
-use runbook_steps::{Field, FieldType, Runner, SideEffect, parse_duration};
+use runbook_steps::{Builtin, Field, FieldType, Runner, SideEffect, parse_duration};
 use std::collections::HashMap;
 
 impl Validator<'_> {
@@ -23,7 +23,7 @@ impl Validator<'_> {
             return;
         };
         let info = runner.info();
-        if let Runner::Builtin(_) = runner {
+        if let Some(builtin) = runner.builtin() {
             let ignored: Vec<&str> = [
                 (s.approval, "approval"),
                 (s.side_effect.is_some(), "side_effect"),
@@ -34,9 +34,9 @@ impl Validator<'_> {
             .map(|(_, k)| *k)
             .collect();
             for key in ignored {
-                let help = match (key, info.name) {
-                    ("timeout", "flow.wait_until") => "a wait has its own `deadline` in `with`",
-                    ("timeout", "flow.sleep") => "a sleep lasts exactly its `for`",
+                let help = match (key, builtin) {
+                    ("timeout", Builtin::WaitUntil) => "a wait has its own `deadline` in `with`",
+                    ("timeout", Builtin::Sleep) => "a sleep lasts exactly its `for`",
                     ("timeout", _) => "this step evaluates a condition and cannot hang",
                     _ => "flow steps change nothing, so there is nothing to approve or classify",
                 };
@@ -85,7 +85,7 @@ impl Validator<'_> {
                 }
             }
         }
-        if s.uses.name == "flow.wait_until"
+        if runner.builtin() == Some(Builtin::WaitUntil)
             && let Some(probe) = s.with.as_ref().and_then(|w| w.get("probe"))
             && let Some(uses) = probe.get("uses")
             && let Some(name) = uses.as_str()
