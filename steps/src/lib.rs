@@ -16,6 +16,7 @@ pub mod http;
 pub mod registry;
 pub mod schema;
 pub mod shell;
+pub mod testkit;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -178,6 +179,26 @@ pub trait Plugin: Send + Sync {
     /// Runs the step with its rendered input. Deadlines are enforced by the engine (the future is
     /// dropped), so a plugin must leave nothing behind when dropped.
     fn run<'a>(&'a self, input: serde_json::Value, ctx: &'a StepContext) -> StepFuture<'a>;
+
+    /// Deserializes `input` into the plugin's typed input without acting (usually [`check_as`]). The
+    /// schema self-test calls it on every registered plugin to keep the declared fields and the
+    /// typed input in agreement; the default fails, so a plugin that does not say cannot pass it.
+    fn check_input(&self, _input: &serde_json::Value) -> Result<(), StepError> {
+        Err(StepError::new(
+            ErrorKind::Other,
+            format!(
+                "`{}` does not implement `Plugin::check_input`",
+                self.info().name
+            ),
+        ))
+    }
+}
+
+/// Whether `input` deserializes into `T`, as an `input` failure if not: a plugin's `check_input`.
+pub fn check_as<T: serde::de::DeserializeOwned>(
+    input: &serde_json::Value,
+) -> Result<(), StepError> {
+    T::deserialize(input).map(drop).map_err(StepError::input)
 }
 
 /// Installs the process-wide TLS provider (ring; no OpenSSL, no cmake). Call once at start; later calls
