@@ -175,6 +175,7 @@ async fn seed_journal(
         started_at: start,
         finished_at: None,
         parent_run: None,
+        kind: runbook_engine::store::RunKind::Run,
     };
     store.create_run(&row, &[first]).await.expect("create");
     let n = events.len() + 1;

@@ -46,6 +46,7 @@ async fn seed(sb: &Sandbox, id: &str, text: &str, start: i64, events: Vec<(i64, 
         started_at: start,
         finished_at: None,
         parent_run: None,
+        kind: runbook_engine::store::RunKind::Run,
     };
     store.create_run(&row, &[first]).await.expect("create");
     let recs: Vec<_> = events

@@ -49,6 +49,7 @@ async fn stopped_run(sb: &Sandbox, id: &str) {
         started_at: start,
         finished_at: None,
         parent_run: None,
+        kind: runbook_engine::store::RunKind::Run,
     };
     store.create_run(&row, &[first]).await.expect("create");
 }

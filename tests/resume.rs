@@ -2,7 +2,7 @@
 
 use crate::common::{Sandbox, stderr, stdout};
 use serde_json::Value;
-use std::process::Child;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 fn json(o: &std::process::Output) -> Value {
@@ -473,4 +473,78 @@ fn a_retry_backoff_keeps_its_wall_clock_time_across_a_crash() {
         ended - resumed_at
     );
     assert_eq!(lines(&sb, "tries"), 2);
+}
+
+/// A step whose first copy keeps running (its PID in `pid`) and whose second copy finishes.
+fn left_running(class: &str) -> String {
+    format!(
+        r#"
+name: left-running
+steps:
+  - id: long
+    uses: shell.run
+    side_effect: {class}
+    with: {{ shell: "if [ -e second ]; then echo second >> runs; else touch second; echo $$ > pid; exec sleep 600; fi" }}
+"#
+    )
+}
+
+fn alive(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string));
+    matches!(state.as_deref(), Some(s) if s != "Z" && s != "X")
+}
+
+fn crash_with_command_running(sb: &Sandbox, class: &str) -> (String, i32) {
+    let f = sb.write("long.yaml", &left_running(class));
+    let child = start(sb, f.to_str().expect("path"));
+    let run = the_run(sb);
+    until("the command to start", || sb.path().join("pid").exists());
+    journaled(sb, &run, "step_process", "attempt");
+    kill9(child);
+    let pid: i32 = std::fs::read_to_string(sb.path().join("pid"))
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(alive(pid), "the command outlived the killed engine");
+    (run, pid)
+}
+
+#[test]
+fn a_read_step_whose_command_outlived_the_engine_is_stopped_before_it_runs_again() {
+    let sb = Sandbox::new();
+    let (run, pid) = crash_with_command_running(&sb, "idempotent");
+    let o = sb.run(&["resume", &run, "--quiet"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    until("the old copy to be gone", || !alive(pid));
+    assert_eq!(lines(&sb, "runs"), 1, "the step ran once more, to its end");
+    let audit = stdout(&sb.run(&["audit", &run]));
+    assert!(
+        audit.contains(&format!(
+            "its process group {pid} was still running after the crash: terminated"
+        )),
+        "{audit}"
+    );
+}
+
+#[test]
+fn an_unsafe_step_whose_command_still_runs_is_reported_to_the_operator_not_stopped() {
+    let sb = Sandbox::new();
+    let (run, pid) = crash_with_command_running(&sb, "unsafe");
+    let o = sb.run(&["resume", &run]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("STILL RUNNING as process group {pid}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(alive(pid), "the operator decides about an unsafe command");
+    // `-s KILL --`: procps' kill reads `kill -KILL -PID` as "every process" (kill(-1)).
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pid}")])
+        .status();
+    until("the command to be gone", || !alive(pid));
 }

@@ -20,6 +20,7 @@ fn row(id: &str, started_at: i64) -> RunRow {
         started_at,
         finished_at: None,
         parent_run: None,
+        kind: runbook_engine::store::RunKind::Run,
     }
 }
 

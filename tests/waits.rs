@@ -117,6 +117,8 @@ fn a_detached_run_parks_at_an_approval_and_goes_on_once_another_person_approves(
         audit.contains("risky: approved by carol (cli): ok"),
         "{audit}"
     );
+    // The request carried what the step would do, as its plugin describes it.
+    assert!(audit.contains("; it would run: touch did-it"), "{audit}");
 }
 
 #[test]
@@ -241,4 +243,36 @@ steps:
     let started = kinds.iter().filter(|k| *k == "probe_started").count();
     let done = kinds.iter().filter(|k| *k == "probe_done").count();
     assert!(started >= 1 && started == done, "{kinds:?}");
+}
+
+#[test]
+fn a_detached_resume_takes_an_answer_given_while_the_run_was_parked() {
+    let sb = Sandbox::new();
+    let f = sb.write(
+        "approve-nap.yaml",
+        r#"
+name: approve_nap
+steps:
+  - id: risky
+    uses: shell.run
+    approval: { required: true, approvers: [carol] }
+    with: { argv: [touch, did-it] }
+  - { id: nap, uses: flow.sleep, needs: risky, with: { for: 1h } }
+"#,
+    );
+    let o = sb.run(&["run", f.to_str().expect("path"), "--detach", "--quiet"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let id = last_run(&sb);
+    let o = sb.run(&["approve", &id, "risky", "--actor", "carol"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Resumed detached, the run takes the answer, acts, and parks at the next wait (the hour's sleep),
+    // instead of parking again at the request it has an answer to.
+    let o = sb.run(&["resume", &id, "--detach", "--quiet"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(sb.path().join("did-it").exists(), "the approved step ran");
+    let shown = show(&sb, &id);
+    assert_eq!(shown["run"]["status"], "parked");
+    assert_eq!(step(&shown, "risky")["status"], "succeeded", "{shown:#}");
+    assert_eq!(step(&shown, "risky")["approval"]["by"], "carol");
+    assert_eq!(step(&shown, "nap")["status"], "running", "{shown:#}");
 }

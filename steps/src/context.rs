@@ -24,6 +24,9 @@ pub struct StepContext {
     pub output: OutputSink,
     /// The run's connection this step uses (`connection:`, or its plugin family's default).
     pub connection: Option<Arc<crate::connection::Connection>>,
+    /// Where a plugin reports a process group it started, for the engine to journal (see
+    /// [`crate::process`]).
+    pub processes: Option<tokio::sync::mpsc::UnboundedSender<(String, crate::process::Group)>>,
 }
 
 impl Default for StepContext {
@@ -41,6 +44,16 @@ impl StepContext {
             progress: watch::Sender::new(String::new()),
             output: OutputSink::default(),
             connection: None,
+            processes: None,
+        }
+    }
+
+    /// Reports that this step started the process group led by `pid`: the engine journals it, so
+    /// that if the engine dies, a resume finds the command still running instead of starting another.
+    pub fn report_process(&self, pid: u32) {
+        if let Some(tx) = &self.processes {
+            // Nobody listening only means nobody journals it (a test, a plan).
+            let _ = tx.send((self.step_id.clone(), crate::process::Group::of_leader(pid)));
         }
     }
 

@@ -116,45 +116,7 @@ impl HttpRequest {
         let input = parse_input(input)?;
         let method = parse_method(input.method.as_deref())?;
         let conn = ctx.connection.as_deref();
-        let base = conn.and_then(|c| c.str("base_url"));
-        let parsed = match base {
-            // A URL of its own wins; a relative one is joined to the connection's base.
-            Some(base) if Url::parse(&input.url).is_err() => Url::parse(base)
-                .map_err(|e| {
-                    StepError::new(ErrorKind::Input, format!("invalid base_url `{base}`: {e}"))
-                })
-                .and_then(|b| {
-                    b.join(&input.url)
-                        .map_err(|e| StepError::new(ErrorKind::Input, e.to_string()))
-                }),
-            _ => {
-                Url::parse(&input.url).map_err(|e| StepError::new(ErrorKind::Input, e.to_string()))
-            }
-        };
-        let mut url = parsed.map_err(|e| {
-            StepError::new(
-                ErrorKind::Input,
-                format!("invalid url `{}`: {}", input.url, e.message),
-            )
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(StepError::new(
-                ErrorKind::Input,
-                format!(
-                    "invalid url `{}`: the scheme must be http or https",
-                    input.url
-                ),
-            ));
-        }
-        if let Some(query) = input.query.as_ref().filter(|q| !q.is_empty()) {
-            let mut pairs = url.query_pairs_mut();
-            for (name, value) in query {
-                match value {
-                    Value::String(s) => pairs.append_pair(name, s),
-                    other => pairs.append_pair(name, &other.to_string()),
-                };
-            }
-        }
+        let url = target(&input, conn)?;
         let shown = redacted(&url);
 
         let mut builder = self.client()?.request(method.clone(), url);
@@ -290,9 +252,79 @@ impl Plugin for HttpRequest {
         Box::pin(self.request(input, ctx))
     }
 
+    fn plan<'a>(&'a self, input: Value, ctx: &'a StepContext) -> Option<StepFuture<'a>> {
+        Some(Box::pin(async move { plan(input, ctx) }))
+    }
+
     fn check_input(&self, input: &Value) -> Result<(), StepError> {
         crate::check_as::<Input>(input)
     }
+}
+
+/// The URL a request goes to: its own, or joined to the connection's `base_url`, with `query` added.
+fn target(input: &Input, conn: Option<&crate::connection::Connection>) -> Result<Url, StepError> {
+    let base = conn.and_then(|c| c.str("base_url"));
+    let parsed = match base {
+        // A URL of its own wins; a relative one is joined to the connection's base.
+        Some(base) if Url::parse(&input.url).is_err() => Url::parse(base)
+            .map_err(|e| {
+                StepError::new(ErrorKind::Input, format!("invalid base_url `{base}`: {e}"))
+            })
+            .and_then(|b| {
+                b.join(&input.url)
+                    .map_err(|e| StepError::new(ErrorKind::Input, e.to_string()))
+            }),
+        _ => Url::parse(&input.url).map_err(|e| StepError::new(ErrorKind::Input, e.to_string())),
+    };
+    let mut url = parsed.map_err(|e| {
+        StepError::new(
+            ErrorKind::Input,
+            format!("invalid url `{}`: {}", input.url, e.message),
+        )
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(StepError::new(
+            ErrorKind::Input,
+            format!(
+                "invalid url `{}`: the scheme must be http or https",
+                input.url
+            ),
+        ));
+    }
+    if let Some(query) = input.query.as_ref().filter(|q| !q.is_empty()) {
+        let mut pairs = url.query_pairs_mut();
+        for (name, value) in query {
+            match value {
+                Value::String(s) => pairs.append_pair(name, s),
+                other => pairs.append_pair(name, &other.to_string()),
+            };
+        }
+    }
+    Ok(url)
+}
+
+/// What `runbook plan` shows for a request that would change something: method, URL, headers and
+/// body. Nothing is sent.
+fn plan(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
+    let input = parse_input(input)?;
+    let method = parse_method(input.method.as_deref())?;
+    let url = target(&input, ctx.connection.as_deref())?;
+    let shown = redacted(&url);
+    let mut out = serde_json::json!({
+        "summary": format!("would send {method} {shown}"),
+        "method": method.as_str(),
+        "url": shown,
+    });
+    if let Some(h) = &input.headers {
+        out["headers"] = serde_json::json!(h);
+    }
+    if let Some(j) = &input.json {
+        out["json"] = j.clone();
+    }
+    if let Some(b) = &input.body {
+        out["body"] = Value::String(b.clone());
+    }
+    Ok(out)
 }
 
 fn parse_method(method: Option<&str>) -> Result<Method, StepError> {

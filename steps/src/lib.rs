@@ -13,6 +13,7 @@ pub mod context;
 pub mod duration;
 pub mod flow;
 pub mod http;
+pub mod process;
 pub mod registry;
 pub mod schema;
 pub mod shell;
@@ -176,9 +177,21 @@ pub trait Plugin: Send + Sync {
         self.info().class
     }
 
-    /// Runs the step with its rendered input. Deadlines are enforced by the engine (the future is
-    /// dropped), so a plugin must leave nothing behind when dropped.
+    /// Runs the step with its rendered input. At its deadline the engine cancels `ctx.cancel` and,
+    /// after a short grace, drops the future, so a plugin must leave nothing behind when dropped.
     fn run<'a>(&'a self, input: serde_json::Value, ctx: &'a StepContext) -> StepFuture<'a>;
+
+    /// For `runbook plan`: the change this call would make, without making it, read from the live
+    /// system where the plugin can (before -> after). `None` when the plugin cannot describe its
+    /// changes; the plan then says so. The result is `{ summary: text, ... }` with whatever detail
+    /// helps a reviewer. Only `idempotent` and `unsafe` calls are planned; `read` calls run.
+    fn plan<'a>(
+        &'a self,
+        _input: serde_json::Value,
+        _ctx: &'a StepContext,
+    ) -> Option<StepFuture<'a>> {
+        None
+    }
 
     /// Deserializes `input` into the plugin's typed input without acting (usually [`check_as`]). The
     /// schema self-test calls it on every registered plugin to keep the declared fields and the

@@ -143,14 +143,18 @@ impl Plugin for ShellRun {
         Box::pin(run(input, ctx))
     }
 
+    fn plan<'a>(&'a self, input: Value, _ctx: &'a StepContext) -> Option<StepFuture<'a>> {
+        Some(Box::pin(async move { plan(input) }))
+    }
+
     fn check_input(&self, input: &Value) -> Result<(), StepError> {
         crate::check_as::<Input>(input)
     }
 }
 
-async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
-    let input = parse_input(input)?;
-    let (program, args) = match (input.argv, input.shell) {
+/// The program and its arguments: `argv` as given, or `shell` run by `/bin/sh -c`.
+fn command_line(input: &Input) -> Result<(String, Vec<String>), StepError> {
+    Ok(match (input.argv.clone(), input.shell.clone()) {
         (Some(_), Some(_)) => {
             return Err(StepError::new(
                 ErrorKind::Input,
@@ -182,7 +186,47 @@ async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
             }
         }
         (None, Some(line)) => ("/bin/sh".to_owned(), vec!["-c".to_owned(), line]),
-    };
+    })
+}
+
+/// What `runbook plan` shows for a command: it is never run, so nothing on the host is read.
+fn plan(input: Value) -> Result<Value, StepError> {
+    let input = parse_input(input)?;
+    let (program, args) = command_line(&input)?;
+    let mut line = vec![program.clone()];
+    line.extend(args.iter().cloned());
+    let shown = line
+        .iter()
+        .map(|a| {
+            if a.is_empty()
+                || a.contains(|c: char| c.is_whitespace() || "'\"$`\\|&;<>()*?!#~".contains(c))
+            {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut out = json!({
+        "summary": format!("would run: {shown}"),
+        "argv": line,
+    });
+    if let Some(env) = &input.env {
+        out["env"] = json!(env);
+    }
+    if let Some(cwd) = &input.cwd {
+        out["cwd"] = json!(cwd);
+    }
+    if let Some(stdin) = &input.stdin {
+        out["stdin"] = json!(stdin);
+    }
+    Ok(out)
+}
+
+async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
+    let input = parse_input(input)?;
+    let (program, args) = command_line(&input)?;
     let ok_codes = input.ok_codes.unwrap_or_else(|| vec![0]);
 
     let mut cmd = Command::new(&program);
@@ -212,6 +256,9 @@ async fn run(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
             .and_then(|id| i32::try_from(id).ok())
             .map(nix::unistd::Pid::from_raw),
     );
+    if let Some(pid) = child.id() {
+        ctx.report_process(pid);
+    }
 
     let stdin_pipe = child.stdin.take();
     let stdin_text = input.stdin.unwrap_or_default();

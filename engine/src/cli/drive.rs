@@ -1,10 +1,10 @@
-//! `run`, `rerun`, `resume`, `approve` and `deny`: thin shells over the library's
+//! `run`, `plan`, `rerun`, `resume`, `approve` and `deny`: thin shells over the library's
 //! [`launch`](crate::run::launch) and [`approval`](crate::run::approval), adding the live view,
 //! Ctrl-C, and the summary a person or a script reads at the end.
 
 use super::{
-    AnswerArgs, DriveArgs, Failure, Format, Global, RerunArgs, ResumeArgs, RunArgs, actor,
-    display_path, exit, load_plan, open_store, parse_params, progress, show,
+    AnswerArgs, DriveArgs, Failure, Format, Global, PlanArgs, RerunArgs, ResumeArgs, RunArgs,
+    actor, display_path, exit, load_plan, open_store, parse_params, progress, show,
 };
 use crate::run::driver::{Answer, CrashPoint, DriverError, Hooks, RunOptions, RunOutcome};
 use crate::run::event::RunStatus;
@@ -60,6 +60,50 @@ pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32
         rerun: None,
     };
     start_here(g, &args.drive, store, &engine, plan, source, params).await
+}
+
+pub async fn plan(g: &Global, args: PlanArgs, engine: crate::Engine) -> Result<i32, Failure> {
+    let (path, text, plan) = load_plan(&args.runbook, &engine.registry, &engine.expr)?;
+    let params = parse_params(&plan, &args.params)?;
+    let store = open_store(g).await?;
+    let source = Source {
+        sha256: hex::encode(Sha256::digest(text.as_bytes())),
+        text,
+        path: Some(display_path(&path)),
+        rerun: None,
+    };
+    let drive = DriveArgs {
+        yes: false,
+        detach: false,
+        max_parallel: args.max_parallel,
+        quiet: args.quiet,
+    };
+    let (mut opts, hooks) = terminal(g, &drive)?;
+    opts.plan = true;
+    let outcome = launch::start(
+        Arc::new(plan),
+        Arc::clone(&store),
+        &engine,
+        source,
+        params,
+        opts,
+        hooks,
+    )
+    .await
+    .map_err(driver_failure)?;
+    let view = show::Loaded::load(store.as_ref(), &outcome.run_id)
+        .await?
+        .view;
+    if g.output == Format::Json {
+        show::print_json(&view);
+    } else {
+        print!("{}", show::plan_text(&view));
+    }
+    Ok(match outcome.status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Interrupted => exit::INTERRUPTED,
+        _ => exit::RUN_FAILED,
+    })
 }
 
 pub async fn rerun(g: &Global, args: RerunArgs, engine: crate::Engine) -> Result<i32, Failure> {
@@ -222,9 +266,16 @@ async fn finish(
     if g.output == Format::Text {
         let with = |status: Status| view.steps.iter().filter(move |s| s.status == status);
         if outcome.status == RunStatus::Waiting {
-            for step in with(Status::Unknown).map(|s| &s.id) {
+            for s in with(Status::Unknown) {
+                let step = &s.id;
+                let state = match s.still_running {
+                    Some(pgid) => format!(
+                        "it is STILL RUNNING as process group {pgid}: let it finish (or stop it: kill -s TERM -- -{pgid}), then decide"
+                    ),
+                    None => "it may or may not have acted".to_string(),
+                };
                 eprintln!(
-                    "step `{step}` is unsafe and was running when the run stopped: it may or may not have acted.\n  check, then: runbook resume {short} --mark-done {step}   (it did what it should)\n              runbook resume {short} --retry {step}       (run it again)\n              runbook resume {short} --mark-failed {step} (treat it as failed)"
+                    "step `{step}` is unsafe and was running when the run stopped: {state}.\n  check, then: runbook resume {short} --mark-done {step}   (it did what it should)\n              runbook resume {short} --retry {step}       (run it again)\n              runbook resume {short} --mark-failed {step} (treat it as failed)"
                 );
             }
         }

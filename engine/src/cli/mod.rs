@@ -110,6 +110,12 @@ pub enum Command {
         after_help = "Examples:\n  runbook run service-health\n  runbook run service-health --param disk_max_pct=95 --yes\n  runbook run ./my-runbook.yaml -o json\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nAny other terminal or script may answer too: runbook approve RUN STEP / runbook deny RUN STEP.\nWithout a terminal the run waits for such an answer (or parks at once with --detach).\nCtrl-C stops the run; it is recorded as interrupted."
     )]
     Run(RunArgs),
+    /// Show what a run would change, without changing anything: reads run for real, branches decide
+    /// on real data, every step that would act says what it would do instead.
+    #[command(
+        after_help = "Examples:\n  runbook plan service-health\n  runbook plan model-degraded --profile prod -p specialist_type=technical\n\n`read` steps run (they change nothing); `idempotent` and `unsafe` steps ask their plugin what\nthey would change (a command line, a request, before -> after) and do not act; waits are not\nwaited; steps after a planned change are planned too. Nothing asks for approval. The plan is\nrecorded as a run of kind `plan` (runbook show / audit), which is never resumed.\n\nExit code 0 when the plan is complete, 1 when a read step failed."
+    )]
+    Plan(PlanArgs),
     /// List the runbooks found in ./runbooks and RUNBOOK_PATH.
     List,
     /// List recent runs.
@@ -318,6 +324,22 @@ pub struct RunArgs {
     pub drive: DriveArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Runbook name (looked up in ./runbooks and RUNBOOK_PATH) or file.
+    #[arg(value_name = "NAME|FILE")]
+    pub runbook: String,
+    /// A parameter, as name=value (repeatable).
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// How many independent steps may run at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_parallel: u16,
+    /// No live progress on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
 /// An error that has already decided its exit code.
 #[derive(Debug)]
 pub struct Failure {
@@ -413,6 +435,9 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Validate { runbooks } => validate(&runbooks, &registry, &expr, cli.global.output),
         Command::Run(args) => drive::run(&cli.global, args, crate::Engine { registry, expr }).await,
+        Command::Plan(args) => {
+            drive::plan(&cli.global, args, crate::Engine { registry, expr }).await
+        }
         Command::Resume(args) => {
             drive::resume(&cli.global, args, crate::Engine { registry, expr }).await
         }

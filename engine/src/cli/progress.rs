@@ -78,15 +78,20 @@ impl Live {
     /// A step asks for approval: `--yes` answers at once; a terminal gets a prompt on its own thread
     /// (the driver goes on renewing its lease and hearing answers from elsewhere meanwhile); otherwise
     /// the line says how to answer from anywhere.
-    fn approval_requested(
-        &mut self,
-        run_id: &str,
-        plan: &Plan,
-        step: &str,
-        attempt: u32,
-        class: runbook_steps::SideEffect,
-        inputs: &serde_json::Value,
-    ) {
+    fn approval_requested(&mut self, run_id: &str, plan: &Plan, request: &Event) {
+        let Event::ApprovalRequested {
+            step,
+            attempt,
+            class,
+            inputs,
+            plan: evidence,
+            ..
+        } = request
+        else {
+            return;
+        };
+        let (attempt, class) = (*attempt, *class);
+        let would = evidence.as_ref().and_then(|p| p["summary"].as_str());
         let answer = |approve: bool, by: &str, how: &str| Answer {
             step: step.to_string(),
             attempt: Some(attempt),
@@ -114,6 +119,7 @@ impl Live {
             .map_or("", |s| s.def.uses.name.as_str())
             .to_string();
         let rendered = serde_json::to_string_pretty(inputs).unwrap_or_default();
+        let would = would.map(|w| format!("It {w}.\n")).unwrap_or_default();
         let multi = self.multi.clone();
         let tx = self.answers.clone();
         let (yes, no) = (
@@ -128,7 +134,7 @@ impl Live {
             let mut err = std::io::stderr();
             let _ = writeln!(
                 err,
-                "\n{} step {} ({uses}, {}) wants to run with:\n{rendered}\n",
+                "\n{} step {} ({uses}, {}) wants to run with:\n{rendered}\n{would}",
                 style("?").yellow().bold(),
                 style(&step).bold(),
                 class.as_str(),
@@ -212,13 +218,7 @@ impl Live {
                     self.line(format!("  … {label} started"));
                 }
             }
-            Event::ApprovalRequested {
-                step,
-                attempt,
-                class,
-                inputs,
-                ..
-            } => self.approval_requested(&rec.run_id, plan, step, *attempt, *class, inputs),
+            Event::ApprovalRequested { .. } => self.approval_requested(&rec.run_id, plan, event),
             Event::ApprovalGranted { step, by, how, .. } => {
                 self.line(format!(
                     "  {} {step} approved by {by} ({how})",
@@ -309,6 +309,11 @@ impl Live {
                     kind.as_str(),
                     style(took).dim()
                 ));
+            }
+            Event::StepPlanned { step, plan } => {
+                self.end_bar(step);
+                let summary = plan["summary"].as_str().unwrap_or("planned");
+                self.line(format!("  {} {step}: {summary}", style("~").cyan()));
             }
             Event::StepSkipped { step, reason } => {
                 self.line(format!(

@@ -209,6 +209,7 @@ pub fn stop_words(s: Stop) -> &'static str {
     match s {
         Stop::Interrupted => "interrupted",
         Stop::Parked => "waiting for an operator",
+        Stop::Detached => "parked",
         Stop::Crashed => "stopped without a word (killed or crashed)",
     }
 }
@@ -350,6 +351,7 @@ pub async fn show(
             Status::Running | Status::RetryWait => style("…").yellow().to_string(),
             Status::Unknown | Status::AwaitingApproval => style("?").yellow().bold().to_string(),
             Status::Pending => style("·").dim().to_string(),
+            Status::Planned => style("~").cyan().to_string(),
         };
         let mut detail = Vec::new();
         if let Some(d) = &s.decision {
@@ -453,4 +455,77 @@ fn short(v: &Value) -> String {
     } else {
         s
     }
+}
+
+/// A plan as a reviewer reads it: what ran (reads), what was decided, and what would change.
+pub fn plan_text(v: &RunView) -> String {
+    let mut out = String::new();
+    let short = &v.run.id[..12.min(v.run.id.len())];
+    let count = |st: Status| v.steps.iter().filter(|s| s.status == st).count();
+    let changes = v
+        .steps
+        .iter()
+        .filter(|s| {
+            s.status == Status::Planned
+                && s.class
+                    .is_some_and(|c| c != runbook_steps::SideEffect::Read)
+        })
+        .count();
+    out.push_str(&format!(
+        "plan {short} of {}: {} step(s) ran, {changes} change(s) planned, {} skipped; nothing was changed\n",
+        v.run.runbook,
+        count(Status::Succeeded),
+        count(Status::Skipped),
+    ));
+    for s in &v.steps {
+        let line = match s.status {
+            Status::Planned => {
+                let summary = s
+                    .planned
+                    .as_ref()
+                    .and_then(|p| p["summary"].as_str())
+                    .unwrap_or("planned");
+                let class = s
+                    .class
+                    .map(|c| format!(", {}", c.as_str()))
+                    .unwrap_or_default();
+                let approval = if s
+                    .planned
+                    .as_ref()
+                    .is_some_and(|p| p["approval_required"] == true)
+                {
+                    " [needs approval]"
+                } else {
+                    ""
+                };
+                format!("  ~ {} ({}{class}): {summary}{approval}", s.id, s.uses)
+            }
+            Status::Succeeded => match &s.decision {
+                Some(d) => format!(
+                    "  ◆ {}: {} → {}",
+                    s.id,
+                    d.condition
+                        .as_deref()
+                        .map_or("default".to_string(), |c| format!("`{c}`")),
+                    if d.taken.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        d.taken.join(", ")
+                    }
+                ),
+                None => format!("  ✓ {} ({}) ran", s.id, s.uses),
+            },
+            Status::Skipped => format!(
+                "  ⊘ {} skipped: {}",
+                s.id,
+                s.skip_reason.as_deref().unwrap_or("")
+            ),
+            Status::Failed => format!("  ✗ {} failed: {}", s.id, s.error.as_deref().unwrap_or("")),
+            other => format!("  · {} {}", s.id, other.as_str()),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&format!("details: runbook show {short}\n"));
+    out
 }

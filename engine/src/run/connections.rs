@@ -7,7 +7,7 @@
 //! 3. the environment: `RUNBOOK_CONNECTION_<CONN>_<FIELD>` (upper case, `-` as `_`).
 //!
 //! Secrets stay `secret("NAME")` references throughout; plugins read them at call time. The merged
-//! fields are journaled with the run (`run_started.connections`), so an audit says which systems a
+//! fields are journaled with the run (a `connections_resolved` event), so an audit says which systems a
 //! run talked to, and a resumed run talks to the same ones.
 
 use super::driver::DriverError;

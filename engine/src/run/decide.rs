@@ -24,6 +24,9 @@ pub enum Action {
     Expire(usize),
     /// An approval request went unanswered past its timeout.
     ExpireApproval(usize),
+    /// In a plan: a step that comes after a planned change is planned too, not run (what it would
+    /// read does not exist yet).
+    PlanAfter(usize, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -160,6 +163,15 @@ pub fn decide(plan: &Plan, state: &RunState, now_ms: i64, max_parallel: usize) -
     }
     for &rank in &state.ready {
         let i = plan.order[rank];
+        if let Some(&p) = plan.steps[i]
+            .preds
+            .iter()
+            .find(|&&p| state.steps[p].status == Status::Planned)
+        {
+            let why = format!("would run after `{}`, which is planned", plan.id(p));
+            next.actions.push(Action::PlanAfter(i, why));
+            continue;
+        }
         if let Some(reason) = skip_reason(plan, state, i) {
             next.actions.push(Action::Skip(i, reason));
             continue;
@@ -287,6 +299,7 @@ mod tests {
                 Action::Probe(i) => format!("probe {}", p.id(*i)),
                 Action::Expire(i) => format!("expire {}", p.id(*i)),
                 Action::ExpireApproval(i) => format!("expire approval {}", p.id(*i)),
+                Action::PlanAfter(i, _) => format!("plan after {}", p.id(*i)),
             })
             .collect()
     }
@@ -538,6 +551,7 @@ steps:
                 approvers: vec![],
                 distinct_from_initiator: false,
                 expires_at_ms: Some(9_000),
+                plan: None,
             },
         ]);
         // Nothing runs and nothing is due but the request: the run waits, it does not finish.

@@ -98,6 +98,8 @@ pub struct RunOptions {
     pub crash: Option<CrashPoint>,
     /// The profile whose connection settings override the runbook's.
     pub profile: Option<super::connections::Profile>,
+    /// A plan (`runbook plan`): read steps run, changes and waits are only described.
+    pub plan: bool,
 }
 
 impl RunOptions {
@@ -109,6 +111,7 @@ impl RunOptions {
             cancel: CancellationToken::new(),
             crash: None,
             profile: None,
+            plan: false,
         }
     }
 }
@@ -136,6 +139,8 @@ impl Hooks {
 
 enum Done {
     Step(usize, u32, Result<Value, StepError>),
+    /// What a step would change, described by its plugin (a plan).
+    Planned(usize, Result<Value, StepError>),
     Probe(usize, Result<Value, StepError>),
 }
 
@@ -150,6 +155,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 /// How long a plugin call whose deadline passed (or whose run was stopped) may take to stop its work
 /// on the far side after its token is cancelled, before it is dropped.
 const GRACE: Duration = Duration::from_secs(2);
+
+/// How long a plugin may take to describe the change an approval request is about.
+const PLAN_FOR_APPROVAL: Duration = Duration::from_secs(10);
 
 /// How often a run waiting for approval looks for answers given by other processes.
 const ANSWER_POLL: Duration = Duration::from_secs(1);
@@ -169,6 +177,9 @@ pub struct Driver {
     /// params, vars, connections, run (and env, if anything reads it): the context every step shares.
     base: Map<String, Value>,
     tasks: JoinSet<Done>,
+    /// Process groups plugins report having started, to be journaled at once.
+    processes_tx: mpsc::UnboundedSender<(String, runbook_steps::process::Group)>,
+    processes_rx: mpsc::UnboundedReceiver<(String, runbook_steps::process::Group)>,
     /// The progress lines of the plugin calls in flight; read for the live view a few times a second.
     watching: Vec<(String, tokio::sync::watch::Receiver<String>)>,
     pub(super) holder: Holder,
@@ -200,7 +211,10 @@ impl Driver {
         hooks: Hooks,
         at: Position,
     ) -> Driver {
+        let (processes_tx, processes_rx) = mpsc::unbounded_channel();
         Driver {
+            processes_tx,
+            processes_rx,
             plan: at.plan,
             store,
             engine: engine.clone(),
@@ -269,6 +283,7 @@ impl Driver {
             expr: &self.engine.expr,
             registry: &self.engine.registry,
             base: &self.base,
+            planning: self.opts.plan,
         }
     }
 
@@ -308,6 +323,14 @@ impl Driver {
                 continue;
             }
             if self.opts.detach && self.tasks.is_empty() && next.only_waits() {
+                // An answer given while the run was parked must be taken, or it would park forever.
+                let seq = self.chain.next_seq;
+                if !next.awaiting_approval.is_empty() {
+                    self.take_answers_given_elsewhere().await?;
+                }
+                if self.chain.next_seq != seq {
+                    continue;
+                }
                 return self.detach(&next).await;
             }
             // Nothing more can happen until a step finishes, a timer fires or an answer comes.
@@ -347,6 +370,14 @@ impl Driver {
                     self.answer(answer);
                 }
                 _ = progress.tick(), if !self.watching.is_empty() => self.show_progress(),
+                Some((step, group)) = self.processes_rx.recv() => {
+                    if let Some(&i) = self.plan.index.get(&step) {
+                        let attempt = self.state.steps[i].attempt;
+                        self.emit(Event::StepProcess { step, attempt, group });
+                        // Found after a crash only if it is committed: do not wait for the group.
+                        self.flush(Durability::Process).await?;
+                    }
+                }
                 _ = self.opts.cancel.cancelled() => {
                     // Dropping the tasks kills child processes (kill_on_drop); steps in flight have no
                     // outcome in the journal, which is exactly what a resume needs to see.
@@ -401,6 +432,10 @@ impl Driver {
                 Action::Expire(i) => {
                     let e = self.prep().expire(*i, now);
                     self.emit_at(e, now);
+                }
+                Action::PlanAfter(i, why) => {
+                    let p = self.prep().plan_after(*i, why, now);
+                    self.carry_out(*i, p, now).await?;
                 }
                 Action::ExpireApproval(i) => {
                     let e = self.prep().expire_approval(*i);
@@ -471,8 +506,16 @@ impl Driver {
 
     /// Journals what a step's rules decided and performs its effect.
     async fn carry_out(&mut self, i: usize, p: Prepared, now: i64) -> Result<(), DriverError> {
+        // A wait's deadline must survive a crash at once, or a resumed run would wait anew.
+        let durable_wait = p
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::WaitStarted { .. }));
         for e in p.events {
             self.emit_at(e, now);
+        }
+        if durable_wait {
+            self.flush(Durability::Process).await?;
         }
         match p.effect {
             Effect::None => {}
@@ -491,6 +534,30 @@ impl Driver {
                 let call = self.call(i, uses, inputs, deadline_ms, timeout_text);
                 self.tasks
                     .spawn(async move { Done::Step(i, attempt, call.await) });
+            }
+            Effect::RequestApproval {
+                mut request,
+                inputs,
+                class,
+            } => {
+                // The evidence is worth a short wait, not a stuck run: a plugin that cannot say
+                // within PLAN_FOR_APPROVAL leaves the request with the inputs and class alone.
+                let uses = self.plan.steps[i].def.uses.name.clone();
+                let planner = self.planner(i, uses, inputs, class, true);
+                let described = tokio::time::timeout(PLAN_FOR_APPROVAL, planner).await;
+                if let (Event::ApprovalRequested { plan, .. }, Ok(Ok(p))) =
+                    (&mut request, described)
+                {
+                    *plan = Some(p);
+                }
+                self.emit_at(request, now);
+            }
+            Effect::Plan { inputs, class } => {
+                let uses = self.plan.steps[i].def.uses.name.clone();
+                let approval = self.plan.steps[i].def.approval;
+                let planner = self.planner(i, uses, inputs, class, approval);
+                self.tasks
+                    .spawn(async move { Done::Planned(i, planner.await) });
             }
             Effect::Probe {
                 uses,
@@ -526,6 +593,7 @@ impl Driver {
             .as_ref()
             .and_then(|c| self.connections.get(c))
             .cloned();
+        sctx.processes = Some(self.processes_tx.clone());
         self.watching
             .push((self.plan.id(i).to_string(), sctx.watch_progress()));
         async move {
@@ -560,6 +628,48 @@ impl Driver {
                 Some(partial) => e.with_detail(json!({ "partial_output": partial })),
                 None => e,
             })
+        }
+    }
+
+    /// What a plugin call would change: the plugin's own description (read from the live system
+    /// where it can), or, from a plugin that cannot describe its changes, the call it would make.
+    fn planner(
+        &mut self,
+        i: usize,
+        uses: String,
+        inputs: Value,
+        class: runbook_steps::SideEffect,
+        approval: bool,
+    ) -> impl std::future::Future<Output = Result<Value, StepError>> + Send + 'static {
+        let registry = Arc::clone(&self.engine.registry);
+        let mut sctx = StepContext::new(self.chain.run_id.clone(), self.plan.id(i));
+        sctx.cancel = self.opts.cancel.child_token();
+        sctx.connection = self.plan.steps[i]
+            .connection
+            .as_ref()
+            .and_then(|c| self.connections.get(c))
+            .cloned();
+        async move {
+            let described = match registry.get(&uses) {
+                Some(Runner::Plugin(plugin)) => match plugin.plan(inputs.clone(), &sctx) {
+                    Some(fut) => Some(fut.await?),
+                    None => None,
+                },
+                _ => None,
+            };
+            let mut plan = described.unwrap_or_else(|| {
+                json!({
+                    "summary": format!("would call `{uses}` ({}): it cannot describe its changes beforehand", class.as_str()),
+                    "inputs": inputs,
+                })
+            });
+            if let Value::Object(m) = &mut plan {
+                m.insert("class".into(), json!(class.as_str()));
+                if approval {
+                    m.insert("approval_required".into(), json!(true));
+                }
+            }
+            Ok(plan)
         }
     }
 
@@ -599,6 +709,18 @@ impl Driver {
                 self.emit_at(e, now);
             }
             Done::Step(i, attempt, Err(err)) => {
+                let e = self.prep().fail(i, attempt, err, now);
+                self.emit_at(e, now);
+            }
+            Done::Planned(i, Ok(plan)) => self.emit_at(
+                Event::StepPlanned {
+                    step: self.plan.id(i).to_string(),
+                    plan,
+                },
+                now,
+            ),
+            Done::Planned(i, Err(err)) => {
+                let attempt = self.state.steps[i].attempt;
                 let e = self.prep().fail(i, attempt, err, now);
                 self.emit_at(e, now);
             }

@@ -46,6 +46,26 @@ pub enum Event {
         /// When an unanswered request counts as denied.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at_ms: Option<i64>,
+        /// What the call would change, as its plugin describes it (see `runbook plan`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plan: Option<Value>,
+    },
+    /// A step started a process group (a command). Journaled so that after the engine is killed, a
+    /// resume can find the command still running rather than start a second copy beside it.
+    StepProcess {
+        step: String,
+        attempt: u32,
+        group: runbook_steps::process::Group,
+    },
+    /// On resume: a process group a step in flight had started was still running. `action` is
+    /// `stopped` (a read or idempotent step, re-run after its old copy is stopped) or `left_running`
+    /// (an unsafe step: the operator decides).
+    ProcessFound {
+        step: String,
+        group: runbook_steps::process::Group,
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        how: Option<String>,
     },
     ApprovalGranted {
         step: String,
@@ -126,6 +146,12 @@ pub enum Event {
     StepSkipped {
         step: String,
         reason: String,
+    },
+    /// In a plan (`runbook plan`): what this step would do, instead of doing it. `plan.summary` says
+    /// it in words; the rest is the plugin's detail (a command line, a request, before -> after).
+    StepPlanned {
+        step: String,
+        plan: Value,
     },
     RunFinished {
         status: RunStatus,
@@ -216,6 +242,8 @@ impl Event {
             Event::StepStarted { .. } => "step_started",
             Event::ApprovalRequested { .. } => "approval_requested",
             Event::ApprovalGranted { .. } => "approval_granted",
+            Event::StepProcess { .. } => "step_process",
+            Event::ProcessFound { .. } => "process_found",
             Event::ApprovalDenied { .. } => "approval_denied",
             Event::ProbeStarted { .. } => "probe_started",
             Event::ProbeDone { .. } => "probe_done",
@@ -226,6 +254,7 @@ impl Event {
             Event::StepSucceeded { .. } => "step_succeeded",
             Event::StepFailed { .. } => "step_failed",
             Event::StepSkipped { .. } => "step_skipped",
+            Event::StepPlanned { .. } => "step_planned",
             Event::RunFinished { .. } => "run_finished",
             Event::RunInterrupted { .. } => "run_interrupted",
             Event::RunResumed { .. } => "run_resumed",
@@ -242,6 +271,8 @@ impl Event {
             Event::StepStarted { step, .. }
             | Event::ApprovalRequested { step, .. }
             | Event::ApprovalGranted { step, .. }
+            | Event::StepProcess { step, .. }
+            | Event::ProcessFound { step, .. }
             | Event::ApprovalDenied { step, .. }
             | Event::ProbeStarted { step, .. }
             | Event::ProbeDone { step, .. }
@@ -251,6 +282,7 @@ impl Event {
             | Event::StepSucceeded { step, .. }
             | Event::StepFailed { step, .. }
             | Event::StepSkipped { step, .. }
+            | Event::StepPlanned { step, .. }
             | Event::StepRecovered { step, .. }
             | Event::StepReused { step, .. }
             | Event::OperatorDecided { step, .. } => Some(step),

@@ -129,6 +129,7 @@ mod tests {
             started_at: 1,
             finished_at: None,
             parent_run: None,
+            kind: crate::store::RunKind::Run,
         }
     }
 

@@ -14,6 +14,9 @@ use serde_json::{Map, Value, json};
 use sha2::Digest as _;
 use std::sync::Arc;
 
+/// How long a command left running by a killed engine gets to end on SIGTERM before SIGKILL.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What an operator said about steps left in `unknown`.
 pub type OperatorDecisions = Vec<(String, super::event::OperatorAction)>;
 
@@ -179,6 +182,11 @@ pub async fn start(
         started_at,
         finished_at: None,
         parent_run: source.rerun.as_ref().map(|r| r.parent.clone()),
+        kind: if opts.plan {
+            crate::store::RunKind::Plan
+        } else {
+            crate::store::RunKind::Run
+        },
     };
     store.create_run(&row, std::slice::from_ref(&rec)).await?;
     let mut state = RunState::new(&plan);
@@ -230,6 +238,12 @@ pub async fn resume(
 ) -> Result<RunOutcome, DriverError> {
     use super::event::Recovery;
     let stored = StoredRun::load(store.as_ref(), run_id, false).await?;
+    if stored.row.kind == crate::store::RunKind::Plan {
+        return Err(DriverError::Refused(format!(
+            "run {} is a plan: it changed nothing and is not continued; plan again with `runbook plan`",
+            stored.row.id
+        )));
+    }
     if matches!(stored.row.status, RunStatus::Succeeded | RunStatus::Failed) {
         return Err(DriverError::Refused(format!(
             "run {} already {}; there is nothing to resume",
@@ -355,6 +369,31 @@ pub async fn resume(
         runbook_sha256,
         runbook_text: switched.then(|| text.clone()),
     });
+    for &(i, attempt, outcome) in &recoveries {
+        // A command the killed engine left behind: stop the old copy of a step that will run again;
+        // leave an unsafe one's to the operator, who is told it still runs.
+        let started = events.iter().rev().find_map(|e| match e {
+            Event::StepProcess {
+                step,
+                attempt: a,
+                group,
+            } if step == plan.id(i) && *a == attempt => Some(group.clone()),
+            _ => None,
+        });
+        let Some(group) = started.filter(|g| !g.members().is_empty()) else {
+            continue;
+        };
+        let (action, how) = match outcome {
+            Recovery::Rerun => ("stopped", Some(group.stop(STOP_GRACE).await.to_string())),
+            Recovery::Unknown => ("left_running", None),
+        };
+        d.emit(Event::ProcessFound {
+            step: plan.id(i).to_string(),
+            group,
+            action: action.to_string(),
+            how,
+        });
+    }
     for (i, attempt, outcome) in recoveries {
         d.emit(Event::StepRecovered {
             step: plan.id(i).to_string(),
@@ -448,6 +487,12 @@ pub async fn prepare_rerun(
     // A re-run executes the parent's runbook text and reuses its outcomes: both must be what the
     // journal vouches for.
     let stored = StoredRun::load(store, parent, true).await?;
+    if stored.row.kind == crate::store::RunKind::Plan {
+        return Err(DriverError::Refused(format!(
+            "run {} is a plan; re-run a real run, or plan again with `runbook plan`",
+            stored.row.id
+        )));
+    }
     let text = stored.text().to_string();
     let label = stored.label().to_string();
     let StoredRun {

@@ -49,13 +49,7 @@ fn pid_namespace() -> String {
         .unwrap_or_default()
 }
 
-/// Field 22 of `/proc/PID/stat`. The command name (field 2) may hold spaces and parentheses, so
-/// fields are counted from the last `)`.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    after.split_whitespace().nth(19)?.parse().ok()
-}
+pub use runbook_steps::process::start_time;
 
 impl Holder {
     /// This process, with a fresh nonce (so two drivers in one process are told apart).
@@ -64,7 +58,7 @@ impl Holder {
         let nonce = uuid::Uuid::now_v7().simple().to_string();
         Holder {
             host: read_trim("/proc/sys/kernel/hostname"),
-            boot: read_trim("/proc/sys/kernel/random/boot_id"),
+            boot: runbook_steps::process::boot_id(),
             pidns: pid_namespace(),
             pid,
             start: start_time(pid).unwrap_or(0),

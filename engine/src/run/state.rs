@@ -19,11 +19,16 @@ pub enum Status {
     Unknown,
     /// Waits for a person to approve (or deny) its next attempt.
     AwaitingApproval,
+    /// In a plan: what it would do was recorded instead of doing it.
+    Planned,
 }
 
 impl Status {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Succeeded | Status::Failed | Status::Skipped)
+        matches!(
+            self,
+            Status::Succeeded | Status::Failed | Status::Skipped | Status::Planned
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +41,7 @@ impl Status {
             Status::Skipped => "skipped",
             Status::Unknown => "unknown",
             Status::AwaitingApproval => "awaiting-approval",
+            Status::Planned => "planned",
         }
     }
 }
@@ -357,6 +363,13 @@ impl RunState {
                     }
                 }
             }
+            Event::StepPlanned { plan: planned, .. } => {
+                if let Some(i) = idx {
+                    self.set_status(plan, i, Status::Planned);
+                    self.steps[i].deadline_ms = None;
+                    self.steps[i].result = Some(planned.clone());
+                }
+            }
             Event::StepSkipped { reason, .. } => {
                 if let Some(i) = idx {
                     self.set_status(plan, i, Status::Skipped);
@@ -441,7 +454,10 @@ impl RunState {
                     }
                 }
             }
-            Event::GuardEvaluated { .. } | Event::ConnectionsResolved { .. } => {}
+            Event::GuardEvaluated { .. }
+            | Event::ConnectionsResolved { .. }
+            | Event::StepProcess { .. }
+            | Event::ProcessFound { .. } => {}
         }
     }
 }

@@ -19,6 +19,8 @@ pub struct Prep<'a> {
     pub registry: &'a Registry,
     /// params, vars, connections, run (and env, if anything reads it).
     pub base: &'a Map<String, Value>,
+    /// A plan (`runbook plan`): steps that would change something, or wait, say what they would do.
+    pub planning: bool,
 }
 
 /// What the driver does after journaling a step's events.
@@ -32,6 +34,18 @@ pub enum Effect {
         /// The attempt's deadline, when it has a `timeout`.
         deadline_ms: Option<i64>,
         timeout_text: Option<String>,
+    },
+    /// Ask for approval: the request, completed with the plugin's description of the change (the
+    /// evidence a person decides on) before it is journaled.
+    RequestApproval {
+        request: Event,
+        inputs: Value,
+        class: SideEffect,
+    },
+    /// Ask the plugin what this call would change (a plan), without making the change.
+    Plan {
+        inputs: Value,
+        class: SideEffect,
     },
     /// Send a `flow.wait_until` probe.
     Probe {
@@ -347,6 +361,10 @@ impl Prep<'_> {
             Ok(d) => d,
             Err(e) => return self.fail_at_start(i, attempt, e, now),
         };
+        if self.planning {
+            let summary = format!("would wait {}", runbook_steps::duration::human(d));
+            return self.planned(i, json!({ "summary": summary }));
+        }
         self.wait_starts(i, attempt, json!({"for": duration}), d, now)
     }
 
@@ -377,6 +395,40 @@ impl Prep<'_> {
         ])
     }
 
+    /// In a plan, a step after a planned change: its plugin describes what it would do when its
+    /// inputs do not depend on what the planned steps would produce; otherwise it says why not.
+    pub fn plan_after(&self, i: usize, why: &str, now: i64) -> Prepared {
+        let ps = &self.plan.steps[i];
+        let reads_planned = ps
+            .reads_steps
+            .iter()
+            .any(|&j| self.state.steps[j].status == super::state::Status::Planned);
+        if matches!(ps.kind, StepKind::Plugin) && !reads_planned {
+            let attempt = self.state.steps[i].attempt + 1;
+            let ctx = if ps.has_templates {
+                self.context(i, None)
+            } else {
+                minijinja::Value::UNDEFINED
+            };
+            let mut p = self.call(i, attempt, &ctx, now);
+            if let Effect::Call { inputs, class, .. } = p.effect {
+                // A read after a planned change would read a system not yet changed: describe it.
+                p.effect = Effect::Plan { inputs, class };
+            }
+            if !matches!(p.effect, Effect::None) {
+                return p;
+            }
+        }
+        self.planned(i, json!({ "summary": why }))
+    }
+
+    fn planned(&self, i: usize, plan: Value) -> Prepared {
+        Prepared::events(vec![Event::StepPlanned {
+            step: self.id(i),
+            plan,
+        }])
+    }
+
     /// A sleep's wake-up time came: it succeeded, having slept since its wait began (a run that was
     /// down meanwhile slept longer than asked, and says so).
     pub fn wake(&self, i: usize, now: i64) -> Event {
@@ -403,6 +455,16 @@ impl Prep<'_> {
             Ok(p) => p,
             Err(e) => return self.fail_at_start(i, attempt, e, now),
         };
+        if self.planning {
+            let summary = format!(
+                "would poll `{uses}` until `{until}`, for at most {}",
+                runbook_steps::duration::human(dl)
+            );
+            return self.planned(
+                i,
+                json!({ "summary": summary, "probe": { "uses": uses, "with": input } }),
+            );
+        }
         let inputs = json!({"probe": {"uses": uses, "with": input}, "until": until});
         self.wait_starts(i, attempt, inputs, dl, now)
     }
@@ -594,6 +656,19 @@ impl Prep<'_> {
             .def
             .side_effect
             .unwrap_or_else(|| plugin.class_for(&inputs));
+        if self.planning && class != SideEffect::Read {
+            // Nothing is asked or done: the plan is what a person would approve.
+            return Prepared {
+                events: vec![Event::StepStarted {
+                    step: self.id(i),
+                    attempt,
+                    class,
+                    inputs: inputs.clone(),
+                    deadline_ms: None,
+                }],
+                effect: Effect::Plan { inputs, class },
+            };
+        }
         let asked = st.approval.requested_for == Some(attempt);
         if ps.def.approval && st.approval.granted_for != Some(attempt) {
             if let (true, Some((by, reason))) = (asked, &st.approval.denied) {
@@ -612,7 +687,8 @@ impl Prep<'_> {
                 ]);
             }
             let policy = &ps.def.approval_policy;
-            return Prepared::events(vec![Event::ApprovalRequested {
+            let inputs_for_plan = inputs.clone();
+            let request = Event::ApprovalRequested {
                 step: self.id(i),
                 attempt,
                 class,
@@ -620,7 +696,16 @@ impl Prep<'_> {
                 approvers: policy.approvers.clone(),
                 distinct_from_initiator: policy.distinct_from_initiator,
                 expires_at_ms: policy.timeout.map(|t| now.saturating_add(ms(t))),
-            }]);
+                plan: None,
+            };
+            return Prepared {
+                events: Vec::new(),
+                effect: Effect::RequestApproval {
+                    request,
+                    inputs: inputs_for_plan,
+                    class,
+                },
+            };
         }
         // An attempt re-run after a crash keeps the deadline its first start journaled.
         let deadline_ms = match (ps.def.timeout, st.deadline_ms) {

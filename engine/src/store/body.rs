@@ -64,8 +64,8 @@ macro_rules! shared_body {
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run, kind)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(&run.id)
                 .bind(&run.runbook)
@@ -79,6 +79,7 @@ macro_rules! shared_body {
                 .bind(run.started_at)
                 .bind(run.finished_at)
                 .bind(&run.parent_run)
+                .bind(run.kind.as_str())
                 .execute(&mut *tx)
                 .await?;
                 Self::insert_events(&mut tx, events).await?;

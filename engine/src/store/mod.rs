@@ -43,6 +43,30 @@ pub struct RunRow {
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub parent_run: Option<String>,
+    pub kind: RunKind,
+}
+
+/// Whether a run acts, or only shows what it would change (`runbook plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    Run,
+    Plan,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Run => "run",
+            RunKind::Plan => "plan",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunKind> {
+        [RunKind::Run, RunKind::Plan]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
 }
 
 /// A `runs` row as both stores hold it (params as JSON text), decoded with sqlx's `FromRow`.
@@ -60,6 +84,7 @@ pub(crate) struct StoredRun {
     started_at: i64,
     finished_at: Option<i64>,
     parent_run: Option<String>,
+    kind: String,
 }
 
 impl TryFrom<StoredRun> for RunRow {
@@ -76,6 +101,8 @@ impl TryFrom<StoredRun> for RunRow {
             .ok_or_else(|| corrupt(format!("unknown status `{}`", r.status)))?;
         let params = serde_json::from_str(&r.params)
             .map_err(|e| corrupt(format!("its params are not JSON: {e}")))?;
+        let kind =
+            RunKind::parse(&r.kind).ok_or_else(|| corrupt(format!("unknown kind `{}`", r.kind)))?;
         Ok(RunRow {
             id: r.id,
             runbook: r.runbook,
@@ -89,6 +116,7 @@ impl TryFrom<StoredRun> for RunRow {
             started_at: r.started_at,
             finished_at: r.finished_at,
             parent_run: r.parent_run,
+            kind,
         })
     }
 }

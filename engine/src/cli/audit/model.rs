@@ -445,6 +445,28 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
                 .unwrap_or_default();
             format!("connections{from}: {}", each.join(", "))
         }
+        Event::StepPlanned { step, plan } => {
+            let summary = plan["summary"].as_str().unwrap_or("planned");
+            format!("{step}: planned: {summary}")
+        }
+        Event::StepProcess { step, group, .. } => {
+            format!("{step}: started process group {}", group.pgid)
+        }
+        Event::ProcessFound {
+            step,
+            group,
+            action,
+            how,
+        } => match (action.as_str(), how) {
+            ("stopped", Some(how)) => format!(
+                "{step}: its process group {} was still running after the crash: {how} before the step runs again",
+                group.pgid
+            ),
+            _ => format!(
+                "{step}: its process group {} was still running after the crash; left for the operator",
+                group.pgid
+            ),
+        },
         Event::StepStarted {
             step,
             attempt,
@@ -469,8 +491,14 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
             inputs,
             approvers,
             expires_at_ms,
+            plan,
             ..
         } => {
+            let would = plan
+                .as_ref()
+                .and_then(|p| p["summary"].as_str())
+                .map(|w| format!("; it {w}"))
+                .unwrap_or_default();
             let who = if approvers.is_empty() {
                 String::new()
             } else {
@@ -480,7 +508,7 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
                 .map(|t| format!(", until {}", local(t, false)))
                 .unwrap_or_default();
             format!(
-                "{step}: asks for approval{who} ({}, attempt {attempt}{until}) with inputs {inputs}",
+                "{step}: asks for approval{who} ({}, attempt {attempt}{until}) with inputs {inputs}{would}",
                 class.as_str()
             )
         }

@@ -38,6 +38,9 @@ pub struct RunView {
     /// The sequence number and time of the last event applied.
     #[serde(skip)]
     last: Option<(i64, i64)>,
+    /// The sequence number of the last `run_detached`.
+    #[serde(skip)]
+    detached: Option<i64>,
 }
 
 impl RunView {
@@ -52,6 +55,7 @@ impl RunView {
             unreadable: Vec::new(),
             index: HashMap::new(),
             last: None,
+            detached: None,
         };
         for s in plan.iter().flat_map(|p| &p.steps) {
             let i = v.step_index(&s.def.id.name);
@@ -114,6 +118,8 @@ impl RunView {
             outputs: None,
             reused_from: None,
             approval_required: None,
+            planned: None,
+            still_running: None,
             tries: Vec::new(),
             next: None,
         });
@@ -193,7 +199,10 @@ impl RunView {
                     },
                 );
             }
-            Event::RunDetached { .. } => self.run.status = Some(RunStatus::Parked),
+            Event::RunDetached { .. } => {
+                self.run.status = Some(RunStatus::Parked);
+                self.detached = Some(r.seq);
+            }
             Event::RunResumed { runbook_sha256, .. } => {
                 let after = match self.interventions.last() {
                     Some(i) if previous.is_some_and(|p| p.0 == i.seq) => match i.what {
@@ -201,6 +210,7 @@ impl RunView {
                         Act::Park { .. } => Stop::Parked,
                         _ => Stop::Crashed,
                     },
+                    _ if previous.is_some_and(|p| Some(p.0) == self.detached) => Stop::Detached,
                     _ => Stop::Crashed,
                 };
                 let down_ms = previous.map(|p| r.at_ms.saturating_sub(p.1).max(0));
@@ -374,6 +384,18 @@ impl RunView {
             Event::StepSkipped { reason, .. } => {
                 v.status = Status::Skipped;
                 v.skip_reason = Some(reason.clone());
+            }
+            Event::ProcessFound { group, action, .. } => {
+                v.still_running = (action == "left_running").then_some(group.pgid);
+            }
+            Event::StepPlanned { plan, .. } => {
+                v.status = Status::Planned;
+                v.finished_at = Some(r.at_ms);
+                v.planned = Some(plan.clone());
+                // Nothing was attempted: the start only marked the plugin being asked.
+                if let Some(t) = v.tries.last_mut() {
+                    t.settle(Outcome::Succeeded, Some(r.at_ms));
+                }
             }
             Event::DecisionTaken {
                 case,
@@ -654,6 +676,30 @@ mod tests {
         let a = s.tries[0].approval.as_ref().expect("approval");
         assert!(a.granted);
         assert_eq!(a.how, "--yes");
+    }
+
+    #[test]
+    fn a_resume_after_a_detached_park_says_it_was_parked_not_killed() {
+        let resumed = || Event::RunResumed {
+            runbook_sha256: "abc".into(),
+            runbook_text: None,
+        };
+        let v = view(&[
+            (
+                1_100,
+                "alice",
+                Event::RunDetached {
+                    wake_at_ms: Some(5_000),
+                    approvals: vec![],
+                },
+            ),
+            (5_000, "alice", resumed()),
+            // Stopped without a word this time.
+            (6_000, "alice", started("s", 1, SideEffect::Read)),
+            (9_000, "alice", resumed()),
+        ]);
+        let after: Vec<Stop> = v.resumes.iter().map(|r| r.after).collect();
+        assert_eq!(after, [Stop::Detached, Stop::Crashed]);
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub enum Stop {
     Interrupted,
     /// Parked, waiting for an operator.
     Parked,
+    /// Parked by `--detach`: it only waited (a timer, an approval), and said so.
+    Detached,
     /// Stopped without a word: the process was killed or the machine went down.
     Crashed,
 }
@@ -88,6 +90,10 @@ pub struct StepView {
     pub reused_from: Option<String>,
     /// Whether the runbook requires approval for this step (unknown for a step it no longer has).
     pub approval_required: Option<bool>,
+    /// In a plan: what the step would do (`summary` and the plugin's detail).
+    pub planned: Option<Value>,
+    /// The process group of an unsafe step that was still running when its run was resumed.
+    pub still_running: Option<u32>,
     pub tries: Vec<Attempt>,
     /// Why the next attempt will happen, as the events before it say; kept apart from `tries`
     /// so a view that starts mid-run (the live view of a resume) still tells a re-run.
