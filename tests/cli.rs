@@ -171,6 +171,13 @@ fn an_unknown_plugin_gets_near_names() {
             stderr(&o)
         );
     }
+    let o = sb.run(&["plugins", "kubernetes.logs"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`kubernetes.logs` is not in this build ("),
+        "{}",
+        stderr(&o)
+    );
     let o = sb.run(&["plugins", "zzzzzz"]);
     assert!(
         stderr(&o).contains("`runbook plugins` lists the"),

@@ -146,4 +146,8 @@ impl Plugin for Noop {
             Ok(serde_json::json!({ "value": input.value }))
         })
     }
+
+    fn check_input(&self, input: &serde_json::Value) -> Result<(), crate::StepError> {
+        crate::check_as::<NoopInput>(input)
+    }
 }

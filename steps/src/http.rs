@@ -89,12 +89,6 @@ fn parse_input(value: Value) -> Result<Input, StepError> {
     serde_json::from_value(value).map_err(StepError::input)
 }
 
-/// Deserializes `value` into `http.request`'s typed input without sending anything. The schema
-/// self-test uses it to keep the declared fields and the struct in agreement.
-pub fn check_input(value: &Value) -> Result<(), StepError> {
-    parse_input(value.clone()).map(drop)
-}
-
 impl HttpRequest {
     fn client(&self) -> Result<&reqwest::Client, StepError> {
         if let Some(client) = self.client.get() {
@@ -260,6 +254,10 @@ impl Plugin for HttpRequest {
 
     fn plan<'a>(&'a self, input: Value, ctx: &'a StepContext) -> Option<StepFuture<'a>> {
         Some(Box::pin(async move { plan(input, ctx) }))
+    }
+
+    fn check_input(&self, input: &Value) -> Result<(), StepError> {
+        crate::check_as::<Input>(input)
     }
 }
 
@@ -450,8 +448,6 @@ fn head_chars(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use axum::Router;
     use axum::extract::{Path, RawQuery};
     use axum::http::{HeaderMap, Method, StatusCode};
@@ -459,7 +455,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::HttpRequest;
-    use crate::{ErrorKind, Plugin, SideEffect, StepContext, StepError};
+    use crate::testkit::{call, err, ok};
+    use crate::{ErrorKind, Plugin, SideEffect, StepError};
 
     /// Echoes what the request looked like, as JSON.
     async fn echo(
@@ -507,26 +504,8 @@ mod tests {
         format!("http://{addr}")
     }
 
-    /// Runs `http.request`; the timeout only turns a hang into a failure instead of a hung suite.
     async fn run(plugin: &HttpRequest, input: Value) -> Result<Value, StepError> {
-        let ctx = StepContext::default();
-        tokio::time::timeout(Duration::from_secs(60), plugin.run(input, &ctx))
-            .await
-            .expect("http.request did not finish within 60s")
-    }
-
-    fn ok(result: Result<Value, StepError>) -> Value {
-        match result {
-            Ok(v) => v,
-            Err(e) => panic!("step failed: {:?}: {}", e.kind, e.message),
-        }
-    }
-
-    fn err(result: Result<Value, StepError>) -> StepError {
-        match result {
-            Ok(v) => panic!("step succeeded unexpectedly: {v}"),
-            Err(e) => e,
-        }
+        call(plugin, input).await
     }
 
     #[tokio::test]

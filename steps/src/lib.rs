@@ -14,14 +14,17 @@ pub mod duration;
 pub mod flow;
 pub mod http;
 pub mod process;
+pub mod registry;
 pub mod schema;
 pub mod shell;
+pub mod testkit;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use context::{OutputSink, StepContext};
 pub use duration::parse_duration;
+pub use registry::{Builtin, Duplicate, FAMILIES, Family, NotInBuild, Registry, Runner};
 pub use schema::{Field, FieldType};
 
 /// What repeating a step may do. The engine uses it for crash recovery and for how much durability to
@@ -189,55 +192,26 @@ pub trait Plugin: Send + Sync {
     ) -> Option<StepFuture<'a>> {
         None
     }
-}
 
-/// How the engine runs a step of a given `uses:`.
-pub enum Runner {
-    Plugin(Box<dyn Plugin>),
-    /// Executed by the engine itself: it needs the run's state or a durable deadline.
-    Builtin(&'static PluginInfo),
-}
-
-impl Runner {
-    pub fn info(&self) -> &'static PluginInfo {
-        match self {
-            Runner::Plugin(p) => p.info(),
-            Runner::Builtin(i) => i,
-        }
+    /// Deserializes `input` into the plugin's typed input without acting (usually [`check_as`]). The
+    /// schema self-test calls it on every registered plugin to keep the declared fields and the
+    /// typed input in agreement; the default fails, so a plugin that does not say cannot pass it.
+    fn check_input(&self, _input: &serde_json::Value) -> Result<(), StepError> {
+        Err(StepError::new(
+            ErrorKind::Other,
+            format!(
+                "`{}` does not implement `Plugin::check_input`",
+                self.info().name
+            ),
+        ))
     }
 }
 
-/// Every plugin this build knows, by `uses:` name.
-pub struct Registry {
-    entries: Vec<Runner>,
-}
-
-impl Registry {
-    pub fn builtin() -> Registry {
-        Registry {
-            entries: vec![
-                Runner::Plugin(Box::new(shell::ShellRun)),
-                Runner::Plugin(Box::new(http::HttpRequest::default())),
-                Runner::Plugin(Box::new(flow::Noop)),
-                Runner::Builtin(&flow::BRANCH),
-                Runner::Builtin(&flow::ASSERT),
-                Runner::Builtin(&flow::SLEEP),
-                Runner::Builtin(&flow::WAIT_UNTIL),
-            ],
-        }
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Runner> {
-        self.entries.iter().find(|r| r.info().name == name)
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.entries.iter().map(|r| r.info().name)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Runner> {
-        self.entries.iter()
-    }
+/// Whether `input` deserializes into `T`, as an `input` failure if not: a plugin's `check_input`.
+pub fn check_as<T: serde::de::DeserializeOwned>(
+    input: &serde_json::Value,
+) -> Result<(), StepError> {
+    T::deserialize(input).map(drop).map_err(StepError::input)
 }
 
 /// Installs the process-wide TLS provider (ring; no OpenSSL, no cmake). Call once at start; later calls

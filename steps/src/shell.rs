@@ -134,12 +134,6 @@ fn parse_input(value: Value) -> Result<Input, StepError> {
     serde_json::from_value(value).map_err(StepError::input)
 }
 
-/// Deserializes `value` into `shell.run`'s typed input without running anything. The schema
-/// self-test uses it to keep the declared fields and the struct in agreement.
-pub fn check_input(value: &Value) -> Result<(), StepError> {
-    parse_input(value.clone()).map(drop)
-}
-
 impl Plugin for ShellRun {
     fn info(&self) -> &'static PluginInfo {
         &INFO
@@ -151,6 +145,10 @@ impl Plugin for ShellRun {
 
     fn plan<'a>(&'a self, input: Value, _ctx: &'a StepContext) -> Option<StepFuture<'a>> {
         Some(Box::pin(async move { plan(input) }))
+    }
+
+    fn check_input(&self, input: &Value) -> Result<(), StepError> {
+        crate::check_as::<Input>(input)
     }
 }
 
@@ -533,31 +531,11 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::ShellRun;
+    use crate::testkit::{Harness, call, err, ok};
     use crate::{ErrorKind, Plugin, StepContext, StepError};
 
-    /// Runs `shell.run`; the timeout only turns a deadlock into a failure instead of a hung suite.
     async fn run(input: Value) -> Result<Value, StepError> {
-        run_ctx(input, &StepContext::default()).await
-    }
-
-    async fn run_ctx(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
-        tokio::time::timeout(Duration::from_secs(60), ShellRun.run(input, ctx))
-            .await
-            .expect("shell.run did not finish within 60s")
-    }
-
-    fn ok(result: Result<Value, StepError>) -> Value {
-        match result {
-            Ok(v) => v,
-            Err(e) => panic!("step failed: {:?}: {}", e.kind, e.message),
-        }
-    }
-
-    fn err(result: Result<Value, StepError>) -> StepError {
-        match result {
-            Ok(v) => panic!("step succeeded unexpectedly: {v}"),
-            Err(e) => e,
-        }
+        call(&ShellRun, input).await
     }
 
     #[tokio::test]
@@ -780,17 +758,13 @@ mod tests {
 
     #[tokio::test]
     async fn progress_reports_the_last_non_empty_line_and_the_sink_keeps_the_output() {
-        let ctx = StepContext::new("r", "deploy");
-        let mut rx = ctx.watch_progress();
-        ok(run_ctx(
-            json!({ "shell": "printf 'one\\ntwo\\n\\n  \\nthree'; echo oops >&2" }),
-            &ctx,
-        )
-        .await);
-        assert!(rx.has_changed().expect("sender alive"));
-        let last = rx.borrow_and_update().clone();
+        let mut h = Harness::new("deploy");
+        let input = json!({ "shell": "printf 'one\\ntwo\\n\\n  \\nthree'; echo oops >&2" });
+        ok(h.call(&ShellRun, input).await);
+        assert!(h.progress.has_changed().expect("sender alive"));
+        let last = h.progress.borrow_and_update().clone();
         assert!(last == "three" || last == "oops", "{last}");
-        let out = ctx.output.snapshot().expect("output kept");
+        let out = h.output().expect("output kept");
         assert!(
             out.contains("one\ntwo") && out.contains("three") && out.contains("oops"),
             "{out}"

@@ -69,7 +69,13 @@ pub fn plugins(registry: &Registry, name: Option<&str>, format: Format) -> Resul
         }
         Some(n) => {
             let Some(r) = registry.get(n) else {
-                let near = near_names(n, registry.names());
+                if let Some(missing) = registry.not_in_build(n) {
+                    return Err(Failure {
+                        code: exit::INVALID,
+                        message: format!("{missing}; {}", missing.help()),
+                    });
+                }
+                let near = near_names(n, registry.known_names());
                 let hint = match near.as_slice() {
                     [] => format!(
                         "; `runbook plugins` lists the {} this build knows",

@@ -2,7 +2,7 @@
 
 use super::model::{OnFailure, Runbook, Step};
 use super::node::{Node, Pos};
-use runbook_steps::{Registry, SideEffect};
+use runbook_steps::{Builtin, Registry, SideEffect};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -102,7 +102,11 @@ pub(crate) fn step_refs(node: &Node) -> Vec<(String, Pos)> {
     }
 }
 
-pub(crate) fn step_kind(step: &Step, index: &HashMap<String, usize>) -> StepKind {
+pub(crate) fn step_kind(
+    step: &Step,
+    registry: &Registry,
+    index: &HashMap<String, usize>,
+) -> StepKind {
     let ids = |n: Option<&Node>| -> Vec<usize> {
         n.map(step_refs)
             .unwrap_or_default()
@@ -118,8 +122,11 @@ pub(crate) fn step_kind(step: &Step, index: &HashMap<String, usize>) -> StepKind
             _ => "false".to_string(),
         }
     };
-    match step.uses.name.as_str() {
-        "flow.branch" => StepKind::Branch {
+    let Some(builtin) = registry.builtin_of(&step.uses.name) else {
+        return StepKind::Plugin;
+    };
+    match builtin {
+        Builtin::Branch => StepKind::Branch {
             cases: with_field(step, "cases")
                 .and_then(Node::as_seq)
                 .unwrap_or_default()
@@ -132,14 +139,14 @@ pub(crate) fn step_kind(step: &Step, index: &HashMap<String, usize>) -> StepKind
                 .collect(),
             default: ids(with_field(step, "default")),
         },
-        "flow.assert" => StepKind::Assert {
+        Builtin::Assert => StepKind::Assert {
             that: cond(with_field(step, "that")),
             message: json(with_field(step, "message")),
         },
-        "flow.sleep" => StepKind::Sleep {
+        Builtin::Sleep => StepKind::Sleep {
             duration: json(with_field(step, "for")).unwrap_or_default(),
         },
-        "flow.wait_until" => {
+        Builtin::WaitUntil => {
             let probe = with_field(step, "probe");
             StepKind::WaitUntil {
                 probe_uses: probe
@@ -156,7 +163,6 @@ pub(crate) fn step_kind(step: &Step, index: &HashMap<String, usize>) -> StepKind
                 hold: json(with_field(step, "hold")),
             }
         }
-        _ => StepKind::Plugin,
     }
 }
 
@@ -179,7 +185,7 @@ pub(crate) fn build(
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let kind = step_kind(s, &index);
+            let kind = step_kind(s, registry, &index);
             let talks = match &kind {
                 StepKind::WaitUntil { probe_uses, .. } => probe_uses.as_str(),
                 _ => s.uses.name.as_str(),

@@ -7,23 +7,17 @@ use crate::expr::is_template;
 use crate::runbook::load::duration_text;
 use crate::runbook::model::Step;
 use crate::runbook::node::{Node, Pos, Value};
-use runbook_steps::{Field, FieldType, Runner, SideEffect, parse_duration};
+use runbook_steps::{Builtin, Field, FieldType, Runner, SideEffect, parse_duration};
 use std::collections::HashMap;
 
 impl Validator<'_> {
     pub(super) fn check_uses_and_with(&mut self, s: &Step) {
         let Some(runner) = self.registry.get(&s.uses.name) else {
-            let help = match suggest(&s.uses.name, self.registry.names()) {
-                Some(sug) => format!("did you mean `{sug}`? (`runbook plugins` lists them all)"),
-                None => "`runbook plugins` lists the plugins this build knows".to_string(),
-            };
-            self.err(
-                Diagnostic::new(s.uses.pos, format!("unknown plugin `{}`", s.uses.name)).help(help),
-            );
+            self.unknown_plugin(s.uses.pos, &s.uses.name);
             return;
         };
         let info = runner.info();
-        if let Runner::Builtin(_) = runner {
+        if let Some(builtin) = runner.builtin() {
             let ignored: Vec<&str> = [
                 (s.approval, "approval"),
                 (s.side_effect.is_some(), "side_effect"),
@@ -34,9 +28,9 @@ impl Validator<'_> {
             .map(|(_, k)| *k)
             .collect();
             for key in ignored {
-                let help = match (key, info.name) {
-                    ("timeout", "flow.wait_until") => "a wait has its own `deadline` in `with`",
-                    ("timeout", "flow.sleep") => "a sleep lasts exactly its `for`",
+                let help = match (key, builtin) {
+                    ("timeout", Builtin::WaitUntil) => "a wait has its own `deadline` in `with`",
+                    ("timeout", Builtin::Sleep) => "a sleep lasts exactly its `for`",
                     ("timeout", _) => "this step evaluates a condition and cannot hang",
                     _ => "flow steps change nothing, so there is nothing to approve or classify",
                 };
@@ -85,7 +79,7 @@ impl Validator<'_> {
                 }
             }
         }
-        if s.uses.name == "flow.wait_until"
+        if runner.builtin() == Some(Builtin::WaitUntil)
             && let Some(probe) = s.with.as_ref().and_then(|w| w.get("probe"))
             && let Some(uses) = probe.get("uses")
             && let Some(name) = uses.as_str()
@@ -103,6 +97,24 @@ impl Validator<'_> {
                     .help("a wait_until probe is repeated many times, so it must be `read`; if this call changes nothing, say so with `side_effect: read` in the probe"),
             );
         }
+    }
+
+    /// A `uses:` this build has no plugin for: one of a family it was built without (or that is not
+    /// written yet), or a name nobody has, likely a typo.
+    fn unknown_plugin(&mut self, at: Pos, name: &str) {
+        let d = match self.registry.not_in_build(name) {
+            Some(missing) => Diagnostic::new(at, missing.to_string()).help(missing.help()),
+            None => {
+                let help = match suggest(name, self.registry.known_names()) {
+                    Some(sug) => {
+                        format!("did you mean `{sug}`? (`runbook plugins` lists them all)")
+                    }
+                    None => "`runbook plugins` lists the plugins this build knows".to_string(),
+                };
+                Diagnostic::new(at, format!("unknown plugin `{name}`")).help(help)
+            }
+        };
+        self.err(d);
     }
 
     pub(super) fn check_object(
@@ -346,11 +358,7 @@ impl Validator<'_> {
                             Diagnostic::new(u.pos, format!("`{name}` cannot be a probe"))
                                 .help("a probe is an ordinary plugin such as `http.request` or `shell.run`"),
                         ),
-                        None => {
-                            let help = suggest(name, self.registry.names())
-                                .map_or("`runbook plugins` lists them".to_string(), |s| format!("did you mean `{s}`?"));
-                            self.err(Diagnostic::new(u.pos, format!("unknown plugin `{name}`")).help(help));
-                        }
+                        None => self.unknown_plugin(u.pos, name),
                     }
                 }
             }

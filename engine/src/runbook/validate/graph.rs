@@ -7,6 +7,7 @@ use crate::runbook::model::{OnFailure, Step};
 use crate::runbook::node::{Node, Pos};
 use crate::runbook::plan::{self, StepKind};
 use petgraph::graph::{DiGraph, NodeIndex};
+use runbook_steps::Builtin;
 use std::collections::{HashMap, HashSet};
 
 impl Validator<'_> {
@@ -74,7 +75,7 @@ impl Validator<'_> {
             {
                 out.push((i, t, h.pos, "on_failure"));
             }
-            if s.uses.name == "flow.branch" {
+            if self.registry.builtin_of(&s.uses.name) == Some(Builtin::Branch) {
                 let mut targets = Vec::new();
                 if let Some(w) = &s.with {
                     for c in w.get("cases").and_then(Node::as_seq).unwrap_or_default() {
@@ -219,7 +220,11 @@ impl Validator<'_> {
             .iter()
             .map(|(k, v)| (k.to_string(), *v))
             .collect();
-        let kinds: Vec<StepKind> = rb.steps.iter().map(|s| plan::step_kind(s, &idx)).collect();
+        let kinds: Vec<StepKind> = rb
+            .steps
+            .iter()
+            .map(|s| plan::step_kind(s, self.registry, &idx))
+            .collect();
         // live[b] = targets of branch b that some live case can choose.
         let mut live_targets: HashMap<usize, HashSet<usize>> = HashMap::new();
         let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];

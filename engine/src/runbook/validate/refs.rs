@@ -8,7 +8,7 @@ use crate::expr::is_template;
 use crate::runbook::load::{strip_braces, valid_ident};
 use crate::runbook::model::Step;
 use crate::runbook::node::{Node, Pos, Value};
-use runbook_steps::{Field, FieldType};
+use runbook_steps::{Builtin, Field, FieldType, Runner};
 
 impl Validator<'_> {
     /// Compiles every template and condition of a step and checks what they read.
@@ -20,8 +20,9 @@ impl Validator<'_> {
     ) -> StepRefs {
         let mut acc = StepRefs::default();
         let ctx = StepCtx { step: i, upstream };
-        let plugin_fields: Option<&[Field]> =
-            self.registry.get(&s.uses.name).map(|r| r.info().fields);
+        let runner = self.registry.get(&s.uses.name);
+        let plugin_fields: Option<&[Field]> = runner.map(|r| r.info().fields);
+        let builtin = runner.and_then(Runner::builtin);
         if let Some(w) = &s.with {
             // Conditions and the wait_until `until` are expressions, not templates.
             if let (Some(entries), Some(fields)) = (w.as_map(), plugin_fields) {
@@ -29,7 +30,7 @@ impl Validator<'_> {
                     let field = fields.iter().find(|f| Some(f.name) == k.as_str());
                     let r = match field.map(|f| f.ty) {
                         Some(FieldType::Condition) => {
-                            let scope = if s.uses.name == "flow.wait_until" {
+                            let scope = if builtin == Some(Builtin::WaitUntil) {
                                 Scope::WithResult
                             } else {
                                 Scope::Step
@@ -37,7 +38,7 @@ impl Validator<'_> {
                             self.condition(v, scope, Some(&ctx))
                         }
                         Some(FieldType::List(FieldType::Object(case_fields)))
-                            if s.uses.name == "flow.branch" =>
+                            if builtin == Some(Builtin::Branch) =>
                         {
                             let mut r = StepRefs::default();
                             for c in v.as_seq().unwrap_or_default() {
