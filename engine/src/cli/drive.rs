@@ -245,9 +245,16 @@ async fn finish(
 ) -> Result<i32, Failure> {
     use crate::run::state::Status;
     let short = &outcome.run_id[..12.min(outcome.run_id.len())];
-    let view = show::Loaded::load(store, &outcome.run_id).await?.view;
-    if g.output == Format::Json {
-        show::print_json(&view);
+    // The whole run is read back only when it is shown or has steps to name: a finished run's
+    // summary line needs nothing from the store.
+    let waits = matches!(outcome.status, RunStatus::Waiting | RunStatus::Parked);
+    let view = if g.output == Format::Json || waits {
+        Some(show::Loaded::load(store, &outcome.run_id).await?.view)
+    } else {
+        None
+    };
+    if let (Format::Json, Some(view)) = (g.output, &view) {
+        show::print_json(view);
     } else if !quiet {
         let word = match outcome.status {
             RunStatus::Succeeded => console::style("succeeded").green().bold(),
@@ -258,17 +265,13 @@ async fn finish(
             RunStatus::Parked => console::style("parked").yellow().bold(),
         };
         // The run's whole duration, from its first start: after a resume, not just this process's.
-        let took = view
-            .run
-            .duration_ms
-            .map(|ms| format!(" in {}", show::took(ms)))
-            .unwrap_or_default();
+        let took = show::took(crate::run::event::now_ms() - outcome.started_at);
         eprintln!(
-            "run {} {word}{took} — details: runbook show {short}",
+            "run {} {word} in {took} — details: runbook show {short}",
             outcome.run_id
         );
     }
-    if g.output == Format::Text {
+    if let (Format::Text, Some(view)) = (g.output, &view) {
         let with = |status: Status| view.steps.iter().filter(move |s| s.status == status);
         if outcome.status == RunStatus::Waiting {
             for s in with(Status::Unknown) {

@@ -335,6 +335,13 @@ impl Live {
 
 impl Observer for Live {
     fn on_event(&mut self, plan: &Plan, rec: &Record, event: &Event) {
+        if self.quiet {
+            // Nothing is shown, so nothing is folded; only requests need an answer (`--yes`).
+            if let Event::ApprovalRequested { .. } = event {
+                self.approval_requested(&rec.run_id, plan, event);
+            }
+            return;
+        }
         let mut view = self.view.take().unwrap_or_else(|| RunView::new(Some(plan)));
         view.apply_event(rec, event);
         self.render(plan, rec, event, &view);

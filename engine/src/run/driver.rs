@@ -196,9 +196,13 @@ impl Driver {
             .store
             .release_lease(&self.chain.run_id, &self.holder.encode())
             .await;
+        let started_at = self.base["run"]["started_at"]
+            .as_i64()
+            .unwrap_or_else(now_ms);
         result.map(|status| RunOutcome {
             run_id: self.chain.run_id.clone(),
             status,
+            started_at,
         })
     }
 

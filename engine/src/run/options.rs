@@ -85,6 +85,8 @@ impl RunOptions {
 pub struct RunOutcome {
     pub run_id: String,
     pub status: RunStatus,
+    /// When the run first started (a resumed run's duration counts from there).
+    pub started_at: i64,
 }
 
 /// How the driver hears from the outside: the live view, and approval answers given in this process.

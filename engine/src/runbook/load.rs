@@ -23,7 +23,10 @@ pub fn load(source: &str) -> (Option<Runbook>, Vec<Diagnostic>) {
         return (None, vec![d]);
     }
     let mut l = Loader { diags: Vec::new() };
-    unquoted_templates(&mut doc, source, &mut l.diags);
+    // Only a `{{` can make an unquoted template; most runbooks of any size are spared the walk.
+    if source.contains("{{") {
+        unquoted_templates(&mut doc, source, &mut l.diags);
+    }
     let rb = l.runbook(&doc);
     (rb, l.diags)
 }
@@ -728,7 +731,10 @@ impl Loader {
         let mut id_given = false;
         let mut uses_given = false;
         for (k, kpos, v) in entries {
-            step.keys.push((k.to_string(), kpos));
+            // The key's own text is one of STEP_KEYS (others were reported): keep that, not a copy.
+            if let Some(known) = STEP_KEYS.iter().find(|s| **s == k) {
+                step.keys.push((known, kpos));
+            }
             match k {
                 "id" => {
                     id_given = true;

@@ -153,7 +153,7 @@ pub struct Step {
     pub connection: Option<Named>,
     /// Where each key of the step was written, for errors about a key as a whole (e.g. `timeout`
     /// where it is not allowed).
-    pub keys: Vec<(String, Pos)>,
+    pub keys: Vec<(&'static str, Pos)>,
     pub pos: Pos,
 }
 

@@ -37,7 +37,7 @@ impl Validator<'_> {
                 let at = s
                     .keys
                     .iter()
-                    .find(|(k, _)| k == key)
+                    .find(|(k, _)| **k == *key)
                     .map_or(s.uses.pos, |(_, p)| *p);
                 self.err(
                     Diagnostic::new(
