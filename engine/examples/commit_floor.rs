@@ -79,7 +79,7 @@ async fn measure(path: &Path, commits: usize) -> Result<()> {
     let mut times = Vec::new();
     for _ in 0..WARM_UP + commits {
         let t0 = Instant::now();
-        row.insert(&mut *conn).await?;
+        row.insert(&mut conn).await?;
         times.push(t0.elapsed());
     }
     report("normal-insert", "synchronous=NORMAL, one INSERT", times);
@@ -90,7 +90,7 @@ async fn measure(path: &Path, commits: usize) -> Result<()> {
     let mut times = Vec::new();
     for _ in 0..WARM_UP + (commits / 10).max(10) {
         let t0 = Instant::now();
-        row.insert(&mut *conn).await?;
+        row.insert(&mut conn).await?;
         times.push(t0.elapsed());
     }
     report("full-insert", "synchronous=FULL (fsync), one INSERT", times);
@@ -105,7 +105,7 @@ async fn measure(path: &Path, commits: usize) -> Result<()> {
         let t0 = Instant::now();
         let mut conn = pool.acquire().await?;
         let mut tx = conn.begin().await?;
-        row.insert(&mut *tx).await?;
+        row.insert(&mut tx).await?;
         tx.commit().await?;
         drop(conn);
         times.push(t0.elapsed());
