@@ -13,7 +13,7 @@
 # run alternately (old, new, old, new, ...) in one session and only their ratio is read as a result.
 # The base revision is checked out under bench/out/base-REV and built with this tree's target/ (the
 # dependencies compile once); each binary is copied to bench/out/bin/, and a base binary found there is
-# reused.
+# reused. `git worktree remove bench/out/base-REV` drops the checkout.
 #
 # Needs GNU time (Debian package `time`) for peak RSS; installs it when run as root.
 set -euo pipefail
@@ -21,6 +21,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUNS=${RUNS:-5}
 BASE=${BASE-aaaa2dc}
+case $RUNS in '' | *[!0-9]* | 0*) echo "RUNS must be a whole number of runs, at least 1 (not \"$RUNS\")" >&2; exit 2 ;; esac
 OUT=bench/out
 mkdir -p "$OUT/bin"
 
@@ -31,7 +32,8 @@ fi
 # --- binaries ----------------------------------------------------------------------------------
 OLD=
 if [ -n "$BASE" ]; then
-    rev=$(git rev-parse --short "$BASE^{commit}")
+    rev=$(git rev-parse --short "$BASE^{commit}" 2>/dev/null) \
+        || { echo "BASE=$BASE is not a revision of this repository (BASE= measures this tree alone)" >&2; exit 2; }
     OLD=$OUT/bin/runbook-$rev
     if [ ! -x "$OLD" ]; then
         wt=$OUT/base-$rev

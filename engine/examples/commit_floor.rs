@@ -12,6 +12,7 @@
 use anyhow::{Context, Result, bail};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -64,10 +65,11 @@ fn run() -> Result<()> {
 
 async fn measure(path: &Path, commits: usize) -> Result<()> {
     let pool = open(path).await?;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "# fresh SQLite file in WAL mode, one connection, opened as engine/src/store/sqlite.rs does ({})",
         path.display()
-    );
+    )?;
     let row = Row {
         sql: "INSERT INTO t (run, body) VALUES (?, ?)",
         body: "x".repeat(ROW_BYTES),
@@ -82,7 +84,7 @@ async fn measure(path: &Path, commits: usize) -> Result<()> {
         row.insert(&mut conn).await?;
         times.push(t0.elapsed());
     }
-    report("normal-insert", "synchronous=NORMAL, one INSERT", times);
+    report("normal-insert", "synchronous=NORMAL, one INSERT", times)?;
 
     sqlx::query("PRAGMA synchronous = FULL")
         .execute(&mut *conn)
@@ -93,7 +95,7 @@ async fn measure(path: &Path, commits: usize) -> Result<()> {
         row.insert(&mut conn).await?;
         times.push(t0.elapsed());
     }
-    report("full-insert", "synchronous=FULL (fsync), one INSERT", times);
+    report("full-insert", "synchronous=FULL (fsync), one INSERT", times)?;
     sqlx::query("PRAGMA synchronous = NORMAL")
         .execute(&mut *conn)
         .await?;
@@ -114,7 +116,7 @@ async fn measure(path: &Path, commits: usize) -> Result<()> {
         "normal-tx",
         "synchronous=NORMAL, pool acquire + BEGIN/INSERT/COMMIT",
         times,
-    );
+    )?;
     pool.close().await;
     Ok(())
 }
@@ -156,15 +158,18 @@ async fn open(path: &Path) -> Result<SqlitePool> {
     Ok(pool)
 }
 
-/// Prints the median and mean of the timed commits, leaving out the warm-up.
-fn report(tag: &str, what: &str, mut times: Vec<Duration>) {
+/// Prints the median and mean of the timed commits, leaving out the warm-up. A closed stdout is an
+/// error like any other (`println!` would panic).
+fn report(tag: &str, what: &str, mut times: Vec<Duration>) -> Result<()> {
     let mut sorted = times.split_off(WARM_UP.min(times.len()));
     sorted.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let median = us(sorted[sorted.len() / 2]);
     let mean = sorted.iter().map(|d| us(*d)).sum::<f64>() / sorted.len() as f64;
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{tag:<14} {:>6} commits  median {median:>8.1} µs  mean {mean:>8.1} µs  ({what})",
         sorted.len()
-    );
+    )?;
+    Ok(())
 }
