@@ -297,6 +297,8 @@ pub(crate) const STEP_KEYS: &[&str] = &[
     "side_effect",
     "connection",
 ];
+/// The step keys whose position a step keeps (see `Step::keys`).
+const KEYS_KEPT: &[&str] = &["timeout", "approval", "side_effect", "connection"];
 pub(crate) const PARAM_KEYS: &[&str] = &["type", "enum", "default", "required", "description"];
 pub(crate) const RETRY_KEYS: &[&str] = &["attempts", "backoff", "on"];
 pub(crate) const BACKOFF_KEYS: &[&str] = &["initial", "factor", "max"];
@@ -731,8 +733,9 @@ impl Loader {
         let mut id_given = false;
         let mut uses_given = false;
         for (k, kpos, v) in entries {
-            // The key's own text is one of STEP_KEYS (others were reported): keep that, not a copy.
-            if let Some(known) = STEP_KEYS.iter().find(|s| **s == k) {
+            // Only the keys a diagnostic may point at as a whole (set where they have no effect); a
+            // 10,000-step runbook should not carry a list of every key of every step.
+            if let Some(known) = KEYS_KEPT.iter().find(|s| **s == k) {
                 step.keys.push((known, kpos));
             }
             match k {

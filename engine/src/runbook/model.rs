@@ -151,8 +151,8 @@ pub struct Step {
     pub side_effect: Option<SideEffect>,
     /// The run's connection this step talks through; default: its plugin family's.
     pub connection: Option<Named>,
-    /// Where each key of the step was written, for errors about a key as a whole (e.g. `timeout`
-    /// where it is not allowed).
+    /// Where the keys that may be set where they have no effect (`timeout`, `approval`,
+    /// `side_effect`, `connection`) were written, for errors about the key as a whole.
     pub keys: Vec<(&'static str, Pos)>,
     pub pos: Pos,
 }
