@@ -49,29 +49,34 @@ fn terminal(g: &Global, d: &DriveArgs) -> Result<(RunOptions, Hooks), Failure> {
     ))
 }
 
-pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32, Failure> {
-    let (path, text, plan) = load_plan(&args.runbook, &engine.registry, &engine.expr)?;
-    let params = parse_params(&plan, &args.params)?;
-    let store = open_store(g).await?;
+/// A runbook named on the command line, checked, with its parameters: what `run` and `plan` start.
+type Started = (
+    crate::runbook::plan::Plan,
+    Source,
+    serde_json::Map<String, serde_json::Value>,
+);
+
+fn from_file(runbook: &str, params: &[String], engine: &crate::Engine) -> Result<Started, Failure> {
+    let (path, text, plan) = load_plan(runbook, &engine.registry, &engine.expr)?;
+    let params = parse_params(&plan, params)?;
     let source = Source {
         sha256: hex::encode(Sha256::digest(text.as_bytes())),
         text,
         path: Some(display_path(&path)),
         rerun: None,
     };
+    Ok((plan, source, params))
+}
+
+pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32, Failure> {
+    let (plan, source, params) = from_file(&args.runbook, &args.params, &engine)?;
+    let store = open_store(g).await?;
     start_here(g, &args.drive, store, &engine, plan, source, params).await
 }
 
 pub async fn plan(g: &Global, args: PlanArgs, engine: crate::Engine) -> Result<i32, Failure> {
-    let (path, text, plan) = load_plan(&args.runbook, &engine.registry, &engine.expr)?;
-    let params = parse_params(&plan, &args.params)?;
+    let (plan, source, params) = from_file(&args.runbook, &args.params, &engine)?;
     let store = open_store(g).await?;
-    let source = Source {
-        sha256: hex::encode(Sha256::digest(text.as_bytes())),
-        text,
-        path: Some(display_path(&path)),
-        rerun: None,
-    };
     let drive = DriveArgs {
         yes: false,
         detach: false,

@@ -436,7 +436,7 @@ impl Driver {
                 }
                 let uses = self.plan.steps[i].def.uses.name.clone();
                 let attempt = self.state.steps[i].attempt;
-                let call = self.call(i, uses, inputs, deadline_ms, timeout_text);
+                let call = self.call_of(i, uses, inputs).run(deadline_ms, timeout_text);
                 self.tasks
                     .spawn(async move { Done::Step(i, attempt, call.await) });
             }
@@ -448,7 +448,7 @@ impl Driver {
                 // The evidence is worth a short wait, not a stuck run: a plugin that cannot say
                 // within PLAN_FOR_APPROVAL leaves the request with the inputs and class alone.
                 let uses = self.plan.steps[i].def.uses.name.clone();
-                let planner = self.planner(i, uses, inputs, class, true);
+                let planner = self.call_of(i, uses, inputs).describe(class, true);
                 let described = tokio::time::timeout(PLAN_FOR_APPROVAL, planner).await;
                 if let (Event::ApprovalRequested { plan, .. }, Ok(Ok(p))) =
                     (&mut request, described)
@@ -460,7 +460,7 @@ impl Driver {
             Effect::Plan { inputs, class } => {
                 let uses = self.plan.steps[i].def.uses.name.clone();
                 let approval = self.plan.steps[i].def.approval;
-                let planner = self.planner(i, uses, inputs, class, approval);
+                let planner = self.call_of(i, uses, inputs).describe(class, approval);
                 self.tasks
                     .spawn(async move { Done::Planned(i, planner.await) });
             }
@@ -469,7 +469,7 @@ impl Driver {
                 input,
                 deadline_ms,
             } => {
-                let call = self.call(i, uses, input, Some(deadline_ms), None);
+                let call = self.call_of(i, uses, input).run(Some(deadline_ms), None);
                 self.tasks.spawn(async move {
                     let r = call.await;
                     Done::Probe(i, r)
@@ -495,38 +495,14 @@ impl Driver {
         sctx
     }
 
-    fn call(
-        &mut self,
-        i: usize,
-        uses: String,
-        inputs: Value,
-        deadline_ms: Option<i64>,
-        timeout_text: Option<String>,
-    ) -> impl std::future::Future<Output = Result<Value, StepError>> + Send + 'static {
-        let call = super::call::Call {
+    /// A call of step `i`'s plugin with these inputs, ready to run (or to describe) as its own task.
+    fn call_of(&mut self, i: usize, uses: String, inputs: Value) -> super::call::Call {
+        super::call::Call {
             registry: Arc::clone(&self.engine.registry),
             uses,
             inputs,
             ctx: self.step_context(i),
-        };
-        call.run(deadline_ms, timeout_text)
-    }
-
-    fn planner(
-        &mut self,
-        i: usize,
-        uses: String,
-        inputs: Value,
-        class: runbook_steps::SideEffect,
-        approval: bool,
-    ) -> impl std::future::Future<Output = Result<Value, StepError>> + Send + 'static {
-        let call = super::call::Call {
-            registry: Arc::clone(&self.engine.registry),
-            uses,
-            inputs,
-            ctx: self.step_context(i),
-        };
-        call.describe(class, approval)
+        }
     }
 
     /// Tells the live view the progress lines that changed, and forgets calls that ended.
