@@ -85,6 +85,29 @@ pub fn err(result: Result<Value, StepError>) -> StepError {
     }
 }
 
+/// The address of a real server that `dev/services` started, from the environment variable `var` (its
+/// env file lists them). Unset: in CI (`CI` set) the test must not pass by skipping, so this panics;
+/// elsewhere it says why and the test returns early.
+///
+/// # Panics
+/// When `var` is unset and `CI` is set.
+#[track_caller]
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            let why = format!(
+                "`{var}` is not set: run `dev/services start` and source its env file (dev/test.sh does both)"
+            );
+            if std::env::var_os("CI").is_some() {
+                panic!("{why}");
+            }
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
