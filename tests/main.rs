@@ -13,6 +13,7 @@ mod plan;
 mod resume;
 mod run;
 mod schema;
+mod services;
 mod store;
 mod torture;
 mod waits;
