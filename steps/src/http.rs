@@ -380,7 +380,7 @@ pub(crate) fn send_error(method: &Method, url: &str, err: &reqwest::Error) -> St
 
 /// Every message in the error's source chain, joined with `: `, skipping the URL reqwest appends
 /// (the caller names it once) and messages that only repeat the previous one.
-pub(crate) fn cause_chain(err: &reqwest::Error) -> String {
+fn cause_chain(err: &reqwest::Error) -> String {
     let top = err.to_string();
     let top = match err.url() {
         Some(url) => top
