@@ -94,20 +94,7 @@ impl HttpRequest {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        // reqwest is built without a crypto provider of its own and panics without one.
-        crate::init_tls();
-        let built = reqwest::Client::builder()
-            // Only the connect phase is bounded here: the step's own `timeout` bounds the whole
-            // request, and the engine enforces it by dropping the future.
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                StepError::new(
-                    ErrorKind::Other,
-                    format!("cannot set up the HTTP client: {}", cause_chain(&e)),
-                )
-            })?;
+        let built = build_client()?;
         // Two steps racing here both build a client and one is thrown away, which is harmless.
         Ok(self.client.get_or_init(|| built))
     }
@@ -230,6 +217,25 @@ impl HttpRequest {
     }
 }
 
+/// The HTTP client of every plugin that speaks HTTP (this one, and the families that call a
+/// service's API), so they agree on timeouts, TLS and the user agent.
+pub(crate) fn build_client() -> Result<reqwest::Client, StepError> {
+    // reqwest is built without a crypto provider of its own and panics without one.
+    crate::init_tls();
+    reqwest::Client::builder()
+        // Only the connect phase is bounded here: the step's own `timeout` bounds the whole
+        // request, and the engine enforces it by dropping the future.
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| {
+            StepError::new(
+                ErrorKind::Other,
+                format!("cannot set up the HTTP client: {}", cause_chain(&e)),
+            )
+        })
+}
+
 impl Plugin for HttpRequest {
     fn info(&self) -> &'static PluginInfo {
         &INFO
@@ -347,7 +353,7 @@ fn parse_method(method: Option<&str>) -> Result<Method, StepError> {
 
 /// The URL as messages show it: a password in the userinfo is masked, since messages end up in the
 /// journal and on terminals.
-fn redacted(url: &Url) -> String {
+pub(crate) fn redacted(url: &Url) -> String {
     if url.password().is_some() {
         let mut masked = url.clone();
         // Only fails for URLs that cannot have credentials, which this one has.
@@ -361,7 +367,7 @@ fn redacted(url: &Url) -> String {
 /// A failure to get an answer at all. reqwest's own message is a generic category ("error sending
 /// request"); the useful part ("Connection refused", a DNS or certificate error) is down the source
 /// chain, so the whole chain is spelled out.
-fn send_error(method: &Method, url: &str, err: &reqwest::Error) -> StepError {
+pub(crate) fn send_error(method: &Method, url: &str, err: &reqwest::Error) -> StepError {
     let kind = if err.is_builder() {
         ErrorKind::Input
     } else if err.is_redirect() {
@@ -420,7 +426,7 @@ fn parse_json_body(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or(Value::Null)
 }
 
-fn describe_status(status: StatusCode) -> String {
+pub(crate) fn describe_status(status: StatusCode) -> String {
     match status.canonical_reason() {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),
@@ -439,7 +445,7 @@ fn describe_expected(expect: Option<&[u16]>) -> String {
     }
 }
 
-fn head_chars(text: &str, max: usize) -> String {
+pub(crate) fn head_chars(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((i, _)) => format!("{}...", &text[..i]),
         None => text.to_owned(),
