@@ -10,6 +10,7 @@ mod golden;
 mod hardening;
 mod integrity;
 mod plan;
+mod prometheus;
 mod resume;
 mod run;
 mod schema;

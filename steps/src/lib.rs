@@ -8,16 +8,19 @@
 //! the reference docs treat them like every other plugin) but executed by the engine, because they
 //! evaluate conditions over the run's state or keep durable deadlines.
 
+pub mod alertmanager;
 pub mod connection;
 pub mod context;
 pub mod duration;
 pub mod flow;
 pub mod http;
 pub mod process;
+pub mod prometheus;
 pub mod registry;
 pub mod schema;
 pub mod shell;
 pub mod testkit;
+pub mod web;
 
 use std::future::Future;
 use std::pin::Pin;
