@@ -184,7 +184,7 @@ impl Plugin for Silence {
             if let Some(existing) = find(ctx, conn, &api, &want).await? {
                 return Ok(existing);
             }
-            let now = jiff::Timestamp::now();
+            let now = now();
             let ends = end_of(now, want.duration)?;
             let body = json!({
                 "matchers": want.matchers.iter().map(Matcher::to_api).collect::<Vec<_>>(),
@@ -230,7 +230,7 @@ impl Plugin for Silence {
                     "existing": existing,
                 }));
             }
-            let ends = end_of(jiff::Timestamp::now(), want.duration)?;
+            let ends = end_of(now(), want.duration)?;
             Ok(json!({
                 "summary": format!(
                     "would silence {matchers} for {} (until about {ends}), signed {}: {}",
@@ -301,6 +301,12 @@ impl Wanted {
             created_by,
         })
     }
+}
+
+/// Now, to the millisecond: what Alertmanager keeps, and what reads well in a summary.
+fn now() -> jiff::Timestamp {
+    let ms = jiff::Timestamp::now().as_millisecond();
+    jiff::Timestamp::from_millisecond(ms).unwrap_or_else(|_| jiff::Timestamp::now())
 }
 
 fn end_of(now: jiff::Timestamp, d: Duration) -> Result<jiff::Timestamp, StepError> {

@@ -76,7 +76,8 @@ pub enum ErrorKind {
     Status,
     /// The answer could not be parsed (e.g. JSON was asked for and not given).
     Parse,
-    /// A `flow.assert` or `flow.wait_until` condition did not hold.
+    /// A `flow.assert` or `flow.wait_until` condition did not hold, or a requirement a step stated
+    /// (a query's `require_result`).
     Condition,
     /// An approval was refused or could not be asked.
     Approval,
