@@ -11,6 +11,7 @@ mod hardening;
 mod integrity;
 mod mlflow;
 mod plan;
+mod prometheus;
 mod resume;
 mod run;
 mod schema;

@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
-use reqwest::{Method, StatusCode, Url};
+use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
 use crate::schema::{Field, FieldType};
+use crate::web::{cause_chain, describe_status, head_chars, redacted};
 use crate::{ErrorKind, Plugin, PluginInfo, SideEffect, StepContext, StepError, StepFuture};
 
 static METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
@@ -94,7 +94,7 @@ impl HttpRequest {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let built = build_client()?;
+        let built = crate::web::client()?;
         // Two steps racing here both build a client and one is thrown away, which is harmless.
         Ok(self.client.get_or_init(|| built))
     }
@@ -217,25 +217,6 @@ impl HttpRequest {
     }
 }
 
-/// The HTTP client of every plugin that speaks HTTP (this one, and the families that call a
-/// service's API), so they agree on timeouts, TLS and the user agent.
-pub(crate) fn build_client() -> Result<reqwest::Client, StepError> {
-    // reqwest is built without a crypto provider of its own and panics without one.
-    crate::init_tls();
-    reqwest::Client::builder()
-        // Only the connect phase is bounded here: the step's own `timeout` bounds the whole
-        // request, and the engine enforces it by dropping the future.
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| {
-            StepError::new(
-                ErrorKind::Other,
-                format!("cannot set up the HTTP client: {}", cause_chain(&e)),
-            )
-        })
-}
-
 impl Plugin for HttpRequest {
     fn info(&self) -> &'static PluginInfo {
         &INFO
@@ -351,19 +332,6 @@ fn parse_method(method: Option<&str>) -> Result<Method, StepError> {
         .map_err(|e| StepError::new(ErrorKind::Input, format!("invalid method `{method}`: {e}")))
 }
 
-/// The URL as messages show it: a password in the userinfo is masked, since messages end up in the
-/// journal and on terminals.
-pub(crate) fn redacted(url: &Url) -> String {
-    if url.password().is_some() {
-        let mut masked = url.clone();
-        // Only fails for URLs that cannot have credentials, which this one has.
-        let _ = masked.set_password(Some("***"));
-        masked.to_string()
-    } else {
-        url.to_string()
-    }
-}
-
 /// A failure to get an answer at all. reqwest's own message is a generic category ("error sending
 /// request"); the useful part ("Connection refused", a DNS or certificate error) is down the source
 /// chain, so the whole chain is spelled out.
@@ -376,29 +344,6 @@ pub(crate) fn send_error(method: &Method, url: &str, err: &reqwest::Error) -> St
         ErrorKind::Connect
     };
     StepError::new(kind, format!("{method} {url}: {}", cause_chain(err)))
-}
-
-/// Every message in the error's source chain, joined with `: `, skipping the URL reqwest appends
-/// (the caller names it once) and messages that only repeat the previous one.
-fn cause_chain(err: &reqwest::Error) -> String {
-    let top = err.to_string();
-    let top = match err.url() {
-        Some(url) => top
-            .strip_suffix(&format!(" for url ({url})"))
-            .map(str::to_owned)
-            .unwrap_or(top),
-        None => top,
-    };
-    let mut parts = vec![top];
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if parts.last().is_none_or(|last| !last.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
 }
 
 fn response_headers(headers: &reqwest::header::HeaderMap) -> Map<String, Value> {
@@ -426,13 +371,6 @@ fn parse_json_body(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or(Value::Null)
 }
 
-pub(crate) fn describe_status(status: StatusCode) -> String {
-    match status.canonical_reason() {
-        Some(reason) => format!("{} {reason}", status.as_u16()),
-        None => status.as_u16().to_string(),
-    }
-}
-
 fn describe_expected(expect: Option<&[u16]>) -> String {
     match expect {
         None => "2xx".to_owned(),
@@ -442,13 +380,6 @@ fn describe_expected(expect: Option<&[u16]>) -> String {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(" or "),
-    }
-}
-
-pub(crate) fn head_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_owned(),
     }
 }
 
@@ -728,11 +659,5 @@ mod tests {
             }
             assert_eq!(plugin.class_for(&input), class, "{method:?}");
         }
-    }
-
-    #[test]
-    fn passwords_are_masked_in_messages() {
-        let url = super::Url::parse("https://ops:hunter2@example.com/x").expect("valid url");
-        assert_eq!(super::redacted(&url), "https://ops:***@example.com/x");
     }
 }

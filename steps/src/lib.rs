@@ -8,6 +8,7 @@
 //! the reference docs treat them like every other plugin) but executed by the engine, because they
 //! evaluate conditions over the run's state or keep durable deadlines.
 
+pub mod alertmanager;
 pub mod connection;
 pub mod context;
 pub mod duration;
@@ -15,10 +16,12 @@ pub mod flow;
 pub mod http;
 pub mod mlflow;
 pub mod process;
+pub mod prometheus;
 pub mod registry;
 pub mod schema;
 pub mod shell;
 pub mod testkit;
+pub mod web;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -74,7 +77,8 @@ pub enum ErrorKind {
     Status,
     /// The answer could not be parsed (e.g. JSON was asked for and not given).
     Parse,
-    /// A `flow.assert` or `flow.wait_until` condition did not hold.
+    /// A `flow.assert` or `flow.wait_until` condition did not hold, or a requirement a step stated
+    /// (a query's `require_result`).
     Condition,
     /// An approval was refused or could not be asked.
     Approval,

@@ -1,7 +1,7 @@
 //! What this build can run: the ordinary plugins (shared), the built-ins the engine executes itself,
 //! and the plugin families a build may leave out.
 
-use crate::{Plugin, PluginInfo, flow, http, mlflow, shell};
+use crate::{Plugin, PluginInfo, alertmanager, flow, http, mlflow, prometheus, shell};
 use std::sync::Arc;
 
 /// The steps the engine executes itself, because they evaluate conditions over the run's state or
@@ -78,7 +78,7 @@ impl Registry {
         let mut r = Registry {
             entries: Vec::new(),
         };
-        let plugins: [Arc<dyn Plugin>; 8] = [
+        let plugins: [Arc<dyn Plugin>; 12] = [
             Arc::new(shell::ShellRun),
             Arc::new(http::HttpRequest::default()),
             Arc::new(flow::Noop),
@@ -87,6 +87,10 @@ impl Registry {
             Arc::new(mlflow::RunMetrics),
             Arc::new(mlflow::SetAlias),
             Arc::new(mlflow::Rollback),
+            Arc::new(prometheus::Query),
+            Arc::new(prometheus::QueryRange),
+            Arc::new(alertmanager::Alerts),
+            Arc::new(alertmanager::Silence),
         ];
         for p in plugins {
             // The built-in names are distinct; the registry tests hold them to it.
@@ -252,6 +256,10 @@ mod tests {
             "flow.assert",
             "flow.sleep",
             "flow.wait_until",
+            "prometheus.query",
+            "prometheus.query_range",
+            "alertmanager.alerts",
+            "alertmanager.silence",
         ] {
             assert!(r.get(n).is_some(), "{n} missing");
         }
@@ -308,7 +316,7 @@ mod tests {
             r.plugin("flow.branch").is_none(),
             "built-ins run in the engine"
         );
-        assert_eq!(r.plugins().count(), 8);
+        assert_eq!(r.plugins().count(), 12);
     }
 
     /// Stands in for a family plugin that a later build registers.
