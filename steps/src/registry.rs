@@ -1,7 +1,7 @@
 //! What this build can run: the ordinary plugins (shared), the built-ins the engine executes itself,
 //! and the plugin families a build may leave out.
 
-use crate::{Plugin, PluginInfo, flow, http, shell};
+use crate::{Plugin, PluginInfo, flow, http, notify, shell};
 use std::sync::Arc;
 
 /// The steps the engine executes itself, because they evaluate conditions over the run's state or
@@ -78,10 +78,12 @@ impl Registry {
         let mut r = Registry {
             entries: Vec::new(),
         };
-        let plugins: [Arc<dyn Plugin>; 3] = [
+        let plugins: [Arc<dyn Plugin>; 5] = [
             Arc::new(shell::ShellRun),
             Arc::new(http::HttpRequest::default()),
             Arc::new(flow::Noop),
+            Arc::new(notify::slack::Slack),
+            Arc::new(notify::email::Email),
         ];
         for p in plugins {
             // The built-in names are distinct; the registry tests hold them to it.
@@ -303,7 +305,7 @@ mod tests {
             r.plugin("flow.branch").is_none(),
             "built-ins run in the engine"
         );
-        assert_eq!(r.plugins().count(), 3);
+        assert_eq!(r.plugins().count(), 5);
     }
 
     /// Stands in for a family plugin that a later build registers.

@@ -41,16 +41,7 @@ pub fn cause_chain(err: &reqwest::Error) -> String {
             .unwrap_or(top),
         None => top,
     };
-    let mut parts = vec![top];
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if parts.last().is_none_or(|last| !last.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
+    crate::error_chain(top, std::error::Error::source(err))
 }
 
 /// A header as given in a runbook, checked here rather than left to `send`, whose builder error would
