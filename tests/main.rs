@@ -9,6 +9,7 @@ mod fuzzing;
 mod golden;
 mod hardening;
 mod integrity;
+mod notify;
 mod plan;
 mod resume;
 mod run;
