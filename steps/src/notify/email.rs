@@ -126,8 +126,15 @@ fn mailer(conn: &Connection) -> Result<Arc<Mailer>, StepError> {
     conn.client(|c| {
         let s = server(c)?;
         let tls_params = || {
-            TlsParameters::new(s.host.clone())
-                .map_err(|e| c.error(format!("cannot set up TLS for `{}`: {e}", s.host)))
+            TlsParameters::new(s.host.clone()).map_err(|e| {
+                StepError::new(
+                    ErrorKind::Other,
+                    format!(
+                        "connection `{}`: cannot set up TLS for `{}`: {e}",
+                        c.name, s.host
+                    ),
+                )
+            })
         };
         let tls = match s.tls {
             "tls" => Tls::Wrapper(tls_params()?),
