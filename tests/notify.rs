@@ -3,45 +3,16 @@
 //! dev/services sinks; no secret value may then be found in what the run left behind.
 
 use crate::common::{Sandbox, stderr, stdout};
-use runbook_steps::testkit::service;
+use runbook_steps::testkit::{file_in, marker, service};
 use serde_json::Value;
 use std::io::Read;
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
-
-/// A value no other test or run uses.
-fn unique(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{what}-{}-{nanos:x}", std::process::id())
-}
-
-/// Every file under `dir` whose text satisfies `wanted`, polled until one is found or a deadline.
-fn find_file(dir: &std::path::Path, wanted: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        for f in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if let Ok(text) = std::fs::read_to_string(f.path())
-                && wanted(&text)
-            {
-                return text;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no file in {} has what the test waits for",
-            dir.display()
-        );
-        std::thread::yield_now();
-    }
-}
 
 /// The request the webhook sink recorded at `path`.
 fn hook_request(dir: &str, path: &str) -> Value {
     let needle = format!("\"path\": \"{path}\"");
     let compact = format!("\"path\":\"{path}\"");
-    let text = find_file(std::path::Path::new(dir), |t| {
+    let text = file_in(std::path::Path::new(dir), |t| {
         t.contains(&needle) || t.contains(&compact)
     });
     serde_json::from_str(&text).expect("the sink writes JSON")
@@ -58,11 +29,11 @@ fn secrets_reach_the_services_and_nothing_the_run_leaves_behind() {
         return;
     };
     let (host, port) = smtp.rsplit_once(':').expect("host:port");
-    let marker = unique("e2e");
-    let bearer = unique("bearer-tok");
-    let basic_pw = unique("basic-pw");
-    let mail_pw = unique("mail-pw");
-    let hook_token = unique("hook-tok");
+    let tag = marker("e2e");
+    let bearer = marker("bearer-tok");
+    let basic_pw = marker("basic-pw");
+    let mail_pw = marker("mail-pw");
+    let hook_token = marker("hook-tok");
     let slack_url = format!("{hook}/services/T0/B0/{hook_token}");
     let sb = Sandbox::new();
     let f = sb.write(
@@ -95,20 +66,20 @@ steps:
     uses: http.request
     connection: api
     needs: echo
-    with: {{ url: /api/{marker}, method: POST, json: {{ marker: "{marker}" }} }}
+    with: {{ url: /api/{tag}, method: POST, json: {{ tag: "{tag}" }} }}
   - id: call_basic
     uses: http.request
     connection: basic
     needs: echo
-    with: {{ url: /basic/{marker}, method: POST, body: "{marker}" }}
+    with: {{ url: /basic/{tag}, method: POST, body: "{tag}" }}
   - id: tell
     uses: notify.slack
     needs: [call, call_basic]
-    with: {{ text: "{marker}: rolled back", decision: rollback, reason: "F1 < 0.72" }}
+    with: {{ text: "{tag}: rolled back", decision: rollback, reason: "F1 < 0.72" }}
   - id: mail
     uses: notify.email
     needs: tell
-    with: {{ to: [oncall@example.test], subject: "{marker}", body: "rolled back" }}
+    with: {{ to: [oncall@example.test], subject: "{tag}", body: "rolled back" }}
 "#
         ),
     );
@@ -126,9 +97,9 @@ steps:
     let id = shown["run"]["id"].as_str().expect("run id").to_string();
 
     // The secrets were used: each service got its credential.
-    let api = hook_request(&hook_dir, &format!("/api/{marker}"));
+    let api = hook_request(&hook_dir, &format!("/api/{tag}"));
     assert_eq!(api["headers"]["authorization"], format!("Bearer {bearer}"));
-    let basic = hook_request(&hook_dir, &format!("/basic/{marker}"));
+    let basic = hook_request(&hook_dir, &format!("/basic/{tag}"));
     let expected = format!("ops:{basic_pw}");
     let authorization = basic["headers"]["authorization"].as_str().expect("sent");
     assert_eq!(
@@ -138,9 +109,9 @@ steps:
     );
     let slack = hook_request(&hook_dir, &format!("/services/T0/B0/{hook_token}"));
     let payload: Value = serde_json::from_str(slack["body"].as_str().expect("body")).expect("json");
-    assert_eq!(payload["text"], format!("{marker}: rolled back"));
-    let mail = find_file(&std::path::Path::new(&maildir).join("new"), |t| {
-        t.contains(&format!("Subject: {marker}"))
+    assert_eq!(payload["text"], format!("{tag}: rolled back"));
+    let mail = file_in(&std::path::Path::new(&maildir).join("new"), |t| {
+        t.contains(&format!("Subject: {tag}"))
     });
     assert!(mail.contains("To: oncall@example.test"), "{mail}");
 

@@ -309,14 +309,12 @@ fn smtp_error(m: &Mailer, e: &lettre::transport::smtp::Error) -> StepError {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use serde_json::{Value, json};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     use super::Email;
     use crate::connection::{Connection, kind};
-    use crate::testkit::{Harness, err, ok, service};
+    use crate::testkit::{Harness, err, file_in, marker, ok, service};
     use crate::{ErrorKind, Plugin};
 
     fn smtp(fields: Value) -> Connection {
@@ -336,33 +334,10 @@ mod tests {
         }))
     }
 
-    fn marker(what: &str) -> String {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!("{what}-{}-{nanos}", std::process::id())
-    }
-
-    /// The message in the Maildir whose text contains `marker`, polled until a deadline; line ends
-    /// made `\n`.
+    /// The message in the Maildir whose text contains `marker`, line ends made `\n`.
     fn delivered(maildir: &str, marker: &str) -> String {
         let new = std::path::Path::new(maildir).join("new");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            for f in std::fs::read_dir(&new).into_iter().flatten().flatten() {
-                if let Ok(text) = std::fs::read_to_string(f.path())
-                    && text.contains(marker)
-                {
-                    return text.replace("\r\n", "\n");
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no message with {marker} in {}",
-                new.display()
-            );
-            std::thread::yield_now();
-        }
+        file_in(&new, |t| t.contains(marker)).replace("\r\n", "\n")
     }
 
     /// A header's value (unfolded) from a message's text.

@@ -339,8 +339,6 @@ fn cut(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use axum::Router;
     use axum::http::StatusCode;
     use axum::routing::post;
@@ -348,7 +346,7 @@ mod tests {
 
     use super::Slack;
     use crate::connection::{Connection, kind};
-    use crate::testkit::{Harness, err, ok, service};
+    use crate::testkit::{Harness, err, file_in, marker, ok, service};
     use crate::{ErrorKind, Plugin};
 
     fn hook(url: &str) -> Connection {
@@ -360,35 +358,10 @@ mod tests {
         )
     }
 
-    /// A marker no other test run posts: where this test finds its own request among the sink's.
-    fn marker(what: &str) -> String {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        format!("{what}-{}-{nanos}", std::process::id())
-    }
-
-    /// The request the webhook sink recorded whose body contains `marker`, polled until a deadline.
+    /// The request the webhook sink recorded whose body contains `marker`.
     fn recorded(dir: &str, marker: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let files = std::fs::read_dir(dir).expect("the webhook sink's directory");
-            for f in files.flatten() {
-                let Ok(text) = std::fs::read_to_string(f.path()) else {
-                    continue;
-                };
-                if text.contains(marker)
-                    && let Ok(v) = serde_json::from_str::<Value>(&text)
-                {
-                    return v;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no request with {marker} in {dir}"
-            );
-            std::thread::yield_now();
-        }
+        let text = file_in(std::path::Path::new(dir), |t| t.contains(marker));
+        serde_json::from_str(&text).expect("the sink writes JSON")
     }
 
     #[tokio::test]
