@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this). Installs what the tests need that a
-# fresh machine may lack, starts the services they use, then runs formatting, lint and every test.
+# fresh machine may lack, starts the services they use (PostgreSQL, then dev/services), then runs
+# formatting, lint and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +38,7 @@ if ! pg_up; then
     fi
     if command -v pg_ctlcluster >/dev/null 2>&1 && ls /etc/postgresql/ >/dev/null 2>&1; then
         echo "== starting PostgreSQL"
-        ver=$(ls /etc/postgresql | sort -V | tail -n1)
+        ver=$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n1)
         pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
     fi
     for _ in $(seq 1 30); do pg_up && break; sleep 1; done
@@ -52,6 +53,13 @@ if command -v psql >/dev/null 2>&1 && ! psql "$RUNBOOK_TEST_PG" -qtAc 'select 1'
     echo "error: cannot connect to $RUNBOOK_TEST_PG; set RUNBOOK_TEST_PG to a URL with credentials" >&2
     exit 1
 fi
+
+# The plugins' tests talk to real servers (Prometheus, Alertmanager, MLflow, SMTP and webhook sinks):
+# start them (nothing is started when they run already) and export their addresses.
+echo "== dev/services start"
+./dev/services start
+# shellcheck source=/dev/null
+source "$(./dev/services env)"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -14,9 +14,13 @@ fn main() {
             std::process::exit(cli::exit::ENVIRONMENT);
         }
     };
-    let code = match rt.block_on(cli::main(cli)) {
-        Ok(code) => code,
-        Err(f) => {
+    // On a worker thread, not this one: the tasks a run spawns (its plugin calls) then start on the
+    // worker that spawned them instead of waking another thread for each, as a server's drivers do.
+    let code = match rt.block_on(async { tokio::spawn(cli::main(cli)).await }) {
+        Ok(Ok(code)) => code,
+        // A panic is a bug, already reported by the panic hook; exit as a panicking Rust program does.
+        Err(_) => 101,
+        Ok(Err(f)) => {
             if !f.message.is_empty() {
                 if f.message.starts_with("error:") {
                     eprintln!("{}", f.message);

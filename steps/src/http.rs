@@ -1,6 +1,6 @@
 //! `http.request`: one HTTP request with an expected status and a parsed JSON body.
 
-pub mod client;
+pub(crate) mod client;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value, json};
 
 use client::Client;
-pub use client::cause_chain;
+pub(crate) use client::{build_client, cause_chain};
 
 use crate::connection::Connection;
 use crate::schema::{Field, FieldType};
@@ -313,7 +313,7 @@ fn parse_method(method: Option<&str>) -> Result<Method, StepError> {
 
 /// The URL as messages show it: a password in the userinfo is masked, since messages end up in the
 /// journal and on terminals.
-fn redacted(url: &Url) -> String {
+pub(crate) fn redacted(url: &Url) -> String {
     if url.password().is_some() {
         let mut masked = url.clone();
         // Only fails for URLs that cannot have credentials, which this one has.
@@ -325,7 +325,7 @@ fn redacted(url: &Url) -> String {
 }
 
 /// A failure to get an answer at all, with the whole cause chain spelled out.
-fn send_error(method: &Method, url: &str, err: &reqwest::Error) -> StepError {
+pub(crate) fn send_error(method: &Method, url: &str, err: &reqwest::Error) -> StepError {
     let kind = if err.is_builder() {
         ErrorKind::Input
     } else if err.is_redirect() {

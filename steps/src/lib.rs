@@ -13,6 +13,7 @@ pub mod context;
 pub mod duration;
 pub mod flow;
 pub mod http;
+pub mod mlflow;
 pub mod notify;
 pub mod process;
 pub mod registry;

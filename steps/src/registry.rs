@@ -1,7 +1,7 @@
 //! What this build can run: the ordinary plugins (shared), the built-ins the engine executes itself,
 //! and the plugin families a build may leave out.
 
-use crate::{Plugin, PluginInfo, flow, http, notify, shell};
+use crate::{Plugin, PluginInfo, flow, http, mlflow, notify, shell};
 use std::sync::Arc;
 
 /// The steps the engine executes itself, because they evaluate conditions over the run's state or
@@ -78,10 +78,15 @@ impl Registry {
         let mut r = Registry {
             entries: Vec::new(),
         };
-        let plugins: [Arc<dyn Plugin>; 5] = [
+        let plugins: [Arc<dyn Plugin>; 10] = [
             Arc::new(shell::ShellRun),
             Arc::new(http::HttpRequest::default()),
             Arc::new(flow::Noop),
+            Arc::new(mlflow::LatestVersions),
+            Arc::new(mlflow::ModelVersion),
+            Arc::new(mlflow::RunMetrics),
+            Arc::new(mlflow::SetAlias),
+            Arc::new(mlflow::Rollback),
             Arc::new(notify::slack::Slack),
             Arc::new(notify::email::Email),
         ];
@@ -305,7 +310,7 @@ mod tests {
             r.plugin("flow.branch").is_none(),
             "built-ins run in the engine"
         );
-        assert_eq!(r.plugins().count(), 5);
+        assert_eq!(r.plugins().count(), 10);
     }
 
     /// Stands in for a family plugin that a later build registers.

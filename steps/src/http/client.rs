@@ -10,8 +10,9 @@ use serde_json::Value;
 use crate::connection::Connection;
 use crate::{ErrorKind, StepError};
 
-/// A reqwest client as every plugin here wants one.
-pub fn build() -> Result<reqwest::Client, StepError> {
+/// The HTTP client of every plugin that speaks HTTP (`http.request`, `notify.slack`, the families
+/// that call a service's API), so they agree on timeouts, TLS and the user agent.
+pub fn build_client() -> Result<reqwest::Client, StepError> {
     // reqwest is built without a crypto provider of its own and panics without one.
     crate::init_tls();
     reqwest::Client::builder()
@@ -81,7 +82,7 @@ impl Client {
     /// A client for requests made without a connection.
     pub fn plain() -> Result<Client, StepError> {
         Ok(Client {
-            http: build()?,
+            http: build_client()?,
             headers: HeaderMap::new(),
             auth: None,
         })
@@ -128,7 +129,7 @@ impl Client {
             (a, b) => a.or(b),
         };
         Ok(Client {
-            http: build()?,
+            http: build_client()?,
             headers,
             auth,
         })

@@ -10,7 +10,7 @@ use reqwest::Url;
 use serde_json::{Value, json};
 
 use crate::connection::Connection;
-use crate::http::{cause_chain, describe_status, head_chars};
+use crate::http::{build_client, cause_chain, describe_status, head_chars};
 use crate::schema::{Field, FieldType};
 use crate::{ErrorKind, Plugin, PluginInfo, SideEffect, StepContext, StepError, StepFuture};
 
@@ -121,7 +121,7 @@ fn webhook(conn: &Connection) -> Result<std::sync::Arc<Webhook>, StepError> {
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| c.error("`webhook_url` is not an http(s) URL"))?;
         Ok(Webhook {
-            http: crate::http::client::build()?,
+            http: build_client()?,
             url,
         })
     })

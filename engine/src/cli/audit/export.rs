@@ -57,7 +57,8 @@ pub async fn export(
         return Err(Failure::invalid("--until must be later than --since"));
     }
     let mut names: HashMap<String, String> = HashMap::new();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Not locked: the writer lives across awaits, on whichever worker runs the command.
+    let mut out = std::io::BufWriter::new(std::io::stdout());
     let mut last: Option<(i64, String, i64)> = None;
     loop {
         let after = last.as_ref().map(|(at, run_id, seq)| EventKey {
