@@ -114,6 +114,10 @@ steps:
         t.contains(&format!("Subject: {tag}"))
     });
     assert!(mail.contains("To: oncall@example.test"), "{mail}");
+    assert!(
+        mail.contains("X-Auth-Login: runbook"),
+        "the sink saw the login: {mail}"
+    );
 
     // And they were in a command's output, which the journal keeps masked.
     let echo = shown["steps"]

@@ -406,6 +406,12 @@ mod tests {
             header(&mail, "Message-ID"),
             r["message_id"].as_str().map(str::to_string)
         );
+        // The sink records who logged in (any password is accepted): the login did happen.
+        assert_eq!(header(&mail, "X-Auth-Login").as_deref(), Some("runbook"));
+        assert_eq!(
+            header(&mail, "X-RcptTo").as_deref(),
+            Some("ml-oncall@example.test, two@example.test, lead@example.test")
+        );
         let body = mail.split_once("\n\n").map(|(_, b)| b).unwrap_or("");
         assert_eq!(
             body.trim_end(),
