@@ -10,6 +10,7 @@ mod golden;
 mod hardening;
 mod integrity;
 mod mlflow;
+mod notify;
 mod plan;
 mod prometheus;
 mod resume;

@@ -15,6 +15,7 @@ pub mod duration;
 pub mod flow;
 pub mod http;
 pub mod mlflow;
+pub mod notify;
 pub mod process;
 pub mod prometheus;
 pub mod registry;
@@ -217,6 +218,21 @@ pub fn check_as<T: serde::de::DeserializeOwned>(
     input: &serde_json::Value,
 ) -> Result<(), StepError> {
     T::deserialize(input).map(drop).map_err(StepError::input)
+}
+
+/// An error and its sources as one line, each message once, joined with `: `: client libraries put
+/// the useful part ("Connection refused", a certificate problem) down the chain.
+pub fn error_chain(top: String, source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut parts = vec![top];
+    let mut source = source;
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Installs the process-wide TLS provider (ring; no OpenSSL, no cmake). Call once at start; later calls

@@ -1,7 +1,7 @@
 //! What this build can run: the ordinary plugins (shared), the built-ins the engine executes itself,
 //! and the plugin families a build may leave out.
 
-use crate::{Plugin, PluginInfo, alertmanager, flow, http, mlflow, prometheus, shell};
+use crate::{Plugin, PluginInfo, alertmanager, flow, http, mlflow, notify, prometheus, shell};
 use std::sync::Arc;
 
 /// The steps the engine executes itself, because they evaluate conditions over the run's state or
@@ -78,7 +78,7 @@ impl Registry {
         let mut r = Registry {
             entries: Vec::new(),
         };
-        let plugins: [Arc<dyn Plugin>; 12] = [
+        let plugins: [Arc<dyn Plugin>; 14] = [
             Arc::new(shell::ShellRun),
             Arc::new(http::HttpRequest::default()),
             Arc::new(flow::Noop),
@@ -91,6 +91,8 @@ impl Registry {
             Arc::new(prometheus::QueryRange),
             Arc::new(alertmanager::Alerts),
             Arc::new(alertmanager::Silence),
+            Arc::new(notify::slack::Slack),
+            Arc::new(notify::email::Email),
         ];
         for p in plugins {
             // The built-in names are distinct; the registry tests hold them to it.
@@ -316,7 +318,7 @@ mod tests {
             r.plugin("flow.branch").is_none(),
             "built-ins run in the engine"
         );
-        assert_eq!(r.plugins().count(), 12);
+        assert_eq!(r.plugins().count(), 14);
     }
 
     /// Stands in for a family plugin that a later build registers.

@@ -233,6 +233,40 @@ impl CountingProxy {
     }
 }
 
+/// A text no other test, run or process uses: how a test finds its own message among those a shared
+/// sink (the webhook receiver, the SMTP Maildir) recorded.
+pub fn marker(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{what}-{}-{nanos:x}", std::process::id())
+}
+
+/// The text of the first file in `dir` for which `wanted` holds, polled until one appears (a sink
+/// may write it after answering).
+///
+/// # Panics
+/// When none has appeared within 10 seconds.
+#[track_caller]
+pub fn file_in(dir: &std::path::Path, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(text) = std::fs::read_to_string(entry.path())
+                && wanted(&text)
+            {
+                return text;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no file in {} has what the test waits for",
+            dir.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

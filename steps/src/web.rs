@@ -57,16 +57,7 @@ pub fn cause_chain(err: &reqwest::Error) -> String {
             .unwrap_or(top),
         None => top,
     };
-    let mut parts = vec![top];
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if parts.last().is_none_or(|last| !last.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
+    crate::error_chain(top, std::error::Error::source(err))
 }
 
 /// Quotes at most `max` characters of `text`.
