@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod common;
 mod connections;
+mod docs;
 mod fuzzing;
 mod golden;
 mod hardening;
