@@ -86,11 +86,42 @@ pub fn fill_pod(pod: &mut Value) {
     }
 }
 
-/// A short stable hash of a pod template, in the alphabet Kubernetes uses for generated names.
+/// `v` as text with object keys sorted, whatever order serde_json keeps them in (its
+/// `preserve_order` feature may be on in one build and off in another).
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for k in keys {
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], out);
+                out.push(',');
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for x in a {
+                canonical(x, out);
+                out.push(',');
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A short stable hash of a pod template, in the alphabet Kubernetes uses for generated names: the
+/// same template gives the same pod names on every run, so tests and golden files can name them.
 pub fn template_hash(template: &Value) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut text = String::new();
+    canonical(template, &mut text);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in template.to_string().bytes() {
+    for b in text.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     (0..10)
