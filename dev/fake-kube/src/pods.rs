@@ -117,7 +117,8 @@ pub fn logs(app: &App, pod: &Value, q: &Query) -> Result<Response, ApiError> {
         .into_iter()
         .map(|(t, msg)| {
             Bytes::from(if stamps {
-                format!("{} {msg}\n", t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+                // RFC 3339 with as many fraction digits as needed: Go's RFC3339Nano, as kubelet writes.
+                format!("{t} {msg}\n")
             } else {
                 format!("{msg}\n")
             })
@@ -135,23 +136,21 @@ pub fn logs(app: &App, pod: &Value, q: &Query) -> Result<Response, ApiError> {
     let cut = annotation(pod, "fake-kube/log-cut-after").and_then(|n| n.parse::<usize>().ok());
     let follow = q.get("follow") == Some("true");
     type Item = Result<Bytes, std::io::Error>;
-    let mut items: Vec<Item> = chunks.into_iter().map(Ok).collect();
-    let tail = match cut {
-        Some(n) => {
-            items.truncate(n);
-            items.push(Err(std::io::Error::other(
+    let head =
+        futures_util::stream::iter(chunks.into_iter().take(cut.unwrap_or(usize::MAX)).map(Ok));
+    let tail: futures_util::stream::BoxStream<'static, Item> = match cut {
+        // The break comes after one pending poll, on which hyper flushes the lines before it with
+        // the headers: the client sees them, then a connection closed without the final chunk.
+        Some(_) => Box::pin(futures_util::stream::once(async {
+            tokio::task::yield_now().await;
+            Err(std::io::Error::other(
                 "fake-kube: log stream cut (fake-kube/log-cut-after)",
-            )));
-            None
-        }
-        None if follow => Some(futures_util::stream::pending::<Item>()),
-        None => None,
+            ))
+        })),
+        None if follow => Box::pin(futures_util::stream::pending()),
+        None => Box::pin(futures_util::stream::empty()),
     };
-    let head = futures_util::stream::iter(items);
-    let body = match tail {
-        Some(pending) => Body::from_stream(futures_util::StreamExt::chain(head, pending)),
-        None => Body::from_stream(head),
-    };
+    let body = Body::from_stream(futures_util::StreamExt::chain(head, tail));
     Ok(([(header::CONTENT_TYPE, "text/plain")], body).into_response())
 }
 
