@@ -98,7 +98,8 @@ fn header_text(h: &HeaderMap, name: header::HeaderName) -> Option<String> {
 /// Records every API request, then answers it with an injected fault if one matches.
 async fn record(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
-    if path.starts_with("/_fake/") {
+    // Its own endpoints and the health probes (dev/services polls /readyz) are not API traffic.
+    if path.starts_with("/_fake/") || matches!(path.as_str(), "/healthz" | "/readyz" | "/livez") {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
@@ -285,10 +286,10 @@ fn resource(
             forbid(&pod, "log", res, ns_name)?;
             pods::logs(app, &pod, q)
         }
-        ([name, "status"], "GET") if !res.subresources.is_empty() => {
+        ([name, "status"], "GET") if has_status(res) => {
             Ok(ok(&app.store().get(res, ns_name, name)?))
         }
-        ([name, "status"], "PATCH") => {
+        ([name, "status"], "PATCH") if has_status(res) => {
             let ct = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -313,6 +314,10 @@ fn resource(
             ),
         )),
     }
+}
+
+fn has_status(res: &Resource) -> bool {
+    res.subresources.iter().any(|(s, _, _)| *s == "status")
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
