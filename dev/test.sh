@@ -61,34 +61,6 @@ echo "== dev/services start"
 # shellcheck source=/dev/null
 source "$(./dev/services env)"
 
-# kubectl for the fake Kubernetes API server's cross-check (dev/fake-kube/tests/kubectl.rs): Debian's
-# kubernetes-client 1.20 (its golden requests are in tests/golden/kube) and, if the machine has one, a
-# newer kubectl on PATH (1.30+ execs over WebSocket, which the fake speaks; 1.20 only over SPDY).
-kubectl_minor() { "$1" version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n1; }
-debian_kubectl=
-if dpkg -s kubernetes-client >/dev/null 2>&1; then
-    debian_kubectl=/usr/bin/kubectl
-elif [ "$(id -u)" = 0 ] && [ ! -e /usr/bin/kubectl ] && command -v apt-get >/dev/null; then
-    echo "== installing kubernetes-client (kubectl 1.20)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
-    debian_kubectl=/usr/bin/kubectl
-else
-    # Another package owns /usr/bin/kubectl (or we are not root): unpack Debian's into a cache instead.
-    kube_cache=${RUNBOOK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/runbook-dev}/kubernetes-client
-    if [ ! -x "$kube_cache/usr/bin/kubectl" ] && command -v apt-get >/dev/null; then
-        echo "== unpacking Debian's kubernetes-client (kubectl 1.20) into $kube_cache"
-        mkdir -p "$kube_cache"
-        (cd "$kube_cache" && rm -f ./*.deb && apt-get download kubernetes-client >/dev/null &&
-            dpkg-deb -x kubernetes-client_*.deb .) || echo "warning: could not fetch kubernetes-client" >&2
-    fi
-    [ -x "$kube_cache/usr/bin/kubectl" ] && debian_kubectl=$kube_cache/usr/bin/kubectl
-fi
-kubectls=$debian_kubectl
-if newer=$(command -v kubectl) && [ "$(kubectl_minor "$newer")" != 20 ]; then
-    kubectls=${kubectls:+$kubectls:}$newer
-fi
-export RUNBOOK_TEST_KUBECTL=$kubectls
-
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

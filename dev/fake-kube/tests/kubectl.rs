@@ -3,8 +3,8 @@
 //! its version (`tests/golden/kube/kubectl-1.MINOR.json`, see the README there), which the kubernetes
 //! plugin's tests compare their own requests with. `UPDATE_GOLDEN=1` rewrites the golden files.
 //!
-//! kubectl binaries: `RUNBOOK_TEST_KUBECTL` (paths separated by `:`; `dev/test.sh` sets it to
-//! Debian's kubectl 1.20 plus a newer one if the machine has it), else `kubectl` on PATH. kubectl
+//! kubectl binaries: `RUNBOOK_TEST_KUBECTL` (paths separated by `:`; `dev/services`'s env file
+//! sets it to Debian's kubectl 1.20 plus a newer one if the machine has it), else `kubectl` on PATH. kubectl
 //! 1.30 and later exec over WebSocket, which the fake speaks; 1.20 execs over SPDY, which it
 //! refuses (that refusal is checked instead).
 
