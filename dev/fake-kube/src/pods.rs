@@ -203,7 +203,9 @@ pub fn exec(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // A client that goes away takes the command with it.
+        // Its own process group, so a client that goes away takes the command and whatever it
+        // started with it (`GroupKill`).
+        .process_group(0)
         .kill_on_drop(true);
     let v5 = ws
         .requested_protocols()
@@ -211,6 +213,18 @@ pub fn exec(
     Ok(ws
         .protocols(["v5.channel.k8s.io", "v4.channel.k8s.io"])
         .on_upgrade(move |socket| run(socket, cmd, command, v5)))
+}
+
+/// Kills an exec'd command's process group when dropped: when the command ended (leftover
+/// background processes) or the client went away (the connection's task is dropped).
+struct GroupKill(i32);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(self.0);
+        // ESRCH: the group is gone already, which is the point.
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    }
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -227,7 +241,11 @@ async fn run(
     v5: bool,
 ) {
     let status = match cmd.spawn() {
-        Ok(mut child) => pump(&mut socket, &mut child, v5).await.map(|code| match code {
+        Ok(mut child) => {
+            let _group = child.id().and_then(|id| i32::try_from(id).ok()).map(GroupKill);
+            pump(&mut socket, &mut child, v5).await
+        }
+        .map(|code| match code {
             Some(0) => json!({ "metadata": {}, "status": "Success" }),
             code => {
                 let code = code.map_or_else(|| "signal".to_string(), |c| c.to_string());

@@ -530,3 +530,54 @@ async fn a_manifest_of_an_unserved_kind_is_refused_naming_the_file() {
     let msg = err.to_string();
     assert!(msg.contains("bad.yaml") && msg.contains("Ingress"), "{msg}");
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_takes_the_command_and_its_children_with_it() {
+    let api = Api::new().await;
+    let base = format!(
+        "ws://{}/api/v1/namespaces/shop/pods/toolbox/exec",
+        api.server.addr()
+    );
+    let q = [
+        ("container", "main"),
+        ("command", "sh"),
+        ("command", "-c"),
+        ("command", "sleep 300 & echo $!; wait"),
+        ("stdout", "true"),
+    ];
+    let url = reqwest::Url::parse_with_params(&base, q).expect("a URL");
+    let mut req = url.as_str().into_client_request().expect("a request");
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        "v5.channel.k8s.io".parse().expect("a header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgraded");
+    let first = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .expect("output in time");
+    let Some(Ok(Message::Binary(b))) = first else {
+        panic!("stdout first: {first:?}")
+    };
+    assert_eq!(b[0], 1);
+    let pid: u32 = String::from_utf8_lossy(&b[1..])
+        .trim()
+        .parse()
+        .expect("the background pid");
+    let alive =
+        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "));
+    assert!(
+        alive(),
+        "the background sleep runs while the client is there"
+    );
+    drop(ws);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while alive() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pid {pid} outlived the client by 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
