@@ -14,6 +14,8 @@ pub mod duration;
 pub mod flow;
 pub mod http;
 pub mod mlflow;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 pub mod process;
 pub mod registry;
 pub mod schema;

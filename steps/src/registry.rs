@@ -78,7 +78,9 @@ impl Registry {
         let mut r = Registry {
             entries: Vec::new(),
         };
-        let plugins: [Arc<dyn Plugin>; 8] = [
+        // A build without the optional families adds nothing to it.
+        #[cfg_attr(not(feature = "mongodb"), allow(unused_mut))]
+        let mut plugins: Vec<Arc<dyn Plugin>> = vec![
             Arc::new(shell::ShellRun),
             Arc::new(http::HttpRequest::default()),
             Arc::new(flow::Noop),
@@ -88,6 +90,12 @@ impl Registry {
             Arc::new(mlflow::SetAlias),
             Arc::new(mlflow::Rollback),
         ];
+        #[cfg(feature = "mongodb")]
+        plugins.extend([
+            Arc::new(crate::mongodb::Aggregate) as Arc<dyn Plugin>,
+            Arc::new(crate::mongodb::Find),
+            Arc::new(crate::mongodb::Count),
+        ]);
         for p in plugins {
             // The built-in names are distinct; the registry tests hold them to it.
             let _ = r.register(p);
@@ -186,7 +194,7 @@ pub static FAMILIES: &[Family] = &[
     Family {
         feature: "mongodb",
         enabled: cfg!(feature = "mongodb"),
-        plugins: &["mongodb.aggregate", "mongodb.count"],
+        plugins: &["mongodb.aggregate", "mongodb.count", "mongodb.find"],
     },
 ];
 
@@ -349,7 +357,7 @@ mod tests {
         );
         assert_eq!(
             r.not_in_build("mongodb.count").map(|m| m.feature),
-            Some("mongodb")
+            (!cfg!(feature = "mongodb")).then_some("mongodb")
         );
         // Unknown names and registered ones are not a build's lack.
         assert_eq!(r.not_in_build("kubernetes.nope"), None);
