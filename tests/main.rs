@@ -10,6 +10,8 @@ mod golden;
 mod hardening;
 mod integrity;
 mod mlflow;
+#[cfg(feature = "mongodb")]
+mod mongodb;
 mod plan;
 mod resume;
 mod run;
