@@ -125,19 +125,12 @@ fn pipeline(stages: Vec<Value>) -> Result<Vec<Document>, StepError> {
             "`pipeline` is empty: give at least one stage",
         ));
     }
+    refuse_writes(&stages)?;
     stages
         .into_iter()
         .enumerate()
         .map(|(i, stage)| {
             let field = format!("pipeline[{i}]");
-            if let Some(op) = writes(&stage) {
-                return Err(StepError::new(
-                    ErrorKind::Input,
-                    format!(
-                        "`{field}` uses `{op}`, which writes to a collection: `mongodb.aggregate` only reads"
-                    ),
-                ));
-            }
             let doc = match stage {
                 // A `$sort` on several fields is written as a list, in order (see `sort_spec`).
                 Value::Object(mut m) if m.len() == 1 && m.contains_key("$sort") => {
@@ -172,6 +165,23 @@ fn pipeline(stages: Vec<Value>) -> Result<Vec<Document>, StepError> {
             Ok(doc)
         })
         .collect()
+}
+
+/// Refuses a pipeline with a stage that writes: the plugin is `read`.
+fn refuse_writes(stages: &[Value]) -> Result<(), StepError> {
+    match stages
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| writes(s).map(|op| (i, op)))
+    {
+        Some((i, op)) => Err(StepError::new(
+            ErrorKind::Input,
+            format!(
+                "`pipeline[{i}]` uses `{op}`, which writes to a collection: `mongodb.aggregate` only reads"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The first `$out` or `$merge` anywhere in a stage (a sub-pipeline too).
@@ -221,10 +231,11 @@ impl Plugin for Aggregate {
         Box::pin(self.call(input, ctx))
     }
 
+    /// The types, and no stage that writes; the stages' shape is checked when the step runs.
     fn check_input(&self, input: &Value) -> Result<(), StepError> {
         let i: AggregateInput = parse(input.clone())?;
         max_documents(i.max_documents)?;
-        pipeline(i.pipeline).map(drop)
+        refuse_writes(&i.pipeline)
     }
 }
 

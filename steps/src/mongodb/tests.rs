@@ -234,8 +234,14 @@ async fn count_gives_the_positive_and_negative_feedback_of_the_last_hour() {
         .await);
         assert_eq!(r, json!({ "count": want }), "{kind}");
     }
-    // Without a filter, everything.
-    let r = ok(call(&uri, &db, &Count, json!({ "collection": "ml_feedback" })).await);
+    // Without a filter, everything; the step's `database` wins over the connection's.
+    let r = ok(call(
+        &uri,
+        "not_this_one",
+        &Count,
+        json!({ "collection": "ml_feedback", "database": db }),
+    )
+    .await);
     assert_eq!(r["count"], json!(rows.len()));
     let _ = fixture::drop_db(&uri, &db).await;
 }
@@ -496,6 +502,22 @@ async fn inputs_are_checked_before_anything_is_sent() {
         assert_eq!(e.kind, ErrorKind::Input, "{input}: {}", e.message);
         assert!(e.message.contains(needle), "{input}: {}", e.message);
     }
+    // A URI the driver cannot parse: its password stays out of the message.
+    let e = err(call(
+        "mongodb://ops:hunter2@127.0.0.1:notaport/",
+        "ops",
+        &Count,
+        json!({ "collection": "c" }),
+    )
+    .await);
+    assert_eq!(e.kind, ErrorKind::Input, "{}", e.message);
+    assert!(
+        e.message
+            .starts_with("connection `ops` (mongodb): invalid uri: ")
+            && !e.message.contains("hunter2"),
+        "{}",
+        e.message
+    );
     // Neither the step nor the connection names a database, and the URI has no path.
     let e = err(Harness::new("m")
         .with_connection(connection(uri, None))
