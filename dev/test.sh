@@ -54,7 +54,7 @@ if command -v psql >/dev/null 2>&1 && ! psql "$RUNBOOK_TEST_PG" -qtAc 'select 1'
     exit 1
 fi
 
-# The plugins' tests talk to real servers (Prometheus, Alertmanager, MLflow, SMTP and webhook sinks):
+# The plugins' tests talk to real servers (Prometheus, Alertmanager, MLflow, MongoDB, SMTP and webhook sinks):
 # start them (nothing is started when they run already) and export their addresses.
 echo "== dev/services start"
 ./dev/services start

@@ -11,6 +11,8 @@ mod golden;
 mod hardening;
 mod integrity;
 mod mlflow;
+#[cfg(feature = "mongodb")]
+mod mongodb;
 mod notify;
 mod plan;
 mod prometheus;

@@ -88,6 +88,7 @@ impl Expr {
             }
         }
         samples::register(&mut env);
+        env.add_function("ago", ago);
         Expr { env }
     }
 
@@ -260,6 +261,20 @@ fn undefined_inside(v: &Value, at: String) -> Option<String> {
     }
 }
 
+/// `ago('24h')`: the moment that long before now, as an Extended JSON date, `{"$date":
+/// "2026-11-30T10:15:00.000Z"}` (RFC 3339, UTC, milliseconds): the MongoDB plugins read it as a BSON
+/// date, and any template can take the text from `ago('1h')['$date']`.
+fn ago(duration: &str) -> Result<Value, minijinja::Error> {
+    let bad = |why: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, why);
+    let d = runbook_steps::parse_duration(duration).map_err(|e| bad(format!("ago(): {e}")))?;
+    let then = jiff::Timestamp::now()
+        .checked_sub(d)
+        .map_err(|e| bad(format!("ago('{duration}'): {e}")))?;
+    let mut date = BTreeMap::new();
+    date.insert("$date", format!("{then:.3}"));
+    Ok(Value::from(date))
+}
+
 /// The outcome of a condition and what it was computed from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -374,6 +389,29 @@ mod tests {
             x.render_str("{{ vars.n > 5 }}", &c).ok(),
             Some(json!(false))
         );
+    }
+
+    #[test]
+    fn ago_is_an_extended_json_date_that_long_before_now() {
+        let x = Expr::new();
+        let c = ctx(json!({}));
+        let before = jiff::Timestamp::now();
+        let v = x.render_str("{{ ago('90m') }}", &c).expect("renders");
+        let after = jiff::Timestamp::now();
+        let text = v["$date"].as_str().expect("a {$date: text} mapping");
+        assert_eq!(v.as_object().map(|m| m.len()), Some(1), "{v}");
+        assert!(text.ends_with('Z') && text.len() == 24, "{text}");
+        let at: jiff::Timestamp = text.parse().expect("RFC 3339");
+        let span = jiff::SignedDuration::from_secs(90 * 60);
+        // Rounded to whole milliseconds, so it may sit up to 1 ms outside the window.
+        let ms = jiff::SignedDuration::from_millis(1);
+        assert!(at >= before - span - ms && at <= after - span + ms, "{at}");
+        let e = x
+            .render_str("{{ ago('soon') }}", &c)
+            .expect_err("not a duration");
+        assert!(e.0.contains("ago()"), "{e}");
+        // A function, not a reference to validate.
+        assert_eq!(x.template_refs("{{ ago('1h') }}").ok(), Some(vec![]));
     }
 
     #[test]

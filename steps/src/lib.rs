@@ -15,6 +15,8 @@ pub mod duration;
 pub mod flow;
 pub mod http;
 pub mod mlflow;
+#[cfg(feature = "mongodb")]
+pub mod mongodb;
 pub mod notify;
 pub mod process;
 pub mod prometheus;

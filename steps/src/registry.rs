@@ -78,7 +78,9 @@ impl Registry {
         let mut r = Registry {
             entries: Vec::new(),
         };
-        let plugins: [Arc<dyn Plugin>; 14] = [
+        // A build without the optional families adds nothing to it.
+        #[cfg_attr(not(feature = "mongodb"), allow(unused_mut))]
+        let mut plugins: Vec<Arc<dyn Plugin>> = vec![
             Arc::new(shell::ShellRun),
             Arc::new(http::HttpRequest::default()),
             Arc::new(flow::Noop),
@@ -94,6 +96,12 @@ impl Registry {
             Arc::new(notify::slack::Slack),
             Arc::new(notify::email::Email),
         ];
+        #[cfg(feature = "mongodb")]
+        plugins.extend([
+            Arc::new(crate::mongodb::Aggregate) as Arc<dyn Plugin>,
+            Arc::new(crate::mongodb::Find),
+            Arc::new(crate::mongodb::Count),
+        ]);
         for p in plugins {
             // The built-in names are distinct; the registry tests hold them to it.
             let _ = r.register(p);
@@ -192,7 +200,7 @@ pub static FAMILIES: &[Family] = &[
     Family {
         feature: "mongodb",
         enabled: cfg!(feature = "mongodb"),
-        plugins: &["mongodb.aggregate", "mongodb.count"],
+        plugins: &["mongodb.aggregate", "mongodb.count", "mongodb.find"],
     },
 ];
 
@@ -318,7 +326,8 @@ mod tests {
             r.plugin("flow.branch").is_none(),
             "built-ins run in the engine"
         );
-        assert_eq!(r.plugins().count(), 14);
+        let families = if cfg!(feature = "mongodb") { 3 } else { 0 };
+        assert_eq!(r.plugins().count(), 14 + families);
     }
 
     /// Stands in for a family plugin that a later build registers.
@@ -359,7 +368,7 @@ mod tests {
         );
         assert_eq!(
             r.not_in_build("mongodb.count").map(|m| m.feature),
-            Some("mongodb")
+            (!cfg!(feature = "mongodb")).then_some("mongodb")
         );
         // Unknown names and registered ones are not a build's lack.
         assert_eq!(r.not_in_build("kubernetes.nope"), None);
