@@ -171,10 +171,10 @@ fn an_unknown_plugin_gets_near_names() {
             stderr(&o)
         );
     }
-    let o = sb.run(&["plugins", "kubernetes.logs"]);
+    let o = sb.run(&["plugins", "mongodb.count"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("`kubernetes.logs` is not in this build ("),
+        stderr(&o).contains("`mongodb.count` is not in this build ("),
         "{}",
         stderr(&o)
     );

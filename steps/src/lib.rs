@@ -13,6 +13,8 @@ pub mod context;
 pub mod duration;
 pub mod flow;
 pub mod http;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod mlflow;
 pub mod process;
 pub mod registry;

@@ -78,7 +78,7 @@ impl Registry {
         let mut r = Registry {
             entries: Vec::new(),
         };
-        let plugins: [Arc<dyn Plugin>; 8] = [
+        let plugins: Vec<Arc<dyn Plugin>> = vec![
             Arc::new(shell::ShellRun),
             Arc::new(http::HttpRequest::default()),
             Arc::new(flow::Noop),
@@ -88,6 +88,19 @@ impl Registry {
             Arc::new(mlflow::SetAlias),
             Arc::new(mlflow::Rollback),
         ];
+        #[cfg(feature = "kubernetes")]
+        let plugins = {
+            use crate::kubernetes as k;
+            let mut plugins = plugins;
+            plugins.extend([
+                Arc::new(k::Exec) as Arc<dyn Plugin>,
+                Arc::new(k::Logs),
+                Arc::new(k::Patch),
+                Arc::new(k::RolloutRestart),
+                Arc::new(k::Get),
+            ]);
+            plugins
+        };
         for p in plugins {
             // The built-in names are distinct; the registry tests hold them to it.
             let _ = r.register(p);
@@ -308,7 +321,8 @@ mod tests {
             r.plugin("flow.branch").is_none(),
             "built-ins run in the engine"
         );
-        assert_eq!(r.plugins().count(), 8);
+        let family = if cfg!(feature = "kubernetes") { 5 } else { 0 };
+        assert_eq!(r.plugins().count(), 8 + family);
     }
 
     /// Stands in for a family plugin that a later build registers.
@@ -324,8 +338,8 @@ mod tests {
         }
     }
 
-    static LOGS: PluginInfo = PluginInfo {
-        name: "kubernetes.logs",
+    static COUNT: PluginInfo = PluginInfo {
+        name: "mongodb.count",
         summary: "",
         class: crate::SideEffect::Read,
         fields: &[],
@@ -338,26 +352,27 @@ mod tests {
     #[test]
     fn a_family_plugin_not_registered_is_not_in_this_build() {
         let mut r = Registry::builtin();
-        let missing = r.not_in_build("kubernetes.logs").expect("a family name");
-        assert_eq!(missing.feature, "kubernetes");
-        assert_eq!(missing.enabled, cfg!(feature = "kubernetes"));
+        let missing = r.not_in_build("mongodb.count").expect("a family name");
+        assert_eq!(missing.feature, "mongodb");
+        assert_eq!(missing.enabled, cfg!(feature = "mongodb"));
         assert!(
             missing
                 .to_string()
-                .starts_with("`kubernetes.logs` is not in this build ("),
+                .starts_with("`mongodb.count` is not in this build ("),
             "{missing}"
         );
+        // The kubernetes family is registered when its feature is on.
         assert_eq!(
-            r.not_in_build("mongodb.count").map(|m| m.feature),
-            Some("mongodb")
+            r.not_in_build("kubernetes.logs").is_some(),
+            !cfg!(feature = "kubernetes")
         );
         // Unknown names and registered ones are not a build's lack.
-        assert_eq!(r.not_in_build("kubernetes.nope"), None);
+        assert_eq!(r.not_in_build("mongodb.nope"), None);
         assert_eq!(r.not_in_build("shell.run"), None);
-        assert!(r.known_names().any(|n| n == "kubernetes.logs"));
+        assert!(r.known_names().any(|n| n == "mongodb.count"));
         let before = r.known_names().count();
-        r.register(Arc::new(Fake(&LOGS))).expect("free name");
-        assert_eq!(r.not_in_build("kubernetes.logs"), None);
+        r.register(Arc::new(Fake(&COUNT))).expect("free name");
+        assert_eq!(r.not_in_build("mongodb.count"), None);
         assert_eq!(r.known_names().count(), before, "each name once");
     }
 
