@@ -457,4 +457,6 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(input: Value) -> Result<T, S
 }
 
 #[cfg(test)]
+mod live;
+#[cfg(test)]
 mod tests;
