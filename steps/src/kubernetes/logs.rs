@@ -63,6 +63,11 @@ static INFO: PluginInfo = PluginInfo {
             "Match case-insensitively (`grep -i`; default false).",
         ),
         Field::opt(
+            "timestamps",
+            FieldType::Bool,
+            "Prefix each line with the time the container wrote it (RFC 3339; default false).",
+        ),
+        Field::opt(
             "previous",
             FieldType::Bool,
             "The previous, terminated container's log (default false).",
@@ -87,6 +92,7 @@ struct Input {
     #[serde(rename = "match")]
     pattern: Option<String>,
     ignore_case: Option<bool>,
+    timestamps: Option<bool>,
     previous: Option<bool>,
 }
 
@@ -124,6 +130,7 @@ async fn logs(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
     let re = filter(i.pattern.as_deref(), i.ignore_case.unwrap_or(false))?;
     let mut lp = LogParams {
         previous: i.previous.unwrap_or(false),
+        timestamps: i.timestamps.unwrap_or(false),
         ..LogParams::default()
     };
     if let Some(t) = i.tail {

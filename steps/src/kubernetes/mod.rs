@@ -457,6 +457,8 @@ pub(crate) fn parse<T: serde::de::DeserializeOwned>(input: Value) -> Result<T, S
 }
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod live;
 #[cfg(test)]
 mod tests;

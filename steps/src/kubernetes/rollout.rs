@@ -39,7 +39,7 @@ static INFO: PluginInfo = PluginInfo {
         ),
     ],
     exactly_one_of: &[],
-    output: "{ deployment, namespace, restarted_at, generation, rollout: { complete: bool, message, \
+    output: "{ deployment, namespace, restarted_at, previously_restarted_at: string or null, generation, rollout: { complete: bool, message, \
              replicas, updated, ready, available } or null (without `wait`) }",
     example: "deployment: deployment/orchestrator-dynamic\nnamespace: neural-hive-orchestration\nwait: 5m",
     connection: Some("kubernetes"),
@@ -155,6 +155,20 @@ async fn plan(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
 
 async fn restart(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
     let t = target(input, ctx).await?;
+    // Read first, as kubectl does: a missing deployment is named by a plain 404 on a GET, and the
+    // result can say when it was last restarted.
+    let current = t
+        .api
+        .get(&t.name)
+        .await
+        .map_err(|e| t.kube.error(&format!("get {}", t.what), e))?;
+    let previous = current
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(RESTARTED_AT))
+        .cloned();
     // As kubectl: RFC 3339 to the second, in UTC.
     let now = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -175,6 +189,7 @@ async fn restart(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
         "deployment": t.name,
         "namespace": t.ns,
         "restarted_at": now,
+        "previously_restarted_at": previous,
         "generation": generation,
         "rollout": null,
     });
