@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::fixture::Namespace;
 use super::{Exec, Get, Logs, Patch, RolloutRestart};
 use crate::connection::{Connection, kind};
 use crate::testkit::{Harness, err, ok, service};
@@ -17,127 +18,51 @@ const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/kube/sample.ya
 /// What a test polls for may take this long: a guard against hanging, not a measure.
 const PATIENCE: Duration = Duration::from_secs(20);
 
+/// A namespace of the fake's holding the sample objects, as a test uses it.
 pub(super) struct Fake {
     pub(super) ns: String,
-    kubeconfig: String,
-    url: String,
-    http: reqwest::Client,
+    space: Namespace,
 }
 
 impl Fake {
     /// A fresh namespace holding the sample objects, or `None` (the test returns) when no fake runs.
     pub(super) async fn new(test: &str) -> Option<Fake> {
         let kubeconfig = service("RUNBOOK_TEST_KUBECONFIG")?;
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("the fake's kubeconfig");
-        let url = kc.clusters[0]
-            .cluster
-            .as_ref()
-            .and_then(|c| c.server.clone())
-            .expect("a server URL")
-            .trim_end_matches('/')
-            .to_string();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("after 1970")
-            .subsec_nanos();
-        let ns = format!("{test}-{}-{nanos:x}", std::process::id());
-        let fake = Fake {
-            ns,
-            kubeconfig,
-            url,
-            http: crate::http::build_client().expect("an HTTP client"),
-        };
-        fake.post("/api/v1/namespaces", json!({"metadata": {"name": fake.ns}}))
-            .await;
         let sample = std::fs::read_to_string(SAMPLE).expect("dev/kube/sample.yaml");
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&sample).expect("the sample parses");
-        for mut doc in docs {
-            let (Some(api_version), Some(k)) = (doc["apiVersion"].as_str(), doc["kind"].as_str())
-            else {
-                continue;
-            };
-            if k == "Namespace" {
-                continue;
-            }
-            let base = if api_version.contains('/') {
-                format!("/apis/{api_version}")
-            } else {
-                format!("/api/{api_version}")
-            };
-            let path = format!("{base}/namespaces/{}/{}s", fake.ns, k.to_ascii_lowercase());
-            doc["metadata"]["namespace"] = json!(fake.ns);
-            fake.post(&path, doc).await;
-        }
-        Some(fake)
+        let space = Namespace::create(&kubeconfig, test, &sample)
+            .await
+            .expect("a namespace of sample objects");
+        Some(Fake {
+            ns: space.name.clone(),
+            space,
+        })
     }
 
-    /// Creates an object (or a fault), which must succeed.
     pub(super) async fn post(&self, path: &str, body: Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("the fake answers");
-        let status = r.status();
-        let text = r.text().await.unwrap_or_default();
-        assert!(status.is_success(), "POST {path}: {status}: {text}");
+        self.space.post(path, body).await.expect("created");
     }
 
-    /// The next matching request of this namespace fails with `code`, once.
     pub(super) async fn fault(&self, path: &str, method: &str, code: u16, message: &str) {
-        self.post(
-            "/_fake/faults",
-            json!({"path": path.replace("NS", &self.ns), "method": method, "code": code,
-                   "message": message, "times": 1}),
-        )
-        .await;
+        self.space
+            .fault(path, method, code, message)
+            .await
+            .expect("a fault");
     }
 
-    /// The API requests that named this namespace, oldest first.
     pub(super) async fn requests(&self) -> Vec<Value> {
-        let all: Vec<Value> = self
-            .http
-            .get(format!("{}/_fake/requests", self.url))
-            .send()
-            .await
-            .expect("the fake answers")
-            .json()
-            .await
-            .expect("the request log is JSON");
-        let mark = format!("/namespaces/{}/", self.ns);
-        all.into_iter()
-            .filter(|r| r["path"].as_str().is_some_and(|p| p.contains(&mark)))
-            .collect()
-    }
-
-    pub(super) fn connection(&self) -> Connection {
-        let fields = [
-            ("kubeconfig".to_string(), json!(self.kubeconfig)),
-            ("namespace".to_string(), json!(self.ns)),
-        ];
-        Connection::new(
-            "k8s",
-            kind("kubernetes").expect("a kind"),
-            fields.into_iter().collect(),
-        )
+        self.space.requests().await.expect("the request log")
     }
 
     pub(super) fn harness(&self) -> Harness {
-        Harness::new("k8s").with_connection(self.connection())
+        Harness::new("k8s").with_connection(Connection::new(
+            "k8s",
+            kind("kubernetes").expect("a kind"),
+            self.space.connection_fields(),
+        ))
     }
 
-    /// The object at `path` (relative to this namespace), as the API sends it.
     async fn object(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{}", self.url, path.replace("NS", &self.ns)))
-            .send()
-            .await
-            .expect("the fake answers")
-            .json()
-            .await
-            .expect("JSON")
+        self.space.object(path).await.expect("the object")
     }
 }
 

@@ -7,6 +7,7 @@
 //! answers into step errors that name the resource and quote the server's own message.
 
 mod exec;
+pub mod fixture;
 mod get;
 mod logs;
 mod patch;
