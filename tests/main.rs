@@ -9,6 +9,8 @@ mod fuzzing;
 mod golden;
 mod hardening;
 mod integrity;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod mlflow;
 mod plan;
 mod resume;
