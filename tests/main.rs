@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod common;
 mod connections;
+mod docs;
 mod fuzzing;
 mod golden;
 mod hardening;
@@ -12,7 +13,9 @@ mod integrity;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod mlflow;
+mod notify;
 mod plan;
+mod prometheus;
 mod resume;
 mod run;
 mod schema;

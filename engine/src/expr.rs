@@ -7,6 +7,8 @@
 use minijinja::{Environment, UndefinedBehavior, Value};
 use std::collections::BTreeMap;
 
+mod samples;
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct ExprError(pub String);
@@ -36,6 +38,18 @@ impl Default for Expr {
     }
 }
 
+type Comparison = fn(&Value, &Value) -> bool;
+
+/// minijinja's comparison tests, by their names and aliases.
+const COMPARISONS: &[(&[&str], Comparison)] = &[
+    (&["eq", "equalto", "=="], |a, b| a == b),
+    (&["ne", "!="], |a, b| a != b),
+    (&["lt", "lessthan", "<"], |a, b| a < b),
+    (&["le", "<="], |a, b| a <= b),
+    (&["gt", "greaterthan", ">"], |a, b| a > b),
+    (&["ge", ">="], |a, b| a >= b),
+];
+
 /// A template or condition's references, as dotted paths (`steps.check.result.status`).
 pub type Refs = Vec<String>;
 
@@ -57,6 +71,23 @@ impl Expr {
                 minijinja::escape_formatter(out, state, value)
             }
         });
+        // The test forms of the comparison operators (`selectattr('value', 'lt', 0.7)`) must be as
+        // strict as the operators: an item lacking the attribute (a NaN sample has no `value`)
+        // would otherwise compare without complaint and be selected.
+        for (names, op) in COMPARISONS {
+            for name in *names {
+                env.add_test(*name, move |a: Value, b: Value| {
+                    if a.is_undefined() || b.is_undefined() {
+                        return Err(minijinja::Error::new(
+                            minijinja::ErrorKind::UndefinedError,
+                            format!("the test `{name}` was given an undefined value"),
+                        ));
+                    }
+                    Ok(op(&a, &b))
+                });
+            }
+        }
+        samples::register(&mut env);
         Expr { env }
     }
 
@@ -115,6 +146,14 @@ impl Expr {
             if v.is_undefined() {
                 return Err(ExprError(format!("`{inner}` is undefined")));
             }
+            // Inside a list or mapping an undefined would become `null`, which compares without
+            // complaint later (`none < 0.7` is true): `samples | map(attribute='value') | list`
+            // over a NaN sample must not turn into a number-like gap.
+            if let Some(at) = undefined_inside(&v, String::new()) {
+                return Err(ExprError(format!(
+                    "`{inner}` has an undefined value at {at}"
+                )));
+            }
             return to_json(&v);
         }
         self.env
@@ -155,7 +194,9 @@ impl Expr {
             .compile_expression(text)
             .map_err(|e| ExprError(describe(&e)))?;
         let values = self.values_read(&e.undeclared_variables(true), ctx);
-        let v = e.eval(ctx.clone()).map_err(|e| ExprError(describe(&e)))?;
+        let v = e
+            .eval(ctx.clone())
+            .map_err(|e| ExprError(format!("{}{}", describe(&e), read_part(&values))))?;
         let holds = match v.kind() {
             minijinja::value::ValueKind::Bool => v.is_true(),
             other => {
@@ -201,11 +242,44 @@ impl Expr {
     }
 }
 
+/// Where in a list or mapping an undefined value sits (`[1]`, `.fraud`), if anywhere.
+fn undefined_inside(v: &Value, at: String) -> Option<String> {
+    use minijinja::value::ValueKind as K;
+    match v.kind() {
+        K::Undefined => Some(at),
+        K::Seq => v
+            .try_iter()
+            .ok()?
+            .enumerate()
+            .find_map(|(n, item)| undefined_inside(&item, format!("{at}[{n}]"))),
+        K::Map => v.try_iter().ok()?.find_map(|key| {
+            let item = v.get_item(&key).ok()?;
+            undefined_inside(&item, format!("{at}.{key}"))
+        }),
+        _ => None,
+    }
+}
+
 /// The outcome of a condition and what it was computed from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub holds: bool,
     pub values: BTreeMap<String, serde_json::Value>,
+}
+
+/// What a condition that could not be evaluated read, shortened: usually why it could not (a sample
+/// with `value_text: "NaN"` and no `value`).
+fn read_part(values: &BTreeMap<String, serde_json::Value>) -> String {
+    const MAX: usize = 300;
+    if values.is_empty() {
+        return String::new();
+    }
+    let read: Vec<String> = values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    let text = read.join(", ");
+    match text.char_indices().nth(MAX) {
+        Some((i, _)) => format!(" (it read {}...)", &text[..i]),
+        None => format!(" (it read {text})"),
+    }
 }
 
 fn kind_name(k: minijinja::value::ValueKind) -> &'static str {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod diag;
 pub mod expr;
 pub mod fuzzing;
+pub mod plugin_docs;
 pub mod run;
 pub mod runbook;
 pub mod schema;

@@ -43,6 +43,12 @@ pub static KINDS: &[ConnectionKind] = &[
                 "bearer_token",
                 FieldType::String,
                 "Sent as `Authorization: Bearer ...`; write `secret(\"NAME\")`.",
+            )
+            .secret(),
+            Field::opt(
+                "basic_auth",
+                FieldType::Object(BASIC_AUTH),
+                "HTTP basic authentication, instead of `bearer_token`.",
             ),
         ],
     },
@@ -59,7 +65,8 @@ pub static KINDS: &[ConnectionKind] = &[
                 "bearer_token",
                 FieldType::String,
                 "Write `secret(\"NAME\")`.",
-            ),
+            )
+            .secret(),
         ],
     },
     ConnectionKind {
@@ -75,7 +82,8 @@ pub static KINDS: &[ConnectionKind] = &[
                 "bearer_token",
                 FieldType::String,
                 "Write `secret(\"NAME\")`.",
-            ),
+            )
+            .secret(),
         ],
     },
     ConnectionKind {
@@ -83,12 +91,12 @@ pub static KINDS: &[ConnectionKind] = &[
         summary: "An MLflow tracking server and model registry (REST API 2.0).",
         fields: &[
             Field::req("url", URL, "Base URL of the tracking server."),
-            Field::opt("token", FieldType::String, "Write `secret(\"NAME\")`."),
+            Field::opt("token", FieldType::String, "Write `secret(\"NAME\")`.").secret(),
         ],
     },
     ConnectionKind {
         name: "kubernetes",
-        summary: "A Kubernetes API server, through a kubeconfig context.",
+        summary: "A Kubernetes API server, through a kubeconfig context (or, with no kubeconfig, the service account of the pod the engine runs in).",
         fields: &[
             Field::opt(
                 "context",
@@ -98,12 +106,12 @@ pub static KINDS: &[ConnectionKind] = &[
             Field::opt(
                 "namespace",
                 FieldType::String,
-                "The default namespace of the steps that use it.",
+                "The default namespace of the steps that use it (default: the context's, else `default`).",
             ),
             Field::opt(
                 "kubeconfig",
                 FieldType::String,
-                "Path of the kubeconfig file (default: KUBECONFIG, then ~/.kube/config).",
+                "Path of the kubeconfig file (default: KUBECONFIG, then ~/.kube/config, then the pod's service account).",
             ),
         ],
     },
@@ -124,15 +132,27 @@ pub static KINDS: &[ConnectionKind] = &[
         summary: "An SMTP server for `notify.email`.",
         fields: &[
             Field::req("host", FieldType::String, "Host name."),
-            Field::opt("port", FieldType::Integer, "Default 587 (25 without TLS)."),
+            Field::opt(
+                "port",
+                FieldType::Integer,
+                "Default 587 with `starttls`, 465 with `tls`, 25 with `none`.",
+            ),
             Field::opt(
                 "tls",
                 FieldType::Enum(&["starttls", "tls", "none"]),
-                "Default starttls.",
+                "`starttls` (the default: plain, then upgraded; refused if the server cannot), `tls` (TLS from the start), or `none` (plain text: a local relay).",
             ),
-            Field::opt("username", FieldType::String, "Login name."),
-            Field::opt("password", FieldType::String, "Write `secret(\"NAME\")`."),
-            Field::req("from", FieldType::String, "Sender address."),
+            Field::opt(
+                "username",
+                FieldType::String,
+                "Login name (AUTH PLAIN or LOGIN).",
+            ),
+            Field::opt("password", FieldType::String, "Write `secret(\"NAME\")`.").secret(),
+            Field::req(
+                "from",
+                FieldType::String,
+                "Sender address: `ops@example.com` or `Runbook <ops@example.com>`.",
+            ),
         ],
     },
     ConnectionKind {
@@ -142,8 +162,15 @@ pub static KINDS: &[ConnectionKind] = &[
             "webhook_url",
             FieldType::String,
             "The webhook URL: it is a credential, write `secret(\"NAME\")`.",
-        )],
+        )
+        .secret()],
     },
+];
+
+/// The fields of an `http` connection's `basic_auth`.
+static BASIC_AUTH: &[Field] = &[
+    Field::req("username", FieldType::String, "Login name."),
+    Field::req("password", FieldType::String, "Write `secret(\"NAME\")`.").secret(),
 ];
 
 pub fn kind(name: &str) -> Option<&'static ConnectionKind> {
@@ -247,15 +274,25 @@ impl Connection {
     /// A field that may be a secret, read now: a `secret("NAME")` reference is resolved (see
     /// [`read_secret`]); a plain string is returned as it is.
     pub fn secret(&self, field: &str) -> Result<Option<String>, StepError> {
-        match self.str(field) {
-            None => Ok(None),
-            Some(v) => match secret_ref(v) {
-                Some(name) => read_secret(name).map(Some).map_err(|e| {
-                    StepError::new(e.kind, format!("connection `{}`: {e}", self.name))
-                }),
-                None => Ok(Some(v.to_string())),
-            },
+        self.str(field).map(|v| self.reveal(v)).transpose()
+    }
+
+    /// A value of this connection that may be a `secret("NAME")` reference (a nested field, such as
+    /// `basic_auth.password`), read now.
+    pub fn reveal(&self, value: &str) -> Result<String, StepError> {
+        match secret_ref(value) {
+            Some(name) => read_secret(name)
+                .map_err(|e| StepError::new(e.kind, format!("connection `{}`: {e}", self.name))),
+            None => Ok(value.to_string()),
         }
+    }
+
+    /// An `input` failure about this connection, e.g. a field of the wrong shape.
+    pub fn error(&self, message: impl std::fmt::Display) -> StepError {
+        StepError::new(
+            ErrorKind::Input,
+            format!("connection `{}`: {message}", self.name),
+        )
     }
 
     /// The fields, as they may be shown and journaled (secrets as their references).

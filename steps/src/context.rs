@@ -27,6 +27,9 @@ pub struct StepContext {
     /// Where a plugin reports a process group it started, for the engine to journal (see
     /// [`crate::process`]).
     pub processes: Option<tokio::sync::mpsc::UnboundedSender<(String, crate::process::Group)>>,
+    /// Who the run acts for (`--actor`, `RUNBOOK_ACTOR`, else the OS user), when the engine says:
+    /// a plugin that signs what it creates (a silence's `createdBy`) names them.
+    pub actor: Option<String>,
 }
 
 impl Default for StepContext {
@@ -45,6 +48,7 @@ impl StepContext {
             output: OutputSink::default(),
             connection: None,
             processes: None,
+            actor: None,
         }
     }
 

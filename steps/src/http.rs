@@ -1,14 +1,18 @@
 //! `http.request`: one HTTP request with an expected status and a parsed JSON body.
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
-use std::time::Duration;
+pub(crate) mod client;
 
-use reqwest::header::{HeaderName, HeaderValue};
-use reqwest::{Method, StatusCode, Url};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use reqwest::{Method, Url};
 use serde_json::{Map, Value, json};
 
+use client::Client;
+
+use crate::connection::Connection;
 use crate::schema::{Field, FieldType};
+use crate::web::{cause_chain, describe_status, head_chars, redacted};
 use crate::{ErrorKind, Plugin, PluginInfo, SideEffect, StepContext, StepError, StepFuture};
 
 static METHODS: [&str; 6] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
@@ -32,7 +36,8 @@ static INFO: PluginInfo = PluginInfo {
         Field::opt(
             "headers",
             FieldType::Map(&FieldType::String),
-            "Request headers.",
+            "Request headers; they replace the connection's of the same name (an `Authorization` \
+             replaces the connection's credentials).",
         ),
         Field::opt(
             "query",
@@ -65,10 +70,11 @@ const MESSAGE_BODY: usize = 300;
 
 #[derive(Default)]
 pub struct HttpRequest {
-    /// Built on first use and shared by every request, so connections are pooled across steps. Lazy
-    /// because building it needs the TLS provider installed and may fail (no usable system roots),
-    /// which should fail a step, not the registry.
-    client: OnceLock<reqwest::Client>,
+    /// For requests without a connection (a connection keeps its own, see [`Connection::client`]):
+    /// built on first use and shared by every such request, so connections are pooled across steps.
+    /// Lazy because building it needs the TLS provider installed and may fail (no usable system
+    /// roots), which should fail a step, not the registry.
+    plain: OnceLock<Arc<Client>>,
 }
 
 /// The `with:` block of `http.request`. Every field is an `Option` so that a template rendering to
@@ -90,13 +96,17 @@ fn parse_input(value: Value) -> Result<Input, StepError> {
 }
 
 impl HttpRequest {
-    fn client(&self) -> Result<&reqwest::Client, StepError> {
-        if let Some(client) = self.client.get() {
-            return Ok(client);
+    /// The connection's client (its headers and credentials), or the shared plain one.
+    fn client(&self, conn: Option<&Connection>) -> Result<Arc<Client>, StepError> {
+        if let Some(conn) = conn {
+            return conn.client(Client::of);
         }
-        let built = build_client()?;
+        if let Some(client) = self.plain.get() {
+            return Ok(Arc::clone(client));
+        }
+        let built = Arc::new(Client::plain()?);
         // Two steps racing here both build a client and one is thrown away, which is harmless.
-        Ok(self.client.get_or_init(|| built))
+        Ok(Arc::clone(self.plain.get_or_init(|| built)))
     }
 
     async fn request(&self, input: Value, ctx: &StepContext) -> Result<Value, StepError> {
@@ -106,43 +116,9 @@ impl HttpRequest {
         let url = target(&input, conn)?;
         let shown = redacted(&url);
 
-        let mut builder = self.client()?.request(method.clone(), url);
-        // The connection's headers first, so that a step's own headers replace them.
-        let mut headers: BTreeMap<String, String> = conn
-            .and_then(|c| c.get("headers"))
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Read now, at call time, so the token is never part of an input or an event.
-        if let Some(token) = conn
-            .map(|c| c.secret("bearer_token"))
-            .transpose()?
-            .flatten()
-        {
-            headers.insert("Authorization".into(), format!("Bearer {token}"));
-        }
-        headers.extend(input.headers.unwrap_or_default());
-        for (name, value) in &headers {
-            // Checked here rather than left to `send`, whose builder error would not say which
-            // header is wrong.
-            let name_ok = HeaderName::from_bytes(name.as_bytes()).map_err(|e| {
-                StepError::new(
-                    ErrorKind::Input,
-                    format!("invalid header name `{name}`: {e}"),
-                )
-            })?;
-            let value_ok = HeaderValue::from_str(value).map_err(|e| {
-                StepError::new(
-                    ErrorKind::Input,
-                    format!("invalid value for header `{name}`: {e}"),
-                )
-            })?;
-            builder = builder.header(name_ok, value_ok);
-        }
+        let mut builder =
+            self.client(conn)?
+                .request(method.clone(), url, input.headers.as_ref())?;
         match (input.json, input.body) {
             (Some(_), Some(_)) => {
                 return Err(StepError::new(
@@ -217,25 +193,6 @@ impl HttpRequest {
     }
 }
 
-/// The HTTP client of every plugin that speaks HTTP (this one, and the families that call a
-/// service's API), so they agree on timeouts, TLS and the user agent.
-pub(crate) fn build_client() -> Result<reqwest::Client, StepError> {
-    // reqwest is built without a crypto provider of its own and panics without one.
-    crate::init_tls();
-    reqwest::Client::builder()
-        // Only the connect phase is bounded here: the step's own `timeout` bounds the whole
-        // request, and the engine enforces it by dropping the future.
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| {
-            StepError::new(
-                ErrorKind::Other,
-                format!("cannot set up the HTTP client: {}", cause_chain(&e)),
-            )
-        })
-}
-
 impl Plugin for HttpRequest {
     fn info(&self) -> &'static PluginInfo {
         &INFO
@@ -268,7 +225,7 @@ impl Plugin for HttpRequest {
 }
 
 /// The URL a request goes to: its own, or joined to the connection's `base_url`, with `query` added.
-fn target(input: &Input, conn: Option<&crate::connection::Connection>) -> Result<Url, StepError> {
+fn target(input: &Input, conn: Option<&Connection>) -> Result<Url, StepError> {
     let base = conn.and_then(|c| c.str("base_url"));
     let parsed = match base {
         // A URL of its own wins; a relative one is joined to the connection's base.
@@ -324,6 +281,9 @@ fn plan(input: Value, ctx: &StepContext) -> Result<Value, StepError> {
     if let Some(h) = &input.headers {
         out["headers"] = serde_json::json!(h);
     }
+    if let Some(auth) = ctx.connection.as_deref().and_then(client::describe_auth) {
+        out["auth"] = Value::String(auth);
+    }
     if let Some(j) = &input.json {
         out["json"] = j.clone();
     }
@@ -351,22 +311,7 @@ fn parse_method(method: Option<&str>) -> Result<Method, StepError> {
         .map_err(|e| StepError::new(ErrorKind::Input, format!("invalid method `{method}`: {e}")))
 }
 
-/// The URL as messages show it: a password in the userinfo is masked, since messages end up in the
-/// journal and on terminals.
-pub(crate) fn redacted(url: &Url) -> String {
-    if url.password().is_some() {
-        let mut masked = url.clone();
-        // Only fails for URLs that cannot have credentials, which this one has.
-        let _ = masked.set_password(Some("***"));
-        masked.to_string()
-    } else {
-        url.to_string()
-    }
-}
-
-/// A failure to get an answer at all. reqwest's own message is a generic category ("error sending
-/// request"); the useful part ("Connection refused", a DNS or certificate error) is down the source
-/// chain, so the whole chain is spelled out.
+/// A failure to get an answer at all, with the whole cause chain spelled out.
 pub(crate) fn send_error(method: &Method, url: &str, err: &reqwest::Error) -> StepError {
     let kind = if err.is_builder() {
         ErrorKind::Input
@@ -376,29 +321,6 @@ pub(crate) fn send_error(method: &Method, url: &str, err: &reqwest::Error) -> St
         ErrorKind::Connect
     };
     StepError::new(kind, format!("{method} {url}: {}", cause_chain(err)))
-}
-
-/// Every message in the error's source chain, joined with `: `, skipping the URL reqwest appends
-/// (the caller names it once) and messages that only repeat the previous one.
-fn cause_chain(err: &reqwest::Error) -> String {
-    let top = err.to_string();
-    let top = match err.url() {
-        Some(url) => top
-            .strip_suffix(&format!(" for url ({url})"))
-            .map(str::to_owned)
-            .unwrap_or(top),
-        None => top,
-    };
-    let mut parts = vec![top];
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        let text = e.to_string();
-        if parts.last().is_none_or(|last| !last.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
 }
 
 fn response_headers(headers: &reqwest::header::HeaderMap) -> Map<String, Value> {
@@ -426,13 +348,6 @@ fn parse_json_body(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or(Value::Null)
 }
 
-pub(crate) fn describe_status(status: StatusCode) -> String {
-    match status.canonical_reason() {
-        Some(reason) => format!("{} {reason}", status.as_u16()),
-        None => status.as_u16().to_string(),
-    }
-}
-
 fn describe_expected(expect: Option<&[u16]>) -> String {
     match expect {
         None => "2xx".to_owned(),
@@ -445,13 +360,6 @@ fn describe_expected(expect: Option<&[u16]>) -> String {
     }
 }
 
-pub(crate) fn head_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use axum::Router;
@@ -461,7 +369,9 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::HttpRequest;
-    use crate::testkit::{call, err, ok};
+    use super::client::Client;
+    use crate::connection::Connection;
+    use crate::testkit::{Harness, call, err, ok};
     use crate::{ErrorKind, Plugin, SideEffect, StepError};
 
     /// Echoes what the request looked like, as JSON.
@@ -481,6 +391,7 @@ mod tests {
             "query": query,
             "content_type": header("content-type"),
             "x_token": header("x-token"),
+            "authorization": header("authorization"),
             "body": body,
         }))
     }
@@ -579,6 +490,7 @@ mod tests {
                 "query": null,
                 "content_type": "text/plain",
                 "x_token": "s3cret",
+                "authorization": null,
                 "body": "hello",
             })
         );
@@ -728,6 +640,116 @@ mod tests {
             }
             assert_eq!(plugin.class_for(&input), class, "{method:?}");
         }
+    }
+
+    fn connection(fields: Value) -> Connection {
+        let kind = crate::connection::kind("http").expect("a declared kind");
+        let Value::Object(fields) = fields else {
+            panic!("fields are a mapping")
+        };
+        Connection::new("api", kind, fields)
+    }
+
+    #[tokio::test]
+    async fn a_connection_sends_its_headers_and_bearer_token_through_one_client() {
+        let base = server().await;
+        let plugin = HttpRequest::default();
+        let h = Harness::default().with_connection(connection(json!({
+            "base_url": base,
+            "headers": { "X-Token": "from-connection", "Content-Type": "text/plain" },
+            "bearer_token": "tok-1234",
+        })));
+        let r = ok(h
+            .call(
+                &plugin,
+                json!({ "url": "/echo", "method": "POST", "body": "x",
+                        "headers": { "content-type": "text/csv" } }),
+            )
+            .await);
+        assert_eq!(r["json"]["authorization"], "Bearer tok-1234");
+        assert_eq!(r["json"]["x_token"], "from-connection");
+        // The step's header replaces the connection's whatever its case.
+        assert_eq!(r["json"]["content_type"], "text/csv");
+
+        // The client (with the token read once) is the connection's, kept for the next step.
+        let conn = h.ctx.connection.as_deref().expect("given");
+        let kept = conn.client::<Client>(|_| panic!("a second client was built"));
+        assert!(kept.is_ok());
+        let r = ok(h
+            .call(
+                &plugin,
+                json!({ "url": "/echo", "headers": { "Authorization": "Token own" } }),
+            )
+            .await);
+        assert_eq!(
+            r["json"]["authorization"], "Token own",
+            "a step's own Authorization replaces the connection's credentials"
+        );
+    }
+
+    #[tokio::test]
+    async fn basic_auth_comes_from_the_connection() {
+        let base = server().await;
+        let h = Harness::default().with_connection(connection(json!({
+            "base_url": base,
+            "basic_auth": { "username": "ops", "password": "pa55-w0rd" },
+        })));
+        let r = ok(h
+            .call(&HttpRequest::default(), json!({ "url": "/echo" }))
+            .await);
+        assert_eq!(r["json"]["authorization"], "Basic b3BzOnBhNTUtdzByZA==");
+    }
+
+    #[tokio::test]
+    async fn bad_credentials_in_a_connection_are_input_errors_naming_it() {
+        for (fields, needle) in [
+            (
+                json!({ "bearer_token": "t0ken", "basic_auth": { "username": "u", "password": "p" } }),
+                "connection `api`: give `bearer_token` or `basic_auth`, not both",
+            ),
+            (
+                json!({ "basic_auth": { "username": "u" } }),
+                "connection `api`: `basic_auth` needs `password`",
+            ),
+            (
+                json!({ "basic_auth": "u:p" }),
+                "connection `api`: `basic_auth` must be a mapping",
+            ),
+            (
+                json!({ "bearer_token": "secret(\"RUNBOOK_TEST_UNSET_9A7B\")" }),
+                "connection `api`: secret `RUNBOOK_TEST_UNSET_9A7B` is not set",
+            ),
+            (
+                json!({ "headers": { "bad header": "x" } }),
+                "connection `api`: invalid header name `bad header`",
+            ),
+        ] {
+            let h = Harness::default().with_connection(connection(fields.clone()));
+            let e = err(h
+                .call(
+                    &HttpRequest::default(),
+                    json!({ "url": "http://127.0.0.1:1/" }),
+                )
+                .await);
+            assert_eq!(e.kind, ErrorKind::Input, "{fields}: {}", e.message);
+            assert!(e.message.starts_with(needle), "{fields}: {}", e.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plan_names_the_credentials_without_revealing_them() {
+        let h = Harness::default().with_connection(connection(json!({
+            "base_url": "http://127.0.0.1:1",
+            "basic_auth": { "username": "ops", "password": "pa55-w0rd" },
+        })));
+        let plugin = HttpRequest::default();
+        let plan = plugin
+            .plan(json!({ "url": "/x", "method": "POST" }), &h.ctx)
+            .expect("http.request plans");
+        let plan = ok(plan.await);
+        assert_eq!(plan["summary"], "would send POST http://127.0.0.1:1/x");
+        assert_eq!(plan["auth"], "basic as `ops` (connection `api`)");
+        assert!(!plan.to_string().contains("pa55"), "{plan}");
     }
 
     #[test]

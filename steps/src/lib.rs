@@ -8,6 +8,7 @@
 //! the reference docs treat them like every other plugin) but executed by the engine, because they
 //! evaluate conditions over the run's state or keep durable deadlines.
 
+pub mod alertmanager;
 pub mod connection;
 pub mod context;
 pub mod duration;
@@ -16,11 +17,14 @@ pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod mlflow;
+pub mod notify;
 pub mod process;
+pub mod prometheus;
 pub mod registry;
 pub mod schema;
 pub mod shell;
 pub mod testkit;
+pub mod web;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -76,7 +80,8 @@ pub enum ErrorKind {
     Status,
     /// The answer could not be parsed (e.g. JSON was asked for and not given).
     Parse,
-    /// A `flow.assert` or `flow.wait_until` condition did not hold.
+    /// A `flow.assert` or `flow.wait_until` condition did not hold, or a requirement a step stated
+    /// (a query's `require_result`).
     Condition,
     /// An approval was refused or could not be asked.
     Approval,
@@ -215,6 +220,21 @@ pub fn check_as<T: serde::de::DeserializeOwned>(
     input: &serde_json::Value,
 ) -> Result<(), StepError> {
     T::deserialize(input).map(drop).map_err(StepError::input)
+}
+
+/// An error and its sources as one line, each message once, joined with `: `: client libraries put
+/// the useful part ("Connection refused", a certificate problem) down the chain.
+pub fn error_chain(top: String, source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut parts = vec![top];
+    let mut source = source;
+    while let Some(e) = source {
+        let text = e.to_string();
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Installs the process-wide TLS provider (ring; no OpenSSL, no cmake). Call once at start; later calls

@@ -1,7 +1,7 @@
 //! What this build can run: the ordinary plugins (shared), the built-ins the engine executes itself,
 //! and the plugin families a build may leave out.
 
-use crate::{Plugin, PluginInfo, flow, http, mlflow, shell};
+use crate::{Plugin, PluginInfo, alertmanager, flow, http, mlflow, notify, prometheus, shell};
 use std::sync::Arc;
 
 /// The steps the engine executes itself, because they evaluate conditions over the run's state or
@@ -87,6 +87,12 @@ impl Registry {
             Arc::new(mlflow::RunMetrics),
             Arc::new(mlflow::SetAlias),
             Arc::new(mlflow::Rollback),
+            Arc::new(prometheus::Query),
+            Arc::new(prometheus::QueryRange),
+            Arc::new(alertmanager::Alerts),
+            Arc::new(alertmanager::Silence),
+            Arc::new(notify::slack::Slack),
+            Arc::new(notify::email::Email),
         ];
         #[cfg(feature = "kubernetes")]
         let plugins = {
@@ -265,6 +271,10 @@ mod tests {
             "flow.assert",
             "flow.sleep",
             "flow.wait_until",
+            "prometheus.query",
+            "prometheus.query_range",
+            "alertmanager.alerts",
+            "alertmanager.silence",
         ] {
             assert!(r.get(n).is_some(), "{n} missing");
         }
@@ -322,7 +332,7 @@ mod tests {
             "built-ins run in the engine"
         );
         let family = if cfg!(feature = "kubernetes") { 5 } else { 0 };
-        assert_eq!(r.plugins().count(), 8 + family);
+        assert_eq!(r.plugins().count(), 14 + family);
     }
 
     /// Stands in for a family plugin that a later build registers.

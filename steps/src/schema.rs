@@ -56,6 +56,9 @@ pub struct Field {
     pub ty: FieldType,
     pub required: bool,
     pub doc: &'static str,
+    /// A credential (a connection's token, password, webhook URL): its value is masked wherever it
+    /// appears in the journal, whatever the field's name. Write it `secret("NAME")`.
+    pub secret: bool,
 }
 
 impl Field {
@@ -65,6 +68,7 @@ impl Field {
             ty,
             required: true,
             doc,
+            secret: false,
         }
     }
 
@@ -74,6 +78,15 @@ impl Field {
             ty,
             required: false,
             doc,
+            secret: false,
+        }
+    }
+
+    /// Marks the field as a credential (the `secret` flag).
+    pub const fn secret(self) -> Field {
+        Field {
+            secret: true,
+            ..self
         }
     }
 }

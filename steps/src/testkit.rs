@@ -108,6 +108,165 @@ pub fn service(var: &str) -> Option<String> {
     }
 }
 
+/// The URL of a port on 127.0.0.1 where nothing listens: bound a moment ago and released.
+pub fn closed_port_url() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(1);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Reads an HTTP request's head (up to the blank line) and returns it; `None` when the peer closed
+/// the connection first.
+fn read_head(stream: &std::net::TcpStream) -> Option<String> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) if line == "\r\n" => return Some(head),
+            Ok(_) => head.push_str(&line),
+        }
+    }
+}
+
+/// A server on 127.0.0.1 that answers every request with the raw HTTP `response` and closes the
+/// connection; each request's head is sent to the receiver. Failure injection (a crashed backend,
+/// a proxy's error page), not a stand-in for a real server.
+pub fn canned_server(response: String) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let url = format!("http://{}", listener.local_addr().expect("local address"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            if let Some(head) = read_head(&stream) {
+                let _ = stream.write_all(response.as_bytes());
+                if tx.send(head).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// A raw HTTP response with this status line, content type and body.
+pub fn http_response(status: &str, content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A server on 127.0.0.1 that accepts connections, reads the request and never answers. The
+/// receiver gets the request's head, then `"closed"` when the client hangs up: how a test sees that
+/// a cancelled call left nothing open.
+pub fn silent_server() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let url = format!("http://{}", listener.local_addr().expect("local address"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let Some(head) = read_head(&stream) else {
+                    return;
+                };
+                let _ = tx.send(head);
+                // Blocks until the client closes its end (read returns 0) or resets it.
+                let mut buf = [0u8; 512];
+                while matches!(stream.read(&mut buf), Ok(n) if n > 0) {}
+                let _ = tx.send("closed".to_string());
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// A TCP proxy on 127.0.0.1 to `target` (`host:port`) that counts the connections it accepts: how a
+/// test measures connection reuse for real.
+pub struct CountingProxy {
+    pub url: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingProxy {
+    pub fn start(target: &str) -> CountingProxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let target = target.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+                    pipe(client, s2);
+                    pipe(server, c2);
+                }
+            }
+        });
+        CountingProxy { url, accepted }
+    }
+
+    /// How many TCP connections it has accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A text no other test, run or process uses: how a test finds its own message among those a shared
+/// sink (the webhook receiver, the SMTP Maildir) recorded.
+pub fn marker(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{what}-{}-{nanos:x}", std::process::id())
+}
+
+/// The text of the first file in `dir` for which `wanted` holds, polled until one appears (a sink
+/// may write it after answering).
+///
+/// # Panics
+/// When none has appeared within 10 seconds.
+#[track_caller]
+pub fn file_in(dir: &std::path::Path, wanted: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if let Ok(text) = std::fs::read_to_string(entry.path())
+                && wanted(&text)
+            {
+                return text;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no file in {} has what the test waits for",
+            dir.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,6 +155,10 @@ pub enum Command {
     Plugins {
         /// A plugin name, e.g. shell.run.
         name: Option<String>,
+        /// Print the whole reference as Markdown (every plugin and connection kind): the source of
+        /// docs/plugins.md.
+        #[arg(long, conflicts_with = "name")]
+        markdown: bool,
     },
     /// Start a new run that re-runs an earlier one from a step, reusing what came before it.
     #[command(
@@ -475,7 +479,11 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
             Ok(exit::OK)
         }
         Command::Schema { out } => schema::schema(&registry, out.as_deref()),
-        Command::Plugins { name } => {
+        Command::Plugins { markdown: true, .. } => {
+            print!("{}", crate::plugin_docs::reference(&registry));
+            Ok(exit::OK)
+        }
+        Command::Plugins { name, .. } => {
             plugins::plugins(&registry, name.as_deref(), cli.global.output)
         }
         Command::Audit {

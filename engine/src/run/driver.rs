@@ -490,6 +490,7 @@ impl Driver {
             .and_then(|c| self.connections.get(c))
             .cloned();
         sctx.processes = Some(self.processes_tx.clone());
+        sctx.actor = Some(self.opts.actor.clone());
         self.watching
             .push((self.plan.id(i).to_string(), sctx.watch_progress()));
         sctx

@@ -1,12 +1,14 @@
 //! Keeping secrets out of the journal. Every event passes through here before it is sealed.
 //!
 //! Two rules: a value under a key that names a secret (`password`, `token`, `authorization`, ...) is
-//! replaced; and any text containing the value of a secret (an environment variable or connection
-//! field whose name names a secret) has that value replaced, wherever it appears — a rendered header,
-//! a command line, a command's output.
+//! replaced; and any text containing the value of a secret (an environment variable whose name names a
+//! secret, a connection field so named or declared a credential by its kind, such as a Slack
+//! `webhook_url`, or what a `secret("NAME")` reference resolves to) has that value replaced, wherever
+//! it appears — a rendered header, a command line, a command's output, a plan.
 
 use super::event::Event;
-use runbook_steps::connection::{read_secret, secret_ref};
+use runbook_steps::Field;
+use runbook_steps::connection::{self, read_secret, secret_ref};
 use serde_json::Value;
 
 pub const MASK: &str = "***";
@@ -43,8 +45,14 @@ impl Redactor {
             .filter(|(k, v)| is_secret_name(k) && v.len() >= 4)
             .map(|(_, v)| v)
             .collect();
-        if let Some(c) = connections {
-            collect(c, false, &mut values);
+        if let Some(Value::Object(conns)) = connections {
+            for conn in conns.values() {
+                let kind = conn
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .and_then(connection::kind);
+                collect_fields(conn, kind.map_or(&[], |k| k.fields), &mut values);
+            }
         }
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         values.dedup();
@@ -88,9 +96,15 @@ impl Redactor {
     /// Masks secrets in everything an event carries that came from inputs, results or values read.
     pub fn event(&self, event: &mut Event) {
         match event {
-            Event::StepStarted { inputs, .. } | Event::ApprovalRequested { inputs, .. } => {
-                self.value(inputs)
+            Event::StepStarted { inputs, .. } => self.value(inputs),
+            Event::ApprovalRequested { inputs, plan, .. } => {
+                self.value(inputs);
+                if let Some(p) = plan {
+                    self.value(p);
+                }
             }
+            // A plugin's plan may repeat its inputs (a request's headers).
+            Event::StepPlanned { plan, .. } => self.value(plan),
             Event::ProbeDone {
                 values, problem, ..
             } => {
@@ -133,6 +147,21 @@ impl Redactor {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Secret values of one connection: [`collect`] over each field, a field its kind declares a
+/// credential counting as secret whatever its name (a mapping field's own fields likewise).
+fn collect_fields(conn: &Value, declared: &[Field], out: &mut Vec<String>) {
+    let Value::Object(m) = conn else {
+        return collect(conn, false, out);
+    };
+    for (k, x) in m {
+        let field = declared.iter().find(|f| f.name == k);
+        match field.map(|f| f.ty) {
+            Some(runbook_steps::FieldType::Object(inner)) => collect_fields(x, inner, out),
+            _ => collect(x, field.is_some_and(|f| f.secret) || is_secret_name(k), out),
         }
     }
 }
@@ -182,6 +211,45 @@ mod tests {
         assert_eq!(v["stdout"], "token is ***\n");
         assert_eq!(v["api_key"], MASK);
         assert_eq!(v["tls"], true);
+    }
+
+    #[test]
+    fn fields_a_kind_declares_credentials_are_collected_whatever_their_name() {
+        let r = Redactor::new(Some(&json!({
+            "hook": { "kind": "slack", "webhook_url": "https://hooks.example/T0/B0/XyZ123" },
+            "api": { "kind": "http", "base_url": "https://api.example",
+                     "basic_auth": { "username": "opsuser", "password": "pa55-w0rd" } },
+        })));
+        assert_eq!(
+            r.string("POST https://hooks.example/T0/B0/XyZ123 failed"),
+            "POST *** failed"
+        );
+        assert_eq!(r.string("login pa55-w0rd"), "login ***");
+        assert_eq!(
+            r.string("opsuser at https://api.example"),
+            "opsuser at https://api.example"
+        );
+        let mut resolved =
+            json!({"hook": {"kind": "slack", "webhook_url": "https://hooks.example/T0/B0/XyZ123"}});
+        r.value(&mut resolved);
+        assert_eq!(resolved["hook"]["webhook_url"], MASK);
+    }
+
+    #[test]
+    fn plans_are_masked_like_inputs() {
+        let r = Redactor {
+            values: vec!["hunter22".to_string()],
+        };
+        let mut planned = Event::StepPlanned {
+            step: "s".into(),
+            plan: json!({"summary": "would send with hunter22", "headers": {"Authorization": "Bearer x"}}),
+        };
+        r.event(&mut planned);
+        let Event::StepPlanned { plan, .. } = planned else {
+            unreachable!()
+        };
+        assert_eq!(plan["summary"], "would send with ***");
+        assert_eq!(plan["headers"]["Authorization"], MASK);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::pods::{self, Target};
 use super::{Kube, NAMESPACE, chain, parse};
-use crate::http::head_chars;
 use crate::schema::{Field, FieldType};
+use crate::web::head_chars;
 use crate::{ErrorKind, Plugin, PluginInfo, SideEffect, StepContext, StepError, StepFuture};
 
 /// stdout and stderr each keep at most this much in the result; the output sink has the tail.

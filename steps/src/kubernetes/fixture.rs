@@ -43,7 +43,7 @@ impl Namespace {
             name,
             kubeconfig: kubeconfig.to_string(),
             url,
-            http: crate::http::build_client().map_err(|e| e.message)?,
+            http: crate::web::client().map_err(|e| e.message)?,
         };
         ns.post("/api/v1/namespaces", json!({"metadata": {"name": ns.name}}))
             .await?;

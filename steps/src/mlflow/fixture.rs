@@ -138,7 +138,7 @@ pub async fn get(url: &str, endpoint: &str, query: &[(&str, &str)]) -> Result<Va
 }
 
 fn client() -> Result<reqwest::Client, String> {
-    crate::http::build_client().map_err(|e| e.message)
+    crate::web::client().map_err(|e| e.message)
 }
 
 fn endpoint_url(url: &str, endpoint: &str) -> String {

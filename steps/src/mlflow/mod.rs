@@ -22,7 +22,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::connection::Connection;
-use crate::http::{build_client, describe_status, head_chars, redacted, send_error};
+use crate::http::send_error;
+use crate::web::{client as build_client, describe_status, head_chars, redacted};
 use crate::{ErrorKind, StepContext, StepError};
 
 /// An answer keeps at most this many bytes: a registry's answers are small, and a server that

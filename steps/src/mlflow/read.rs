@@ -143,8 +143,9 @@ static METRICS: PluginInfo = PluginInfo {
         ),
     ],
     exactly_one_of: &[&["version", "alias", "stage"]],
-    output: "{ model, version: integer, run_id, metrics: { name: number, or \"NaN\" as MLflow \
-             sends it } }",
+    output: "{ model, version: integer, run_id, metrics: { name: number }, non_finite: { name: \
+             \"NaN\" } (metrics MLflow sends as text: absent from `metrics`, so a condition over one \
+             fails instead of deciding) }",
     example: "model: fraud_specialist\nstage: Production\nmetrics: [f1_score]",
     connection: Some("mlflow"),
 };
@@ -183,11 +184,16 @@ impl Plugin for RunMetrics {
                 None => logged,
                 Some(wanted) => pick(logged, wanted, &run_id)?,
             };
+            // A NaN is kept apart, as prometheus.* keeps it: minijinja orders a string against a
+            // number without complaint, so `metrics.f1 < 0.7` must find no value rather than "NaN".
+            let (metrics, non_finite): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                metrics.into_iter().partition(|(_, v)| v.is_number());
             Ok(json!({
                 "model": v.model,
                 "version": v.version,
                 "run_id": run_id,
                 "metrics": metrics,
+                "non_finite": non_finite,
             }))
         })
     }

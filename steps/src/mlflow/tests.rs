@@ -156,7 +156,7 @@ async fn run_metrics_returns_the_f1_the_run_logged() {
     assert_eq!(
         live,
         json!({ "model": m, "version": 2, "run_id": s.runs[1],
-                "metrics": { "f1_score": 0.62, "loss": "NaN" } })
+                "metrics": { "f1_score": 0.62 }, "non_finite": { "loss": "NaN" } })
     );
     assert!(progress.has_changed().expect("sender alive"));
     assert_eq!(
