@@ -508,13 +508,10 @@ async fn a_cancelled_exec_closes_its_stream_and_keeps_the_output() {
 async fn connection_problems_name_the_config_and_the_server() {
     let dir = std::env::temp_dir().join(format!("runbook-kube-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let server = crate::testkit::closed_port_url();
     let path = dir.join("config");
     std::fs::write(&path, format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\n\
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: '{server}'}}}}]\n\
          contexts: [{{name: ctx, context: {{cluster: c, user: u, namespace: ns1}}}}]\ncurrent-context: ctx\nusers: [{{name: u, user: {{}}}}]\n"
     )).expect("written");
     let conn = |fields: Value| {
@@ -529,7 +526,7 @@ async fn connection_problems_name_the_config_and_the_server() {
     assert_eq!(e.kind, ErrorKind::Connect, "{}", e.message);
     assert!(
         e.message.contains(&format!(
-            "http://127.0.0.1:{port}/ at kubeconfig {}, context `ctx`",
+            "{server}/ at kubeconfig {}, context `ctx`",
             path.display()
         )) && e.message.to_lowercase().contains("connection refused"),
         "{}",
