@@ -10,6 +10,8 @@ mod fuzzing;
 mod golden;
 mod hardening;
 mod integrity;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 mod mlflow;
 #[cfg(feature = "mongodb")]
 mod mongodb;

@@ -96,7 +96,7 @@ pub static KINDS: &[ConnectionKind] = &[
     },
     ConnectionKind {
         name: "kubernetes",
-        summary: "A Kubernetes API server, through a kubeconfig context.",
+        summary: "A Kubernetes API server, through a kubeconfig context (or, with no kubeconfig, the service account of the pod the engine runs in).",
         fields: &[
             Field::opt(
                 "context",
@@ -106,12 +106,12 @@ pub static KINDS: &[ConnectionKind] = &[
             Field::opt(
                 "namespace",
                 FieldType::String,
-                "The default namespace of the steps that use it.",
+                "The default namespace of the steps that use it (default: the context's, else `default`).",
             ),
             Field::opt(
                 "kubeconfig",
                 FieldType::String,
-                "Path of the kubeconfig file (default: KUBECONFIG, then ~/.kube/config).",
+                "Path of the kubeconfig file (default: KUBECONFIG, then ~/.kube/config, then the pod's service account).",
             ),
         ],
     },

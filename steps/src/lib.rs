@@ -14,6 +14,8 @@ pub mod context;
 pub mod duration;
 pub mod flow;
 pub mod http;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod mlflow;
 #[cfg(feature = "mongodb")]
 pub mod mongodb;

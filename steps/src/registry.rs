@@ -79,7 +79,10 @@ impl Registry {
             entries: Vec::new(),
         };
         // A build without the optional families adds nothing to it.
-        #[cfg_attr(not(feature = "mongodb"), allow(unused_mut))]
+        #[cfg_attr(
+            not(any(feature = "mongodb", feature = "kubernetes")),
+            allow(unused_mut)
+        )]
         let mut plugins: Vec<Arc<dyn Plugin>> = vec![
             Arc::new(shell::ShellRun),
             Arc::new(http::HttpRequest::default()),
@@ -101,6 +104,14 @@ impl Registry {
             Arc::new(crate::mongodb::Aggregate) as Arc<dyn Plugin>,
             Arc::new(crate::mongodb::Find),
             Arc::new(crate::mongodb::Count),
+        ]);
+        #[cfg(feature = "kubernetes")]
+        plugins.extend([
+            Arc::new(crate::kubernetes::Exec) as Arc<dyn Plugin>,
+            Arc::new(crate::kubernetes::Logs),
+            Arc::new(crate::kubernetes::Patch),
+            Arc::new(crate::kubernetes::RolloutRestart),
+            Arc::new(crate::kubernetes::Get),
         ]);
         for p in plugins {
             // The built-in names are distinct; the registry tests hold them to it.
@@ -326,7 +337,8 @@ mod tests {
             r.plugin("flow.branch").is_none(),
             "built-ins run in the engine"
         );
-        let families = if cfg!(feature = "mongodb") { 3 } else { 0 };
+        let families = if cfg!(feature = "mongodb") { 3 } else { 0 }
+            + if cfg!(feature = "kubernetes") { 5 } else { 0 };
         assert_eq!(r.plugins().count(), 14 + families);
     }
 
@@ -343,8 +355,8 @@ mod tests {
         }
     }
 
-    static LOGS: PluginInfo = PluginInfo {
-        name: "kubernetes.logs",
+    static COUNT: PluginInfo = PluginInfo {
+        name: "mongodb.count",
         summary: "",
         class: crate::SideEffect::Read,
         fields: &[],
@@ -357,27 +369,34 @@ mod tests {
     #[test]
     fn a_family_plugin_not_registered_is_not_in_this_build() {
         let mut r = Registry::builtin();
-        let missing = r.not_in_build("kubernetes.logs").expect("a family name");
-        assert_eq!(missing.feature, "kubernetes");
-        assert_eq!(missing.enabled, cfg!(feature = "kubernetes"));
-        assert!(
-            missing
-                .to_string()
-                .starts_with("`kubernetes.logs` is not in this build ("),
-            "{missing}"
-        );
-        assert_eq!(
-            r.not_in_build("mongodb.count").map(|m| m.feature),
-            (!cfg!(feature = "mongodb")).then_some("mongodb")
-        );
+        // Every plugin a family lists is registered exactly when its feature is on.
+        for family in FAMILIES {
+            for name in family.plugins {
+                assert_eq!(
+                    r.not_in_build(name).is_some(),
+                    !family.enabled,
+                    "{name} ({})",
+                    family.feature
+                );
+                assert!(r.known_names().any(|n| n == *name), "{name}");
+            }
+        }
         // Unknown names and registered ones are not a build's lack.
-        assert_eq!(r.not_in_build("kubernetes.nope"), None);
+        assert_eq!(r.not_in_build("mongodb.nope"), None);
         assert_eq!(r.not_in_build("shell.run"), None);
-        assert!(r.known_names().any(|n| n == "kubernetes.logs"));
-        let before = r.known_names().count();
-        r.register(Arc::new(Fake(&LOGS))).expect("free name");
-        assert_eq!(r.not_in_build("kubernetes.logs"), None);
-        assert_eq!(r.known_names().count(), before, "each name once");
+        if !cfg!(feature = "mongodb") {
+            let missing = r.not_in_build("mongodb.count").expect("a family name");
+            assert!(
+                missing
+                    .to_string()
+                    .starts_with("`mongodb.count` is not in this build ("),
+                "{missing}"
+            );
+            let before = r.known_names().count();
+            r.register(Arc::new(Fake(&COUNT))).expect("free name");
+            assert_eq!(r.not_in_build("mongodb.count"), None);
+            assert_eq!(r.known_names().count(), before, "each name once");
+        }
     }
 
     #[test]
