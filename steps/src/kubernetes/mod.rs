@@ -160,16 +160,7 @@ fn api_error(what: &str, source: &str, err: kube::Error) -> StepError {
 
 /// An error and its sources, `: `-joined, skipping a source its parent already quotes.
 pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if parts.last().is_none_or(|last| !last.contains(&text)) {
-            parts.push(text);
-        }
-        source = e.source();
-    }
-    parts.join(": ")
+    crate::error_chain(err.to_string(), err.source())
 }
 
 /// Makes the client: the kubeconfig the connection names, else `KUBECONFIG`, else `~/.kube/config`,
