@@ -168,6 +168,9 @@ fn check_case(name: &str) -> Vec<String> {
     problems
 }
 
+/// Built with every optional plugin family (the default features).
+const FULL_BUILD: bool = cfg!(all(feature = "kubernetes", feature = "mongodb"));
+
 #[test]
 fn golden_diagnostics_match() {
     let cases = cases();
@@ -179,6 +182,11 @@ fn golden_diagnostics_match() {
     let mut failures = String::new();
     let mut failed = 0;
     for name in &cases {
+        // `family_*` cases use the optional plugin families; a build without them reports "not in
+        // this build" instead (tests/cli.rs checks that), so their golden text is the full build's.
+        if name.starts_with("family_") && !FULL_BUILD {
+            continue;
+        }
         let problems = check_case(name);
         if !problems.is_empty() {
             failed += 1;

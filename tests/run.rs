@@ -440,6 +440,23 @@ fn graph_shows_branch_edges_with_their_conditions() {
         "{out}"
     );
     assert!(out.contains("disk --> choose"), "{out}");
+    // Each phase is a box around its steps, in the phases' order.
+    let diagnose = out
+        .find("subgraph phase_diagnose[\"diagnose\"]")
+        .expect(&out);
+    let decide = out.find("subgraph phase_decide[\"decide\"]").expect(&out);
+    assert!(diagnose < decide, "{out}");
+    let inside = &out[diagnose..decide];
+    assert!(
+        inside.contains("probe[") && inside.contains("\n    end\n"),
+        "{out}"
+    );
+    let o = sb.run(&["graph", example.to_str().expect("path"), "--format", "dot"]);
+    let dot = stdout(&o);
+    assert!(
+        dot.contains("subgraph \"cluster_diagnose\" {\n        label=\"diagnose\";"),
+        "{dot}"
+    );
 }
 
 #[test]

@@ -80,8 +80,21 @@ fn every_shipped_runbook_passes_the_schema() {
     // runbooks/examples (1), docs/examples (3), tests/golden/valid_* (3) at the time of writing.
     assert!(files.len() >= 7, "too few runbooks found: {files:?}");
     let mut failures = String::new();
+    let full_build = cfg!(all(feature = "kubernetes", feature = "mongodb"));
     for f in &files {
         let text = std::fs::read_to_string(f).expect("read runbook");
+        if !full_build && (text.contains("uses: kubernetes.") || text.contains("uses: mongodb.")) {
+            // Without the family, the engine must say so (and the schema, built from this build's
+            // registry, cannot describe those plugins).
+            match engine_accepts(&text) {
+                Err(e) if e.contains("is not in this build") => continue,
+                other => failures.push_str(&format!(
+                    "{}: uses a plugin family this build lacks, but the engine said {other:?}\n",
+                    f.display()
+                )),
+            }
+            continue;
+        }
         if let Err(e) = engine_accepts(&text) {
             failures.push_str(&format!("{}: the engine rejects it:\n{e}\n", f.display()));
         }

@@ -1,8 +1,21 @@
 //! `runbook graph`: a runbook's DAG as Mermaid or Graphviz dot.
 
 use super::GraphFormat;
-use crate::runbook::OnFailure;
-use crate::runbook::plan::{Plan, StepKind};
+use crate::runbook::plan::{Plan, PlanStep, StepKind};
+use crate::runbook::{OnFailure, Phase};
+
+/// The steps of each phase, in the phases' order, then those without one (`None`): a phase is drawn
+/// as a box around its steps, so a reader sees diagnose → decide → resolve → verify at a glance.
+fn by_phase(plan: &Plan) -> Vec<(Option<Phase>, Vec<&PlanStep>)> {
+    let mut groups: Vec<(Option<Phase>, Vec<&PlanStep>)> = Phase::ALL
+        .iter()
+        .map(|(_, p)| Some(*p))
+        .chain([None])
+        .map(|p| (p, plan.steps.iter().filter(|s| s.def.phase == p).collect()))
+        .collect();
+    groups.retain(|(_, steps)| !steps.is_empty());
+    groups
+}
 
 /// The DAG's edges, once for every output format: (from, to, label, dashed).
 fn graph_edges(plan: &Plan) -> Vec<(&str, &str, Option<String>, bool)> {
@@ -35,19 +48,30 @@ fn graph_edges(plan: &Plan) -> Vec<(&str, &str, Option<String>, bool)> {
 
 pub fn graph(plan: &Plan, format: GraphFormat) -> String {
     let esc = |s: &str| s.replace('"', "'");
-    let is_branch = |s: &crate::runbook::plan::PlanStep| matches!(s.kind, StepKind::Branch { .. });
+    let is_branch = |s: &PlanStep| matches!(s.kind, StepKind::Branch { .. });
     let mut out = String::new();
     match format {
         GraphFormat::Mermaid => {
             out.push_str("flowchart TD\n");
-            for s in &plan.steps {
-                let (open, close) = if is_branch(s) { ("{", "}") } else { ("[", "]") };
-                let (id, uses) = (&s.def.id.name, &s.def.uses.name);
-                out.push_str(&format!(
-                    "    {id}{open}\"{}<br/><small>{}</small>\"{close}\n",
-                    esc(id),
-                    esc(uses)
-                ));
+            for (phase, steps) in by_phase(plan) {
+                let indent = if let Some(p) = phase {
+                    out.push_str(&format!("    subgraph phase_{0}[\"{0}\"]\n", p.as_str()));
+                    "        "
+                } else {
+                    "    "
+                };
+                for s in steps {
+                    let (open, close) = if is_branch(s) { ("{", "}") } else { ("[", "]") };
+                    let (id, uses) = (&s.def.id.name, &s.def.uses.name);
+                    out.push_str(&format!(
+                        "{indent}{id}{open}\"{}<br/><small>{}</small>\"{close}\n",
+                        esc(id),
+                        esc(uses)
+                    ));
+                }
+                if phase.is_some() {
+                    out.push_str("    end\n");
+                }
             }
             for (from, to, label, dashed) in graph_edges(plan) {
                 out.push_str(&match (label, dashed) {
@@ -62,14 +86,28 @@ pub fn graph(plan: &Plan, format: GraphFormat) -> String {
                 "digraph \"{}\" {{\n    rankdir=TB;\n    node [shape=box, fontname=\"sans-serif\"];\n",
                 esc(&plan.runbook.name)
             ));
-            for s in &plan.steps {
-                let shape = if is_branch(s) { ", shape=diamond" } else { "" };
-                let (id, uses) = (&s.def.id.name, &s.def.uses.name);
-                out.push_str(&format!(
-                    "    \"{id}\" [label=\"{}\\n{}\"{shape}];\n",
-                    esc(id),
-                    esc(uses)
-                ));
+            for (phase, steps) in by_phase(plan) {
+                let indent = if let Some(p) = phase {
+                    out.push_str(&format!(
+                        "    subgraph \"cluster_{0}\" {{\n        label=\"{0}\";\n        style=rounded;\n",
+                        p.as_str()
+                    ));
+                    "        "
+                } else {
+                    "    "
+                };
+                for s in steps {
+                    let shape = if is_branch(s) { ", shape=diamond" } else { "" };
+                    let (id, uses) = (&s.def.id.name, &s.def.uses.name);
+                    out.push_str(&format!(
+                        "{indent}\"{id}\" [label=\"{}\\n{}\"{shape}];\n",
+                        esc(id),
+                        esc(uses)
+                    ));
+                }
+                if phase.is_some() {
+                    out.push_str("    }\n");
+                }
             }
             for (from, to, label, dashed) in graph_edges(plan) {
                 let mut attrs = Vec::new();

@@ -62,15 +62,18 @@ pub enum Phase {
     Resolve,
     Verify,
     Notify,
+    /// Checks that keep the problem from coming back (a monitor scheduled, an alert rule loaded).
+    Prevent,
 }
 
 impl Phase {
-    pub const ALL: [(&'static str, Phase); 5] = [
+    pub const ALL: [(&'static str, Phase); 6] = [
         ("diagnose", Phase::Diagnose),
         ("decide", Phase::Decide),
         ("resolve", Phase::Resolve),
         ("verify", Phase::Verify),
         ("notify", Phase::Notify),
+        ("prevent", Phase::Prevent),
     ];
 
     pub fn as_str(self) -> &'static str {
