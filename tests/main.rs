@@ -13,6 +13,8 @@ mod integrity;
 #[cfg(feature = "kubernetes")]
 mod kubernetes;
 mod mlflow;
+#[cfg(all(feature = "kubernetes", feature = "mongodb"))]
+mod model_degraded;
 #[cfg(feature = "mongodb")]
 mod mongodb;
 mod notify;
