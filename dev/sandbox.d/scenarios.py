@@ -134,9 +134,9 @@ def _build():
         h["curve"] = [(24.0, f1), (0.0, f1)]
         h["confidence"] = HESITANT
         specs[name] = h
-    s = scenario("ML_CONFIDENCE_THRESHOLD 0.90 (since 3 h): scores ~0.55 with good F1; 0.65 + restart -> >= 0.75", **specs)
+    s = scenario("ML_CONFIDENCE_THRESHOLD raised 0.65 -> 0.90 3 h ago: scores ~0.55 with good F1; 0.65 + restart -> >= 0.75", **specs)
     s["config"] = {"ML_CONFIDENCE_THRESHOLD": "0.90"}
-    s["config_history"] = [(3.0, "ML_CONFIDENCE_THRESHOLD", "0.75")]
+    s["config_history"] = [(3.0, "ML_CONFIDENCE_THRESHOLD", "0.65")]
     s["logs"] += [
         "-10800s INFO config reloaded: ML_CONFIDENCE_THRESHOLD=0.90",
         "-1000s INFO prediction escalated (confidence 0.68 < threshold 0.90) specialist=business",

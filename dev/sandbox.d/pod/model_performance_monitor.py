@@ -7,6 +7,7 @@ import json
 import sys
 
 import common
+import scenarios
 
 TYPES = ("all", "technical", "security", "business")
 
@@ -23,7 +24,10 @@ def main(args, prog):
         print(f"model_performance_monitor: cannot read the orchestrator's metrics: {e}", file=sys.stderr)
         return 1
     rows = []
-    for specialist, s in sorted(state["specialists"].items()):
+    for specialist in scenarios.SPECIALISTS:
+        s = state["specialists"].get(specialist)
+        if s is None:
+            continue
         if a.specialist_type not in ("all", specialist):
             continue
         rows.append(
