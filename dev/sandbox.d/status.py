@@ -215,7 +215,7 @@ def main(argv):
         print(json.dumps(state, indent=2))
     else:
         print_text(state)
-    return 0
+    return 0 if all(state["services"].values()) else 1
 
 
 if __name__ == "__main__":
