@@ -61,12 +61,17 @@ echo "== dev/services start"
 # shellcheck source=/dev/null
 source "$(./dev/services env)"
 
+# The model-degraded scenarios (tests/model_degraded.rs) drive dev/sandbox themselves, one at a time.
+export RUNBOOK_TEST_SANDBOX=1
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # A build without the optional plugin families must still compile (re-checks the two workspace crates only).
 cargo clippy --workspace --all-targets --locked --no-default-features -- -D warnings
+echo "== the sandbox twin's formulas (python unittest)"
+python3 -m unittest discover -q -s dev/sandbox.d
 echo "== tests"
 cargo nextest run --workspace --locked --no-fail-fast
 # The same suite on a build without the optional plugin families (kubernetes, mongodb): their names must

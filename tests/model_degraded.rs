@@ -9,11 +9,23 @@
 //! in CI.
 
 use crate::common::{Sandbox, bin, repo, stderr, stdout};
-use runbook_steps::testkit::service;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+/// Whether to drive the sandbox: these tests start and reset a whole set of servers, minutes in all,
+/// so a developer's `cargo nextest run` leaves them out unless asked; CI must run them.
+fn sandbox_wanted() -> bool {
+    if std::env::var_os("RUNBOOK_TEST_SANDBOX").is_some_and(|v| !v.is_empty()) {
+        return true;
+    }
+    let why = "`RUNBOOK_TEST_SANDBOX` is not set: these tests drive dev/sandbox (dev/test.sh sets it; \
+               or export RUNBOOK_TEST_SANDBOX=1)";
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("skipped: {why}");
+    false
+}
 
 fn sandbox_script() -> PathBuf {
     repo().join("dev/sandbox")
@@ -45,12 +57,16 @@ fn state() -> Value {
 
 /// The sandbox's env file (ports, kubeconfig, sink directories), as the variables it exports.
 fn sandbox_env() -> HashMap<String, String> {
+    let o = Command::new(sandbox_script())
+        .arg("env")
+        .output()
+        .expect("run dev/sandbox env");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let file = stdout(&o).trim().to_string();
+    // The file is shell (quoted values): let a shell read it, with nothing else in its environment.
     let o = Command::new("bash")
-        .arg("-c")
-        .arg(r#"set -a; . "$("$0" env)" && env -0"#)
-        .arg(sandbox_script())
+        .args(["-c", r#"set -a; . "$1" && env -0"#, "env", &file])
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .output()
         .expect("read the sandbox env file");
     assert!(o.status.success(), "{}", stderr(&o));
@@ -151,7 +167,9 @@ fn files_in(dir: &str) -> Vec<String> {
 }
 
 fn run_scenario(scenario: &str, extra: &[&str]) -> Option<(Value, Outcome, Value)> {
-    service("RUNBOOK_TEST_SANDBOX")?;
+    if !sandbox_wanted() {
+        return None;
+    }
     let before = up(scenario);
     let env = sandbox_env();
     let sb = Sandbox::new();
@@ -403,23 +421,22 @@ fn a_fix_that_does_not_help_fails_the_run_and_escalates() {
 
 #[test]
 fn plan_shows_the_rollback_it_would_make_and_changes_nothing() {
-    if service("RUNBOOK_TEST_SANDBOX").is_none() {
+    if !sandbox_wanted() {
         return;
     }
     let before = up("sudden-after-deploy");
     let env = sandbox_env();
     let sb = Sandbox::new();
-    let o = runbook(
-        &sb,
-        &env,
-        &["plan", "model-degraded", "--profile", "sandbox"],
-    );
+    let plan = ["plan", "model-degraded", "--profile", "sandbox"];
+    let o = runbook(&sb, &env, &plan);
     let out = format!("{}{}", stdout(&o), stderr(&o));
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("nothing was changed"), "{out}");
-    assert!(out.contains("rollback_security"), "{out}");
     assert!(
-        out.contains("from_version") || out.contains("5 → 4") || out.contains("v5"),
+        out.contains(
+            "rollback_security (mlflow.rollback, unsafe): would roll security_specialist in \
+             Production back from version 5 to version 4"
+        ),
         "{out}"
     );
     let after = state();
@@ -427,13 +444,28 @@ fn plan_shows_the_rollback_it_would_make_and_changes_nothing() {
         production(&after, "security"),
         production(&before, "security")
     );
+
+    // A ConfigMap change is shown before → after, and not made.
+    up("threshold-too-high");
+    let o = runbook(&sb, &env, &plan);
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains(
+            "lower_threshold (kubernetes.patch, idempotent): would merge patch configmaps \
+             `orchestrator-config` in namespace `neural-hive-orchestration`: \
+             data.ML_CONFIDENCE_THRESHOLD: \"0.90\" → \"0.65\""
+        ),
+        "{out}"
+    );
+    assert_eq!(configmap(&state(), "ML_CONFIDENCE_THRESHOLD"), "0.90");
 }
 
 #[test]
 fn the_shipped_alert_rules_pass_promtool() {
-    let Some(_) = service("RUNBOOK_TEST_SANDBOX") else {
+    if !sandbox_wanted() {
         return;
-    };
+    }
     let rules = repo().join("deploy/prometheus-rules/ml-drift-alerts.yaml");
     let o = Command::new("promtool")
         .arg("check")

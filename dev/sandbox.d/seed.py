@@ -40,9 +40,8 @@ def write(path, text):
 
 
 def rules_source():
-    """The lead's rule file once it exists; until then the sandbox's minimal one."""
-    shipped = os.path.join(REPO, "runbooks", "model-degraded.rules.yaml")
-    return shipped if os.path.exists(shipped) else os.path.join(HERE, "model-degraded.rules.yaml")
+    """The alert rules the runbook ships (what production loads), so the sandbox fires what it would."""
+    return os.path.join(REPO, "deploy", "prometheus-rules", "ml-drift-alerts.yaml")
 
 
 def shorten_rules(text):

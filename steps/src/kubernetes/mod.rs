@@ -403,6 +403,33 @@ pub(crate) fn touched(object: &Value, patch: &Value) -> Value {
     }
 }
 
+/// The leaves that differ between two `touched` projections, as `path: before → after` lines (values as
+/// compact JSON, cut at 80 characters): what a plan prints so a reader sees the change itself.
+pub(crate) fn changes(before: &Value, after: &Value) -> Vec<String> {
+    fn walk(path: &str, b: &Value, a: &Value, out: &mut Vec<String>) {
+        match (b, a) {
+            (Value::Object(bo), Value::Object(ao)) => {
+                for (k, av) in ao {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(&p, bo.get(k).unwrap_or(&Value::Null), av, out);
+                }
+            }
+            (b, a) if b != a => {
+                let show = |v: &Value| crate::web::head_chars(&v.to_string(), 80);
+                out.push(format!("{path}: {} → {}", show(b), show(a)));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", before, after, &mut out);
+    out
+}
+
 /// RFC 7386 JSON merge patch: what the server makes of a merge patch, for `plan`.
 pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(p) = patch else {

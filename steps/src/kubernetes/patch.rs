@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::get::{API_VERSION, KIND};
-use super::{Kube, NAMESPACE, Resource, merge_patch, parse, touched};
+use super::{Kube, NAMESPACE, Resource, changes, merge_patch, parse, touched};
 use crate::schema::{Field, FieldType};
 use crate::{ErrorKind, Plugin, PluginInfo, SideEffect, StepContext, StepError, StepFuture};
 
@@ -155,7 +155,12 @@ async fn patch(input: Value, ctx: &StepContext, planning: bool) -> Result<Value,
         let after = touched(&after_obj, &i.patch);
         let changed = after != out["before"];
         let mut summary = if changed {
-            format!("would {} patch {}", ty.as_str(), c.what)
+            format!(
+                "would {} patch {}: {}",
+                ty.as_str(),
+                c.what,
+                changes(&out["before"], &after).join(", ")
+            )
         } else {
             format!(
                 "would {} patch {}: it has these values already",

@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::pods::{Target, selector_text};
-use super::{Resource, find_resource, merge_patch, touched};
+use super::{Resource, changes, find_resource, merge_patch, touched};
 use crate::ErrorKind;
 use kube::discovery::ApiResource;
 
@@ -76,6 +76,27 @@ fn a_kind_is_found_by_any_name_kubectl_takes() {
             .contains("`apps/v1`")
     );
     assert!(find_resource(&all, " ", None).is_err());
+}
+
+#[test]
+fn changes_list_each_changed_leaf_with_its_path() {
+    let before = json!({"data": {"ML_CONFIDENCE_THRESHOLD": "0.90", "SAME": "x", "NEW": null}});
+    let after = json!({"data": {"ML_CONFIDENCE_THRESHOLD": "0.65", "SAME": "x", "NEW": "y"}});
+    assert_eq!(
+        changes(&before, &after),
+        [
+            r#"data.ML_CONFIDENCE_THRESHOLD: "0.90" → "0.65""#,
+            r#"data.NEW: null → "y""#
+        ]
+    );
+    assert!(changes(&after, &after).is_empty());
+    let long = json!({"spec": {"x": "a".repeat(200)}});
+    let line = &changes(&json!({"spec": {"x": null}}), &long)[0];
+    assert!(
+        line.starts_with("spec.x: null → \"aaa") && line.ends_with("..."),
+        "{line}"
+    );
+    assert!(line.chars().count() < 100, "{line}");
 }
 
 #[test]
