@@ -181,3 +181,53 @@ fn a_resumed_run_talks_to_the_systems_it_journaled() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(heads.recv().expect("request").starts_with("GET /later "));
 }
+
+#[test]
+fn a_credential_the_journal_masked_is_asked_for_again_on_resume() {
+    let sb = Sandbox::new();
+    let (port, heads) = one_request_server();
+    let f = sb.write(
+        "token.yaml",
+        "name: token\nconnections:\n  api: { kind: http }\nsteps:\n  - { id: nap, uses: flow.sleep, with: { for: 10ms } }\n  - { id: call, uses: http.request, needs: nap, with: { url: /later } }\n",
+    );
+    let file = f.to_str().expect("path");
+    // A plain token (from the environment here; a profile is the same): journaled as `***`.
+    let o = sb
+        .cmd(&["run", file, "--detach", "--quiet"])
+        .env(
+            "RUNBOOK_CONNECTION_API_BASE_URL",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("RUNBOOK_CONNECTION_API_BEARER_TOKEN", "tok-first-4711")
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let runs: Value =
+        serde_json::from_str(&stdout(&sb.run(&["runs", "-o", "json"]))).expect("json");
+    let id = runs[0]["id"].as_str().expect("id").to_string();
+
+    // Nothing gives it again: refused before anything runs, naming the field and the way to give it.
+    let o = sb.run(&["resume", &id, "--quiet"]);
+    assert_ne!(o.status.code(), Some(0));
+    let err = stderr(&o);
+    assert!(
+        err.contains("`api.bearer_token`") && err.contains("RUNBOOK_CONNECTION_API_BEARER_TOKEN"),
+        "{err}"
+    );
+    assert!(heads.try_recv().is_err(), "nothing was sent");
+
+    // Given again: the call carries it.
+    let o = sb
+        .cmd(&["resume", &id, "--quiet"])
+        .env("RUNBOOK_CONNECTION_API_BEARER_TOKEN", "tok-again-4711")
+        .output()
+        .expect("spawn");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let head = heads.recv().expect("request");
+    assert!(head.starts_with("GET /later "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("authorization: bearer tok-again-4711"),
+        "{head}"
+    );
+}

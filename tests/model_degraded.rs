@@ -480,3 +480,74 @@ fn the_shipped_alert_rules_pass_promtool() {
         stdout(&o)
     );
 }
+
+#[test]
+fn a_refused_change_is_not_made_and_escalates_naming_who_refused() {
+    if !sandbox_wanted() {
+        return;
+    }
+    let before = up("gradual");
+    let env = sandbox_env();
+    let sb = Sandbox::new();
+    // Without --yes and without a terminal, --detach parks the run at the approvals it needs.
+    let mut args = vec!["run", "model-degraded", "--detach"];
+    args.extend_from_slice(FAST);
+    let o = runbook(&sb, &env, &args);
+    assert_eq!(o.status.code(), Some(4), "{}{}", stdout(&o), stderr(&o));
+    let parked = stderr(&o);
+    assert!(
+        parked.contains("runbook approve") && parked.contains("retrain_technical"),
+        "{parked}"
+    );
+    let runs = runbook(&sb, &env, &["runs", "-o", "json"]);
+    let runs: Value = serde_json::from_slice(&runs.stdout).expect("runs -o json");
+    let id = runs[0]["id"].as_str().expect("id").to_string();
+
+    let o = runbook(
+        &sb,
+        &env,
+        &[
+            "deny",
+            &id,
+            "retrain_technical",
+            "--reason",
+            "wait for the data fix",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = runbook(&sb, &env, &["approve", &id, "retrain_business"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = runbook(&sb, &env, &["resume", &id, "--quiet"]);
+    assert_ne!(o.status.code(), Some(0), "a refused change fails the run");
+
+    let after = state();
+    assert_eq!(
+        production(&after, "technical"),
+        production(&before, "technical"),
+        "the refused retrain did not happen"
+    );
+    assert!(production(&after, "business") > production(&before, "business"));
+    let show = runbook(&sb, &env, &["show", &id, "-o", "json"]);
+    let run: Value = serde_json::from_slice(&show.stdout).expect("show -o json");
+    let step = |sid: &str| {
+        run["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == sid))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(step("retrain_technical")["error_kind"], "approval");
+    assert_eq!(step("escalate")["status"], "succeeded");
+    let failed = step("escalation")["outputs"]["failed"].to_string();
+    assert!(
+        failed.contains("retrain_technical") && failed.contains("wait for the data fix"),
+        "{failed}"
+    );
+    let slack: Vec<String> = files_in(&env["RUNBOOK_SANDBOX_SLACK_DIR"]);
+    assert!(
+        slack
+            .iter()
+            .any(|m| m.contains("NOT recovered") && m.contains("oncall-test")),
+        "the escalation names who refused: {slack:?}"
+    );
+}

@@ -93,7 +93,7 @@ pub fn load_profile(file: Option<&Path>, name: Option<&str>) -> Result<Option<Pr
     }))
 }
 
-fn env_key(conn: &str, field: &str) -> String {
+pub fn env_key(conn: &str, field: &str) -> String {
     format!("RUNBOOK_CONNECTION_{conn}_{field}")
         .to_ascii_uppercase()
         .replace('-', "_")

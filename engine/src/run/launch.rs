@@ -346,7 +346,31 @@ pub async fn resume(
         _ => None,
     });
     let resolved = match recorded {
-        Some(c) => {
+        Some(mut c) => {
+            if super::redact::has_mask(&Value::Object(c.clone())) {
+                // Credentials written as plain values were masked in the journal: this resume's
+                // profile and environment must give them again.
+                let missing = fill_masked(&mut c, opts.profile.as_ref(), |k| std::env::var(k).ok());
+                if !missing.is_empty() {
+                    return Err(DriverError::Refused(format!(
+                        "run {} cannot be resumed: the journal does not keep credentials given as plain \
+                         values, and this resume gives none for {}; resume with the profile that had them \
+                         (--profile NAME) or set {} (and prefer secret(\"NAME\") in the profile, which \
+                         is read again at every call)",
+                        run.id,
+                        missing
+                            .iter()
+                            .map(|(c, f)| format!("`{c}.{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        missing
+                            .iter()
+                            .map(|(c, f)| super::connections::env_key(c, &f.replace(".", "_")))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    )));
+                }
+            }
             base.insert("connections".into(), Value::Object(c.clone()));
             c
         }
@@ -416,6 +440,56 @@ type Json = Map<String, Value>;
 
 /// Merges the rendered `connections` of `base` with the profile and the environment, puts the result
 /// back into `base` (what templates read) and returns it (what is journaled and built).
+/// Replaces each masked field of the recorded connections with the value this resume gives it, by
+/// the usual precedence (the environment's `RUNBOOK_CONNECTION_<CONN>_<FIELD>`, then the profile),
+/// and returns the (connection, field) pairs nothing gave again.
+fn fill_masked(
+    recorded: &mut Map<String, Value>,
+    profile: Option<&super::connections::Profile>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
+    fn fill(
+        path: &[&str],
+        v: &mut Value,
+        conn: &str,
+        given: &dyn Fn(&str, &[&str]) -> Option<Value>,
+        missing: &mut Vec<(String, String)>,
+    ) {
+        match v {
+            Value::String(t) if t == super::redact::MASK => match given(conn, path) {
+                Some(f) if !super::redact::has_mask(&f) => *v = f,
+                _ => missing.push((conn.to_string(), path.join("."))),
+            },
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    let mut p = path.to_vec();
+                    p.push(k);
+                    fill(&p, x, conn, given, missing);
+                }
+            }
+            _ => {}
+        }
+    }
+    let given = |conn: &str, path: &[&str]| -> Option<Value> {
+        // Only a top-level text field can come from the environment (connections.md).
+        if let [field] = path
+            && let Some(v) = env(&super::connections::env_key(conn, field))
+        {
+            return Some(Value::String(v));
+        }
+        let mut at = profile?.connections.get(conn)?;
+        for k in path {
+            at = at.get(*k)?;
+        }
+        Some(at.clone())
+    };
+    let mut missing = Vec::new();
+    for (name, conn) in recorded.iter_mut() {
+        fill(&[], conn, name, &given, &mut missing);
+    }
+    missing
+}
+
 fn resolve_connections(
     plan: &Plan,
     base: &mut Map<String, Value>,

@@ -13,6 +13,16 @@ use serde_json::Value;
 
 pub const MASK: &str = "***";
 
+/// Whether a value holds a masked credential anywhere (a journaled connection that lost one).
+pub fn has_mask(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s == MASK,
+        Value::Object(m) => m.values().any(has_mask),
+        Value::Array(a) => a.iter().any(has_mask),
+        _ => false,
+    }
+}
+
 const SECRET_WORDS: &[&str] = &[
     "password",
     "passwd",
