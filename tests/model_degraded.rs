@@ -551,3 +551,30 @@ fn a_refused_change_is_not_made_and_escalates_naming_who_refused() {
         "the escalation names who refused: {slack:?}"
     );
 }
+
+#[test]
+fn an_alert_about_one_specialist_touches_only_that_one() {
+    let Some((before, out, after)) = run_scenario("gradual", &["-p", "specialist_type=technical"])
+    else {
+        return;
+    };
+    assert_eq!(out.code, Some(0), "{}", out.log);
+    assert_eq!(out.taken(), ["retrain_chosen"], "{}", out.log);
+    assert_eq!(out.status("retrain_technical"), "succeeded");
+    assert_eq!(out.status("retrain_business"), "skipped");
+    assert_eq!(
+        out.status("registry_business"),
+        "skipped",
+        "out of scope: not even read"
+    );
+    assert!(production(&after, "technical") > production(&before, "technical"));
+    assert_eq!(
+        production(&after, "business"),
+        production(&before, "business")
+    );
+    assert_eq!(
+        degraded(&after),
+        ["business"],
+        "business is another alert's run: {after}"
+    );
+}
