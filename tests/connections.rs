@@ -156,26 +156,38 @@ fn what_is_missing_or_misnamed_is_said_before_anything_runs() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
-#[test]
-fn a_resumed_run_talks_to_the_systems_it_journaled() {
-    let sb = Sandbox::new();
-    let (port, heads) = one_request_server();
+/// A runbook that naps, then calls `api` at /later: `run --detach` parks it at the nap. Returns the
+/// parked run's id.
+fn parked_call(sb: &Sandbox, connection: &str, env: &[(&str, String)]) -> String {
     let f = sb.write(
         "later.yaml",
-        "name: later\nconnections:\n  api: { kind: http, base_url: \"http://127.0.0.1:1\" }\nsteps:\n  - { id: nap, uses: flow.sleep, with: { for: 10ms } }\n  - { id: call, uses: http.request, needs: nap, with: { url: /later } }\n",
+        &format!(
+            "name: later\nconnections:\n  api: {connection}\nsteps:\n  - {{ id: nap, uses: flow.sleep, with: {{ for: 10ms }} }}\n  - {{ id: call, uses: http.request, needs: nap, with: {{ url: /later }} }}\n"
+        ),
     );
     let o = sb
         .cmd(&["run", f.to_str().expect("path"), "--detach", "--quiet"])
-        .env(
-            "RUNBOOK_CONNECTION_API_BASE_URL",
-            format!("http://127.0.0.1:{port}"),
-        )
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("spawn");
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let runs: Value =
         serde_json::from_str(&stdout(&sb.run(&["runs", "-o", "json"]))).expect("json");
-    let id = runs[0]["id"].as_str().expect("id").to_string();
+    runs[0]["id"].as_str().expect("id").to_string()
+}
+
+#[test]
+fn a_resumed_run_talks_to_the_systems_it_journaled() {
+    let sb = Sandbox::new();
+    let (port, heads) = one_request_server();
+    let id = parked_call(
+        &sb,
+        "{ kind: http, base_url: \"http://127.0.0.1:1\" }",
+        &[(
+            "RUNBOOK_CONNECTION_API_BASE_URL",
+            format!("http://127.0.0.1:{port}"),
+        )],
+    );
     // Resumed without the override: the run keeps the address it journaled when it started.
     let o = sb.run(&["resume", &id, "--quiet"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -186,25 +198,21 @@ fn a_resumed_run_talks_to_the_systems_it_journaled() {
 fn a_credential_the_journal_masked_is_asked_for_again_on_resume() {
     let sb = Sandbox::new();
     let (port, heads) = one_request_server();
-    let f = sb.write(
-        "token.yaml",
-        "name: token\nconnections:\n  api: { kind: http }\nsteps:\n  - { id: nap, uses: flow.sleep, with: { for: 10ms } }\n  - { id: call, uses: http.request, needs: nap, with: { url: /later } }\n",
-    );
-    let file = f.to_str().expect("path");
     // A plain token (from the environment here; a profile is the same): journaled as `***`.
-    let o = sb
-        .cmd(&["run", file, "--detach", "--quiet"])
-        .env(
-            "RUNBOOK_CONNECTION_API_BASE_URL",
-            format!("http://127.0.0.1:{port}"),
-        )
-        .env("RUNBOOK_CONNECTION_API_BEARER_TOKEN", "tok-first-4711")
-        .output()
-        .expect("spawn");
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    let runs: Value =
-        serde_json::from_str(&stdout(&sb.run(&["runs", "-o", "json"]))).expect("json");
-    let id = runs[0]["id"].as_str().expect("id").to_string();
+    let id = parked_call(
+        &sb,
+        "{ kind: http }",
+        &[
+            (
+                "RUNBOOK_CONNECTION_API_BASE_URL",
+                format!("http://127.0.0.1:{port}"),
+            ),
+            (
+                "RUNBOOK_CONNECTION_API_BEARER_TOKEN",
+                "tok-first-4711".to_string(),
+            ),
+        ],
+    );
 
     // Nothing gives it again: refused before anything runs, naming the field and the way to give it.
     let o = sb.run(&["resume", &id, "--quiet"]);
