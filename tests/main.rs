@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod common;
 mod connections;
+#[cfg(all(feature = "kubernetes", feature = "mongodb"))]
 mod docs;
 mod fuzzing;
 mod golden;
