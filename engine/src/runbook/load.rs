@@ -1053,14 +1053,7 @@ fn show_scalar(n: &Node) -> String {
 
 /// `{{ x }}` -> `x`, for conditions written as templates.
 pub fn strip_braces(s: &str) -> &str {
-    let t = s.trim();
-    if let Some(inner) = t.strip_prefix("{{").and_then(|r| r.strip_suffix("}}"))
-        && !inner.contains("{{")
-        && !inner.contains("}}")
-    {
-        return inner.trim();
-    }
-    t
+    crate::expr::sole_expression(s).unwrap_or(s.trim())
 }
 
 pub fn valid_ident(s: &str) -> bool {
