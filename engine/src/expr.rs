@@ -333,7 +333,11 @@ pub fn sole_expression(s: &str) -> Option<&str> {
     // `}}` inside is either the end of one expression and the start of text (`{{ a }} and {{ b }}`,
     // caught above by its `{{`) or part of the expression: a nested mapping `{'a': {'b': 1}}`. Only
     // the parser can tell; the common case never gets here.
-    if inner.contains("}}") && minijinja::Environment::new().compile_expression(inner).is_err() {
+    if inner.contains("}}")
+        && minijinja::Environment::new()
+            .compile_expression(inner)
+            .is_err()
+    {
         return None;
     }
     Some(inner.trim())
@@ -354,7 +358,10 @@ mod tests {
             sole_expression("{{ {'a': {'b': 1}} }}"),
             Some("{'a': {'b': 1}}")
         );
-        assert_eq!(sole_expression("{{ {'a': {'b': 1}}}}"), Some("{'a': {'b': 1}}"));
+        assert_eq!(
+            sole_expression("{{ {'a': {'b': 1}}}}"),
+            Some("{'a': {'b': 1}}")
+        );
         assert_eq!(sole_expression("{{ a }} and {{ b }}"), None);
         assert_eq!(sole_expression("{{ a }}x}}"), None);
         assert_eq!(sole_expression(" {{ x.y }} "), Some("x.y"));

@@ -1,5 +1,7 @@
 //! From YAML text to a [`Runbook`], collecting every structural problem with its location.
 
+mod triggers;
+
 use super::model::*;
 use super::node::{Node, Pos, Value};
 use crate::diag::{Diagnostic, suggest};
@@ -453,6 +455,7 @@ impl Loader {
             title: None,
             description: None,
             alerts: Vec::new(),
+            trigger: Default::default(),
             params: Vec::new(),
             vars: Vec::new(),
             connections: Vec::new(),
@@ -489,7 +492,7 @@ impl Loader {
                 }
                 "title" => rb.title = self.string(v, "title"),
                 "description" => rb.description = self.string(v, "description"),
-                "triggers" => rb.alerts = self.triggers(v),
+                "triggers" => (rb.alerts, rb.trigger) = self.triggers(v),
                 "params" => rb.params = self.params(v),
                 "vars" => rb.vars = self.named_values(v, "vars"),
                 "connections" => rb.connections = self.named_values(v, "connections"),
@@ -510,33 +513,8 @@ impl Loader {
         if !have_steps {
             self.err_help(doc.pos, "the runbook has no `steps`", "add a `steps:` list");
         }
+        self.trigger_params_are_declared(&rb);
         Some(rb)
-    }
-
-    fn triggers(&mut self, v: &Node) -> Vec<String> {
-        let Some(entries) = self.map(v, "triggers", Some(&["alerts"])) else {
-            return Vec::new();
-        };
-        let mut alerts = Vec::new();
-        for (_, _, node) in entries {
-            match node.as_seq() {
-                Some(items) => {
-                    for it in items {
-                        if let Some(s) = self.string(it, "an alert name") {
-                            alerts.push(s);
-                        }
-                    }
-                }
-                None => self.err(
-                    node.pos,
-                    format!(
-                        "triggers.alerts must be a list of alert names, found {}",
-                        node.kind()
-                    ),
-                ),
-            }
-        }
-        alerts
     }
 
     fn named_values(&mut self, v: &Node, what: &str) -> Vec<(Named, Node)> {
