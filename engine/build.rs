@@ -1,4 +1,4 @@
-//! Links the `runbook` executable as a position-dependent executable on Linux.
+//! Links the `runbook` executable as a position-dependent executable on Linux (glibc).
 //!
 //! A position-independent executable is relocated by the dynamic loader at every start: with the
 //! plugin families' clients (kube, mongodb) the binary carries ~40,000 relative relocations, and
@@ -10,8 +10,10 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if os == "linux" {
+    let cfg = |key: &str| std::env::var(key).unwrap_or_default();
+    // glibc only: a musl build that links statically is a static PIE, which `-no-pie` would
+    // contradict.
+    if cfg("CARGO_CFG_TARGET_OS") == "linux" && cfg("CARGO_CFG_TARGET_ENV") == "gnu" {
         println!("cargo:rustc-link-arg-bin=runbook=-no-pie");
     }
 }
