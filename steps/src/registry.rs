@@ -71,12 +71,15 @@ pub struct Duplicate(pub &'static str);
 #[derive(Clone)]
 pub struct Registry {
     entries: Vec<Runner>,
+    /// `uses:` name → its entry: validation looks up every step's plugin, several times.
+    by_name: std::collections::HashMap<&'static str, usize>,
 }
 
 impl Registry {
     pub fn builtin() -> Registry {
         let mut r = Registry {
             entries: Vec::new(),
+            by_name: Default::default(),
         };
         // A build without the optional families adds nothing to it.
         #[cfg_attr(
@@ -117,8 +120,15 @@ impl Registry {
             // The built-in names are distinct; the registry tests hold them to it.
             let _ = r.register(p);
         }
-        r.entries.extend(Builtin::ALL.map(Runner::Builtin));
+        for b in Builtin::ALL {
+            r.push(Runner::Builtin(b));
+        }
         r
+    }
+
+    fn push(&mut self, runner: Runner) {
+        self.by_name.insert(runner.info().name, self.entries.len());
+        self.entries.push(runner);
     }
 
     /// Adds a plugin; its name must not be taken.
@@ -127,12 +137,12 @@ impl Registry {
         if self.get(name).is_some() {
             return Err(Duplicate(name));
         }
-        self.entries.push(Runner::Plugin(plugin));
+        self.push(Runner::Plugin(plugin));
         Ok(())
     }
 
     pub fn get(&self, name: &str) -> Option<&Runner> {
-        self.entries.iter().find(|r| r.info().name == name)
+        self.by_name.get(name).map(|&i| &self.entries[i])
     }
 
     /// The ordinary plugin of that name, shared (built-ins have none: the engine runs them).
@@ -327,6 +337,7 @@ mod tests {
         // Two registries (two drivers) can hold the same plugin.
         let mut other = Registry {
             entries: Vec::new(),
+            by_name: Default::default(),
         };
         other.register(Arc::clone(&a)).expect("free name");
         assert!(Arc::ptr_eq(
