@@ -71,6 +71,32 @@ fn from_file(runbook: &str, params: &[String], engine: &crate::Engine) -> Result
 pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32, Failure> {
     let (plan, source, params) = from_file(&args.runbook, &args.params, &engine)?;
     let store = open_store(g).await?;
+    if args.queue {
+        let opts = RunOptions {
+            profile: crate::run::connections::load_profile(
+                g.config.as_deref(),
+                g.profile.as_deref(),
+            )
+            .map_err(Failure::invalid)?,
+            ..RunOptions::new(&actor(g))
+        };
+        let id = launch::enqueue(
+            Arc::new(plan),
+            store.as_ref(),
+            &engine,
+            source,
+            params,
+            &opts,
+        )
+        .await
+        .map_err(driver_failure)?;
+        if g.output == Format::Json {
+            show::print_json(&serde_json::json!({"run": id, "status": "parked"}));
+        } else {
+            println!("{id}");
+        }
+        return Ok(exit::OK);
+    }
     start_here(g, &args.drive, store, &engine, plan, source, params).await
 }
 

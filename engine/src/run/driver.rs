@@ -113,6 +113,7 @@ impl Driver {
         at: Position,
     ) -> Driver {
         let (processes_tx, processes_rx) = mpsc::unbounded_channel();
+        let holder = opts.holder.clone().unwrap_or_else(Holder::this_process);
         Driver {
             processes_tx,
             processes_rx,
@@ -129,7 +130,7 @@ impl Driver {
             base: at.base,
             tasks: JoinSet::new(),
             watching: Vec::new(),
-            holder: Holder::this_process(),
+            holder,
             redactor: at.redactor,
             initiator: at.initiator,
             connections: at.connections,
@@ -221,6 +222,16 @@ impl Driver {
                 now_ms(),
                 self.opts.max_parallel.max(1),
             );
+            // Draining: rather than start more, hand the run on (waits park as usual below).
+            if self.opts.detach && self.opts.drain.is_cancelled() && self.tasks.is_empty() {
+                let ends = next
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Finish(_) | Action::Park(_)));
+                if !ends && !next.actions.is_empty() {
+                    return self.detach(&next, Some(now_ms())).await;
+                }
+            }
             if let Some(status) = self.perform(&next).await? {
                 return Ok(status);
             }
@@ -236,7 +247,7 @@ impl Driver {
                 if self.chain.next_seq != seq {
                     continue;
                 }
-                return self.detach(&next).await;
+                return self.detach(&next, next.wake_at_ms).await;
             }
             // Nothing more can happen until a step finishes, a timer fires or an answer comes.
             // Commit what happened if it has waited long enough; otherwise let it share a commit
@@ -394,15 +405,20 @@ impl Driver {
         Ok(())
     }
 
-    /// The run only waits: journal what for, and let any process continue it.
-    async fn detach(&mut self, next: &Next) -> Result<RunStatus, DriverError> {
+    /// The run only waits (or is handed on, due at once): journal what for, and let any process
+    /// continue it from `wake_at_ms`.
+    async fn detach(
+        &mut self,
+        next: &Next,
+        wake_at_ms: Option<i64>,
+    ) -> Result<RunStatus, DriverError> {
         let approvals = next
             .awaiting_approval
             .iter()
             .map(|&i| self.plan.id(i).to_string())
             .collect();
         self.emit(Event::RunDetached {
-            wake_at_ms: next.wake_at_ms,
+            wake_at_ms,
             approvals,
         });
         self.flush(Durability::Power).await?;

@@ -138,17 +138,27 @@ impl StoredRun {
     }
 }
 
-/// Starts a new run of `plan` with checked `params`, and drives it to its end, its park, or its
-/// cancellation.
-pub async fn start(
+/// A new run before anything of it is written: its row, its first event (sealed), the connections
+/// it resolved, and where its driver starts from.
+pub(super) struct NewRun {
+    pub row: RunRow,
+    pub first: super::event::Record,
+    pub first_event: Event,
+    pub resolved: Map<String, Value>,
+    pub profile: Option<String>,
+    pub at: Position,
+    pub rerun: Option<Rerun>,
+}
+
+/// Renders and resolves what a new run of `plan` needs; nothing is recorded, so an error here
+/// (a missing connection field, a var that does not render) leaves no trace.
+pub(super) fn new_run(
     plan: Arc<Plan>,
-    store: Arc<dyn Store>,
     engine: &crate::Engine,
     source: Source,
     params: Map<String, Value>,
-    opts: RunOptions,
-    hooks: Hooks,
-) -> Result<RunOutcome, DriverError> {
+    opts: &RunOptions,
+) -> Result<NewRun, DriverError> {
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let started_at = now_ms();
     let run_info = json!({"id": run_id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": started_at});
@@ -187,12 +197,10 @@ pub async fn start(
         } else {
             crate::store::RunKind::Run
         },
+        concurrency: plan.runbook.concurrency,
     };
-    store.create_run(&row, std::slice::from_ref(&rec)).await?;
     let mut state = RunState::new(&plan);
     state.apply(&plan, &first);
-    let initiator = opts.actor.clone();
-    let profile = opts.profile.as_ref().map(|p| p.name.clone());
     let at = Position {
         connections: super::connections::build(&plan, &resolved),
         plan,
@@ -200,25 +208,66 @@ pub async fn start(
         state,
         base,
         redactor,
-        initiator,
+        initiator: opts.actor.clone(),
     };
-    let mut d = Driver::new(store, engine, opts, hooks, at);
-    d.observe(&rec, &first);
-    lease::take(d.store.as_ref(), &run_id, &d.holder).await?;
+    Ok(NewRun {
+        row,
+        first: rec,
+        first_event: first,
+        resolved,
+        profile: opts.profile.as_ref().map(|p| p.name.clone()),
+        at,
+        rerun: source.rerun,
+    })
+}
+
+/// The events that follow `run_started` in a new run: the connections it resolved, and what a
+/// re-run takes over from its parent.
+pub(super) fn opening(
+    resolved: Map<String, Value>,
+    profile: Option<String>,
+    rerun: Option<Rerun>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
     if !resolved.is_empty() {
-        d.emit(Event::ConnectionsResolved {
+        events.push(Event::ConnectionsResolved {
             profile,
             connections: resolved,
         });
     }
-    if let Some(r) = source.rerun {
-        d.emit(Event::RerunOf {
+    if let Some(r) = rerun {
+        events.push(Event::RerunOf {
             parent_run: r.parent,
             from_step: r.from,
         });
-        for e in r.reused {
-            d.emit(e);
-        }
+        events.extend(r.reused);
+    }
+    events
+}
+
+pub use super::enqueue::enqueue;
+
+/// Starts a new run of `plan` with checked `params`, and drives it to its end, its park, or its
+/// cancellation.
+pub async fn start(
+    plan: Arc<Plan>,
+    store: Arc<dyn Store>,
+    engine: &crate::Engine,
+    source: Source,
+    params: Map<String, Value>,
+    opts: RunOptions,
+    hooks: Hooks,
+) -> Result<RunOutcome, DriverError> {
+    let new = new_run(plan, engine, source, params, &opts)?;
+    store
+        .create_run(&new.row, std::slice::from_ref(&new.first))
+        .await?;
+    let run_id = new.row.id.clone();
+    let mut d = Driver::new(store, engine, opts, hooks, new.at);
+    d.observe(&new.first, &new.first_event);
+    lease::take(d.store.as_ref(), &run_id, &d.holder).await?;
+    for e in opening(new.resolved, new.profile, new.rerun) {
+        d.emit(e);
     }
     d.drive_leased().await
 }

@@ -275,6 +275,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "title",
     "description",
     "triggers",
+    "concurrency",
     "params",
     "vars",
     "connections",
@@ -453,6 +454,7 @@ impl Loader {
             title: None,
             description: None,
             alerts: Vec::new(),
+            concurrency: None,
             params: Vec::new(),
             vars: Vec::new(),
             connections: Vec::new(),
@@ -490,6 +492,7 @@ impl Loader {
                 "title" => rb.title = self.string(v, "title"),
                 "description" => rb.description = self.string(v, "description"),
                 "triggers" => rb.alerts = self.triggers(v),
+                "concurrency" => rb.concurrency = self.concurrency(v),
                 "params" => rb.params = self.params(v),
                 "vars" => rb.vars = self.named_values(v, "vars"),
                 "connections" => rb.connections = self.named_values(v, "connections"),
@@ -511,6 +514,28 @@ impl Loader {
             self.err_help(doc.pos, "the runbook has no `steps`", "add a `steps:` list");
         }
         Some(rb)
+    }
+
+    /// At most this many runs of the runbook are driven at once by workers: 1 to 10000.
+    fn concurrency(&mut self, v: &Node) -> Option<u32> {
+        match v.value {
+            Value::Int(n) if (1..=10_000).contains(&n) => u32::try_from(n).ok(),
+            Value::Int(n) => {
+                self.err_help(
+                    v.pos,
+                    format!("concurrency {n} out of range"),
+                    "how many runs of this runbook workers may drive at once: 1 to 10000",
+                );
+                None
+            }
+            _ => {
+                self.err(
+                    v.pos,
+                    format!("concurrency must be a whole number, found {}", v.kind()),
+                );
+                None
+            }
+        }
     }
 
     fn triggers(&mut self, v: &Node) -> Vec<String> {

@@ -1,0 +1,426 @@
+//! `runbook worker` processes sharing one PostgreSQL database (a fresh one per test): hundreds of
+//! queued runs driven by three workers while one is SIGKILLed, a parked run woken on time by a
+//! worker that did not park it, and an approval given with `runbook approve` continued by whichever
+//! worker claims the run. Every wait polls the database (or the workers' logs) against a deadline.
+
+use crate::common::{PgDb, Sandbox, stderr, stdout};
+use runbook_engine::run::driver::RunOptions;
+use runbook_engine::run::launch::{self, Source};
+use sha2::Digest as _;
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A read, an unsafe step that logs its effect under the run's id, and a check.
+const SHORT: &str = r#"
+name: short
+steps:
+  - id: look
+    uses: shell.run
+    side_effect: read
+    with: { shell: "echo 5" }
+    outputs: { n: "{{ result.stdout | trim | int }}" }
+  - id: act
+    uses: shell.run
+    needs: look
+    with: { shell: "sleep 0.03; echo {{ run.id }} >> effects.log" }
+  - id: check
+    uses: flow.assert
+    needs: act
+    with: { that: "steps.look.n == 5" }
+"#;
+
+const NAP: &str = r#"
+name: nap
+steps:
+  - id: nap
+    uses: flow.sleep
+    with: { for: 2s }
+  - id: after
+    uses: shell.run
+    needs: nap
+    with: { shell: "echo {{ run.id }} >> effects.log" }
+"#;
+
+const ASK: &str = r#"
+name: ask
+steps:
+  - id: gate
+    uses: shell.run
+    approval: { required: true, approvers: [carol] }
+    with: { shell: "echo {{ run.id }} >> effects.log" }
+"#;
+
+struct Worker {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Worker {
+    fn start(sb: &Sandbox, db: &str, name: &str) -> Worker {
+        let log = sb.path().join(format!("worker-{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = sb
+            .cmd(&[
+                "worker",
+                "--concurrency",
+                "4",
+                "--poll",
+                "100ms",
+                "--grace",
+                "20s",
+            ])
+            .env("RUNBOOK_DB", db)
+            .env("RUNBOOK_ACTOR", format!("worker-{name}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn worker");
+        Worker { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then its exit (bounded by the deadline of `until`).
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-s", "TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        until(
+            "the worker exits after SIGTERM",
+            Duration::from_secs(60),
+            || self.child.try_wait().expect("wait").is_some(),
+        );
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "worker exit: {status}\n{}", self.log());
+        assert!(self.log().contains("event=stopped"), "{}", self.log());
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `done` until it holds; fails the test at the deadline.
+fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// Runs by status.
+fn statuses(url: &str) -> BTreeMap<String, i64> {
+    block(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status")
+                .fetch_all(&mut c)
+                .await
+                .expect("statuses");
+        rows.into_iter().collect()
+    })
+}
+
+fn ids_with_status(url: &str, status: &str) -> Vec<String> {
+    block(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::query_scalar("SELECT id FROM runs WHERE status = $1 ORDER BY id")
+            .bind(status)
+            .fetch_all(&mut c)
+            .await
+            .expect("ids")
+    })
+}
+
+fn status_of(url: &str, id: &str) -> String {
+    block(async {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut c)
+            .await
+            .expect("status")
+    })
+}
+
+fn effects(sb: &Sandbox) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    let text = std::fs::read_to_string(sb.path().join("effects.log")).unwrap_or_default();
+    for line in text.lines() {
+        *seen.entry(line.to_string()).or_default() += 1;
+    }
+    seen
+}
+
+/// Commands a killed worker started live on in their own process groups: an operator judges what
+/// happened only once none works in the sandbox any more.
+fn wait_for_orphans(sb: &Sandbox) {
+    let dir = std::fs::canonicalize(sb.path()).expect("sandbox path");
+    until(
+        "no process works in the sandbox",
+        Duration::from_secs(20),
+        || {
+            !std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| std::fs::read_link(e.path().join("cwd")).is_ok_and(|c| c == dir))
+        },
+    );
+}
+
+fn enqueue_many(url: &str, text: &str, n: usize) -> Vec<String> {
+    block(async {
+        let engine = runbook_engine::Engine::new();
+        let plan = runbook_engine::runbook::validate::check(
+            "short.yaml",
+            text,
+            &engine.registry,
+            &engine.expr,
+        )
+        .map_err(|r| r.render(false))
+        .expect("valid runbook");
+        let plan = Arc::new(plan);
+        let store = runbook_engine::store::open(url, false).await.expect("open");
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let source = Source {
+                text: text.to_string(),
+                sha256: hex::encode(sha2::Sha256::digest(text.as_bytes())),
+                path: Some("short.yaml".into()),
+                rerun: None,
+            };
+            let id = launch::enqueue(
+                Arc::clone(&plan),
+                store.as_ref(),
+                &engine,
+                source,
+                serde_json::Map::new(),
+                &RunOptions::new("tester"),
+            )
+            .await
+            .expect("enqueue");
+            ids.push(id);
+        }
+        ids
+    })
+}
+
+fn queue(sb: &Sandbox, db: &str, file: &str) -> String {
+    let o = sb
+        .cmd(&["run", file, "--queue"])
+        .env("RUNBOOK_DB", db)
+        .output()
+        .expect("spawn");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_string();
+    assert_eq!(id.len(), 32, "prints the run id: {id}");
+    id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_workers_drive_300_runs_through_a_sigkill() {
+    let db = PgDb::new().await;
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || three_workers(&url))
+        .await
+        .expect("test");
+}
+
+fn three_workers(url: &str) {
+    let sb = Sandbox::new();
+    let ids = enqueue_many(url, SHORT, 300);
+    assert_eq!(statuses(url).get("parked"), Some(&300));
+    let mut a = Worker::start(&sb, url, "a");
+    let mut b = Worker::start(&sb, url, "b");
+    let mut c = Worker::start(&sb, url, "c");
+    until("100 runs succeeded", Duration::from_secs(180), || {
+        statuses(url).get("succeeded").copied().unwrap_or(0) >= 100
+    });
+    a.child.kill().expect("SIGKILL worker a");
+    a.child.wait().expect("reap worker a");
+    let by_a = a.log().matches("event=claim").count();
+    assert!(by_a > 0, "worker a drove runs before it died");
+    // Its leases expire; b and c take its runs over.
+    until(
+        "every run succeeded or waits for an operator",
+        Duration::from_secs(240),
+        || {
+            let s = statuses(url);
+            s.get("succeeded").copied().unwrap_or(0) + s.get("waiting").copied().unwrap_or(0) == 300
+        },
+    );
+    b.stop();
+    c.stop();
+    wait_for_orphans(&sb);
+    // An unsafe step in flight at the kill is `unknown`, never run again by a worker: the operator
+    // settles it from the effect log.
+    let waiting = ids_with_status(url, "waiting");
+    let seen = effects(&sb);
+    for run in &waiting {
+        let shown = sb
+            .cmd(&["show", run, "-o", "json"])
+            .env("RUNBOOK_DB", url)
+            .output()
+            .expect("show");
+        let shown: serde_json::Value = serde_json::from_str(&stdout(&shown)).expect("json");
+        let act = shown["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == "act"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(act["status"], "unknown", "{run}: {act}");
+        let decision = if seen.contains_key(run) {
+            "--mark-done"
+        } else {
+            "--retry"
+        };
+        let o = sb
+            .cmd(&["resume", run, decision, "act", "-q"])
+            .env("RUNBOOK_DB", url)
+            .output()
+            .expect("resume");
+        assert!(o.status.success(), "{run}: {}", stderr(&o));
+    }
+    let s = statuses(url);
+    assert_eq!(s.get("succeeded"), Some(&300), "no run lost: {s:?}");
+    let seen = effects(&sb);
+    for id in &ids {
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "the effect of run {id} happened once"
+        );
+    }
+    assert_eq!(seen.len(), 300, "no effect of an unknown run");
+    // Workers b and c took over the runs a held when it died, or claimed them again once due.
+    let taken = b.log().matches("why=orphaned").count() + c.log().matches("why=orphaned").count();
+    eprintln!(
+        "worker a claimed {by_a} runs before SIGKILL; {taken} orphaned runs were taken over; {} waited for an operator",
+        waiting.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parked_run_wakes_on_time_on_another_worker() {
+    let db = PgDb::new().await;
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || parked_wakes_elsewhere(&url))
+        .await
+        .expect("test");
+}
+
+fn parked_wakes_elsewhere(url: &str) {
+    let sb = Sandbox::new();
+    let file = sb.write("nap.yaml", NAP).display().to_string();
+    let mut a = Worker::start(&sb, url, "a");
+    let run = queue(&sb, url, &file);
+    until(
+        "worker a parks the run at its sleep",
+        Duration::from_secs(60),
+        || a.log().contains(&format!("event=park run={run}")),
+    );
+    a.stop();
+    assert_eq!(status_of(url, &run), "parked");
+    let mut b = Worker::start(&sb, url, "b");
+    until("the run succeeds", Duration::from_secs(60), || {
+        status_of(url, &run) == "succeeded"
+    });
+    b.stop();
+    assert!(
+        b.log().contains(&format!("event=claim run={run}")),
+        "{}",
+        b.log()
+    );
+    let shown = sb
+        .cmd(&["show", &run, "--events", "-o", "json"])
+        .env("RUNBOOK_DB", url)
+        .output()
+        .expect("show");
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&shown)).expect("json");
+    let events = shown["events"].as_array().cloned().unwrap_or_default();
+    let deadline = events
+        .iter()
+        .find(|e| e["event"]["type"] == "wait_started")
+        .and_then(|e| e["event"]["deadline_ms"].as_i64())
+        .expect("the sleep's deadline is journaled");
+    let woke = events
+        .iter()
+        .find(|e| e["event"]["type"] == "step_succeeded" && e["event"]["step"] == "nap")
+        .and_then(|e| e["at"].as_i64())
+        .expect("the sleep ended");
+    assert!(
+        woke >= deadline,
+        "woke before its deadline: {woke} < {deadline}"
+    );
+    // On time: within the worker's poll and a claim, not some later sweep (generous for a busy CI).
+    assert!(woke - deadline < 5_000, "woke {} ms late", woke - deadline);
+    assert_eq!(effects(&sb).get(&run), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_lets_a_parked_run_continue_on_any_worker() {
+    let db = PgDb::new().await;
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || approval_continues(&url))
+        .await
+        .expect("test");
+}
+
+fn approval_continues(url: &str) {
+    let sb = Sandbox::new();
+    let file = sb.write("ask.yaml", ASK).display().to_string();
+    let mut a = Worker::start(&sb, url, "a");
+    let mut b = Worker::start(&sb, url, "b");
+    let run = queue(&sb, url, &file);
+    until(
+        "a worker parks the run for its approval",
+        Duration::from_secs(60),
+        || {
+            status_of(url, &run) == "parked"
+                && (a.log() + &b.log()).contains(&format!("event=park run={run}"))
+        },
+    );
+    assert!(effects(&sb).is_empty(), "nothing acted before the approval");
+    let o = sb
+        .cmd(&["approve", &run, "gate"])
+        .env("RUNBOOK_DB", url)
+        .env("RUNBOOK_ACTOR", "carol")
+        .output()
+        .expect("approve");
+    assert!(o.status.success(), "{}", stderr(&o));
+    until("the run succeeds", Duration::from_secs(60), || {
+        status_of(url, &run) == "succeeded"
+    });
+    a.stop();
+    b.stop();
+    assert_eq!(effects(&sb).get(&run), Some(&1));
+    let shown = sb
+        .cmd(&["show", &run, "-o", "json"])
+        .env("RUNBOOK_DB", url)
+        .output()
+        .expect("show");
+    let text = stdout(&shown);
+    assert!(text.contains("carol"), "approved by carol: {text}");
+}
