@@ -59,6 +59,10 @@ struct Worker {
 
 impl Worker {
     fn start(sb: &Sandbox, db: &str, name: &str) -> Worker {
+        Worker::start_with(sb, db, name, "20s")
+    }
+
+    fn start_with(sb: &Sandbox, db: &str, name: &str, grace: &str) -> Worker {
         let log = sb.path().join(format!("worker-{name}.log"));
         let file = std::fs::File::create(&log).expect("log file");
         let child = sb
@@ -69,7 +73,7 @@ impl Worker {
                 "--poll",
                 "100ms",
                 "--grace",
-                "20s",
+                grace,
             ])
             .env("RUNBOOK_DB", db)
             .env("RUNBOOK_ACTOR", format!("worker-{name}"))
@@ -124,6 +128,20 @@ fn block<T>(f: impl std::future::Future<Output = T>) -> T {
         .build()
         .expect("runtime")
         .block_on(f)
+}
+
+/// A run's status, read from a SQLite file.
+fn sqlite_status(sb: &Sandbox, id: &str) -> String {
+    let o = sb
+        .cmd(&["runs", "-n", "100", "-o", "json"])
+        .output()
+        .expect("runs");
+    let runs: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    runs.as_array()
+        .and_then(|rs| rs.iter().find(|r| r["id"] == id))
+        .and_then(|r| r["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Runs by status.
@@ -228,11 +246,15 @@ fn enqueue_many(url: &str, text: &str, n: usize) -> Vec<String> {
 }
 
 fn queue(sb: &Sandbox, db: &str, file: &str) -> String {
-    let o = sb
-        .cmd(&["run", file, "--queue"])
-        .env("RUNBOOK_DB", db)
-        .output()
-        .expect("spawn");
+    queue_with(sb, db, file, &[])
+}
+
+fn queue_with(sb: &Sandbox, db: &str, file: &str, params: &[&str]) -> String {
+    let mut args = vec!["run", file, "--queue"];
+    for p in params {
+        args.extend(["-p", p]);
+    }
+    let o = sb.cmd(&args).env("RUNBOOK_DB", db).output().expect("spawn");
     assert!(o.status.success(), "{}", stderr(&o));
     let id = stdout(&o).trim().to_string();
     assert_eq!(id.len(), 32, "prints the run id: {id}");
@@ -423,4 +445,118 @@ fn approval_continues(url: &str) {
         .expect("show");
     let text = stdout(&shown);
     assert!(text.contains("carol"), "approved by carol: {text}");
+}
+
+/// A step that logs that it started, then holds until its gate file exists.
+const GATED: &str = r#"
+name: gated
+params:
+  gate: { type: string }
+steps:
+  - id: first
+    uses: shell.run
+    side_effect: idempotent
+    with:
+      shell: "echo {{ run.id }} first >> effects.log; while [ ! -e {{ params.gate }} ]; do sleep 0.01; done"
+  - id: second
+    uses: shell.run
+    needs: first
+    with: { shell: "echo {{ run.id }} second >> effects.log" }
+"#;
+
+/// On SIGTERM a worker claims nothing more; a run whose step ends within the grace time parks, due
+/// at once, before its next step; one still busy at the end of it is left to another worker as an
+/// orphan. On SQLite.
+#[test]
+fn a_stopped_worker_hands_its_runs_on() {
+    let sb = Sandbox::new();
+    let db = sb.db().display().to_string();
+    let file = sb.write("gated.yaml", GATED).display().to_string();
+    let mut a = Worker::start_with(&sb, &db, "a", "3s");
+    let soon = queue_with(&sb, &db, &file, &["gate=go"]);
+    let late = queue_with(&sb, &db, &file, &["gate=late"]);
+    until(
+        "both runs are in their first step",
+        Duration::from_secs(60),
+        || {
+            let seen = effects(&sb);
+            seen.contains_key(&format!("{soon} first"))
+                && seen.contains_key(&format!("{late} first"))
+        },
+    );
+    let pid = a.child.id().to_string();
+    let sent = Command::new("kill").args(["-s", "TERM", &pid]).status();
+    assert!(sent.is_ok_and(|s| s.success()));
+    until("worker a stops claiming", Duration::from_secs(30), || {
+        a.log().contains("event=stopping")
+    });
+    sb.write("go", "");
+    until("worker a exits", Duration::from_secs(60), || {
+        a.child.try_wait().expect("wait").is_some()
+    });
+    let log = a.log();
+    assert!(
+        log.contains(&format!("event=park run={soon} status=parked")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("event=handed_over run={late}")),
+        "{log}"
+    );
+    assert_eq!(sqlite_status(&sb, &soon), "parked");
+    assert_eq!(sqlite_status(&sb, &late), "running");
+    assert!(!effects(&sb).contains_key(&format!("{soon} second")));
+
+    sb.write("late", "");
+    let mut b = Worker::start(&sb, &db, "b");
+    until("both runs succeed", Duration::from_secs(60), || {
+        sqlite_status(&sb, &soon) == "succeeded" && sqlite_status(&sb, &late) == "succeeded"
+    });
+    b.stop();
+    let log = b.log();
+    assert!(
+        log.contains(&format!("event=claim run={soon} runbook=gated why=due")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "event=claim run={late} runbook=gated why=orphaned"
+        )),
+        "{log}"
+    );
+    let seen = effects(&sb);
+    assert_eq!(seen.get(&format!("{soon} first")), Some(&1), "{seen:?}");
+    assert_eq!(seen.get(&format!("{soon} second")), Some(&1), "{seen:?}");
+    // The idempotent step in flight at the handover runs again, by the recovery rules.
+    assert_eq!(seen.get(&format!("{late} first")), Some(&2), "{seen:?}");
+    assert_eq!(seen.get(&format!("{late} second")), Some(&1), "{seen:?}");
+}
+
+const ONE_AT_A_TIME: &str = r#"
+name: one-at-a-time
+concurrency: 1
+steps:
+  - id: work
+    uses: shell.run
+    side_effect: idempotent
+    with: { shell: "echo start >> turns.log; sleep 0.05; echo end >> turns.log" }
+"#;
+
+/// Two workers with room for four runs each still drive one run of a `concurrency: 1` runbook at a
+/// time. On SQLite, with both workers claiming from one file.
+#[test]
+fn a_runbooks_concurrency_holds_across_workers() {
+    let sb = Sandbox::new();
+    let db = sb.db().display().to_string();
+    let file = sb.write("one.yaml", ONE_AT_A_TIME).display().to_string();
+    let ids: Vec<String> = (0..6).map(|_| queue(&sb, &db, &file)).collect();
+    let mut a = Worker::start(&sb, &db, "a");
+    let mut b = Worker::start(&sb, &db, "b");
+    until("every run succeeds", Duration::from_secs(120), || {
+        ids.iter().all(|id| sqlite_status(&sb, id) == "succeeded")
+    });
+    a.stop();
+    b.stop();
+    let turns = std::fs::read_to_string(sb.path().join("turns.log")).unwrap_or_default();
+    assert_eq!(turns, "start\nend\n".repeat(6), "runs overlapped");
 }
