@@ -240,6 +240,34 @@ async fn claims(store: &dyn Store) {
             .contains(&starting)
     );
 
+    // The leases of a holder known to be dead end at once, and its runs are orphans to claim.
+    let held = runs.create(store, "demo", None, 50_000, None).await;
+    assert_eq!(
+        store
+            .acquire_lease(&held, "gone", 50_000, 90_000, None)
+            .await
+            .expect("lease"),
+        None
+    );
+    assert!(
+        store
+            .lease_holders(60_000)
+            .await
+            .expect("holders")
+            .contains(&"gone".to_string())
+    );
+    assert!(!ids(store, "w6", 60_000, 100).await.contains(&held));
+    assert_eq!(store.expire_leases_of("gone").await.expect("expire"), 1);
+    assert!(
+        !store
+            .lease_holders(60_000)
+            .await
+            .expect("holders")
+            .contains(&"gone".to_string())
+    );
+    let took = store.claim("w6", 60_000, LEASE, 100).await.expect("claim");
+    assert!(took.iter().any(|c| c.run_id == held && c.took_over));
+
     // Finished runs and plans are never claimed.
     runs.append(store, &later, 40_000, &[resumed(), finished()])
         .await;

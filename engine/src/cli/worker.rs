@@ -23,7 +23,8 @@ How it works:
           that only waits (a timer, an approval, a retry's backoff) parks and lets its lease go;
           it is claimed again when it is due, by whichever worker is free.
   lease   while it drives a run, the worker renews the run's lease every 5 s (it lasts 15 s).
-  death   when a worker dies, its leases expire and other workers claim its runs. Completed steps
+  death   when a worker dies, its leases expire (at once if another worker on its host sees the
+          process is gone) and other workers claim its runs. Completed steps
           are never run again; `read` and `idempotent` steps that were in flight run again; an
           `unsafe` step in flight becomes `unknown` and the run waits for an operator
           (`runbook runs --resumable`, then `runbook resume RUN --mark-done|--retry|--mark-failed`).

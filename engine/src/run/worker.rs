@@ -113,9 +113,15 @@ pub async fn run(
             ("poll_ms", &cfg.poll.as_millis().to_string()),
         ],
     );
+    let mut last_look = None;
     while !stop.is_cancelled() {
         let room = concurrency.saturating_sub(tasks.len());
         if room > 0 {
+            let look = last_look.is_none_or(|t: tokio::time::Instant| t.elapsed() >= DEAD_LOOK);
+            if look {
+                last_look = Some(tokio::time::Instant::now());
+                expire_the_dead(store.as_ref(), &me, log.as_ref()).await;
+            }
             let limit = i64::try_from(room).unwrap_or(i64::MAX);
             match store.claim(&name, now_ms(), lease::TTL_MS, limit).await {
                 Ok(claimed) => {
@@ -184,6 +190,35 @@ pub async fn run(
         ],
     );
     sum
+}
+
+/// How often a worker looks for lease holders of its own host that died.
+const DEAD_LOOK: Duration = Duration::from_secs(1);
+
+/// Ends the leases of holders that are certainly dead processes of this host (another worker that
+/// was killed, a `runbook run` that crashed), as `resume` would take them over, so their runs are
+/// claimed now rather than when the leases expire. Holders elsewhere are waited out.
+async fn expire_the_dead(store: &dyn Store, me: &Holder, log: &dyn Log) {
+    let holders = match store.lease_holders(now_ms()).await {
+        Ok(h) => h,
+        Err(e) => {
+            log.line("error", &[("during", "leases"), ("error", &e.to_string())]);
+            return;
+        }
+    };
+    for h in holders
+        .iter()
+        .filter(|h| lease::is_dead(me, h, lease::start_time))
+    {
+        match store.expire_leases_of(h).await {
+            Ok(0) => {}
+            Ok(n) => log.line(
+                "dead_holder",
+                &[("holder", &Holder::describe(h)), ("leases", &n.to_string())],
+            ),
+            Err(e) => log.line("error", &[("during", "leases"), ("error", &e.to_string())]),
+        }
+    }
 }
 
 /// Drives one claimed run, as `runbook resume` would, parking whenever it only waits.

@@ -318,6 +318,27 @@ macro_rules! shared_body {
                 self.claim_in(holder, now, lease_ms, limit).await
             }
 
+            async fn lease_holders(
+                &self,
+                now: i64,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar($crate::store::claim::LEASE_HOLDERS)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn expire_leases_of(
+                &self,
+                holder: &str,
+            ) -> Result<u64, $crate::store::StoreError> {
+                Ok(sqlx::query($crate::store::claim::EXPIRE_LEASES_OF)
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+
             async fn prune(
                 &self,
                 finished_before: i64,

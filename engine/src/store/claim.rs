@@ -48,6 +48,14 @@ pub(crate) const LIVE_OF_RUNBOOK: &str =
     "SELECT COUNT(*) FROM leases l JOIN runs r ON r.id = l.run_id
      WHERE r.runbook = $1 AND l.expires_at >= $2";
 
+/// Holders of a live lease at `$1`.
+pub(crate) const LEASE_HOLDERS: &str =
+    "SELECT DISTINCT holder FROM leases WHERE expires_at >= $1 ORDER BY holder";
+
+/// Every lease of holder `$1`, expired: a running run with an expired lease is an orphan to claim.
+pub(crate) const EXPIRE_LEASES_OF: &str =
+    "UPDATE leases SET expires_at = 0 WHERE holder = $1 AND expires_at > 0";
+
 /// The body of `Store::claim` for one backend, which supplies `begin_claim` (its transaction),
 /// `CANDIDATES` (the candidate query, locking if it can) and `lock_runbook` (serialising claimers
 /// of one runbook, or nothing where the transaction already does).

@@ -223,6 +223,14 @@ pub trait Store: Send + Sync {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Who holds a live lease at `now` (each holder once): a worker judges which of them are
+    /// processes of its own host that no longer exist.
+    async fn lease_holders(&self, now: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Ends every lease `holder` has (a holder known to be dead), so its runs are claimed at once
+    /// rather than when the leases run out. Returns how many there were.
+    async fn expire_leases_of(&self, holder: &str) -> Result<u64, StoreError>;
 }
 
 pub use claim::Claimed;
