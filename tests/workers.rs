@@ -562,3 +562,53 @@ fn a_runbooks_concurrency_holds_across_workers() {
     let turns = std::fs::read_to_string(sb.path().join("turns.log")).unwrap_or_default();
     assert_eq!(turns, "start\nend\n".repeat(6), "runs overlapped");
 }
+
+#[test]
+fn worker_help_teaches_claims_leases_and_what_happens_when_one_dies() {
+    let sb = Sandbox::new();
+    let o = sb.run(&["worker", "--help"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let help = stdout(&o);
+    for needed in [
+        "--concurrency",
+        "--poll",
+        "--grace",
+        "run NAME --queue",
+        "FOR UPDATE SKIP LOCKED",
+        "renews the run's lease",
+        "--mark-done",
+        "SIGTERM",
+        "concurrency: N",
+        "event=claim",
+    ] {
+        assert!(help.contains(needed), "`{needed}` missing from:\n{help}");
+    }
+}
+
+/// `run --queue` records the run parked and due, drives nothing, and says so as JSON for scripts;
+/// it refuses `--detach`, which means driving it here.
+#[test]
+fn run_queue_records_a_due_run_without_driving_it() {
+    let sb = Sandbox::new();
+    let file = sb.write("nap.yaml", NAP).display().to_string();
+    let o = sb.run(&["run", &file, "--queue", "-o", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let id = out["run"].as_str().unwrap_or_default().to_string();
+    assert_eq!(out["status"], "parked");
+    assert_eq!(sqlite_status(&sb, &id), "parked");
+    let shown = sb.run(&["show", &id, "--events", "-o", "json"]);
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&shown)).expect("json");
+    let kinds: Vec<&str> = shown["events"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter_map(|e| e["event"]["type"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(kinds, ["run_started", "run_detached"]);
+    assert!(!sb.path().join("effects.log").exists(), "nothing ran");
+    let refused = sb.run(&["run", &file, "--queue", "--detach"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+}
