@@ -15,6 +15,8 @@ const LEASE: i64 = 10_000;
 
 struct Runs {
     n: u32,
+    /// Create plans (`runbook plan`) rather than runs.
+    plans: bool,
     chains: std::collections::HashMap<String, Chain>,
 }
 
@@ -22,6 +24,7 @@ impl Runs {
     fn new() -> Runs {
         Runs {
             n: 0,
+            plans: false,
             chains: Default::default(),
         }
     }
@@ -71,7 +74,11 @@ impl Runs {
             started_at: at,
             finished_at: None,
             parent_run: None,
-            kind: RunKind::Run,
+            kind: if self.plans {
+                RunKind::Plan
+            } else {
+                RunKind::Run
+            },
             concurrency,
         };
         store.create_run(&row, &records).await.expect("create");
@@ -276,7 +283,15 @@ async fn claims(store: &dyn Store) {
         RunStatus::Succeeded
     );
     store.release_lease(&later, "w2").await.expect("release");
-    assert!(!ids(store, "w6", 1_000_000, 100).await.contains(&later));
+    runs.plans = true;
+    let plan = runs.create(store, "demo", None, 100, Some(Some(100))).await;
+    let claimed = ids(store, "w6", 1_000_000, 100).await;
+    assert!(!claimed.contains(&later));
+    assert!(!claimed.contains(&plan));
+    assert!(
+        claimed.contains(&soon),
+        "a control: due runs are claimed here"
+    );
 }
 
 /// A runbook with `concurrency: 2` has at most two runs with a live lease at once.
