@@ -3,10 +3,11 @@
 //! After changing a plugin's declaration: `UPDATE_GOLDEN=1 cargo nextest run -p runbook-engine
 //! plugin_reference`, then read the diff.
 
+//! docs/plugins.md describes the default build, with every plugin family (tests/main.rs compiles
+//! this module only there).
+
 use crate::common::{bin, repo, stderr, stdout};
 
-// docs/plugins.md describes the default build, with every plugin family.
-#[cfg(all(feature = "kubernetes", feature = "mongodb"))]
 #[test]
 fn plugin_reference_in_docs_is_current() {
     let out = std::process::Command::new(bin())

@@ -6,6 +6,7 @@ mod claim;
 mod cli;
 mod common;
 mod connections;
+#[cfg(all(feature = "kubernetes", feature = "mongodb"))]
 mod docs;
 mod fuzzing;
 mod golden;

@@ -327,7 +327,17 @@ pub fn is_template(s: &str) -> bool {
 pub fn sole_expression(s: &str) -> Option<&str> {
     let t = s.trim();
     let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
-    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+    if inner.contains("{{") || inner.contains("{%") {
+        return None;
+    }
+    // `}}` inside is either the end of one expression and the start of text (`{{ a }} and {{ b }}`,
+    // caught above by its `{{`) or part of the expression: a nested mapping `{'a': {'b': 1}}`. Only
+    // the parser can tell; the common case never gets here.
+    if inner.contains("}}")
+        && minijinja::Environment::new()
+            .compile_expression(inner)
+            .is_err()
+    {
         return None;
     }
     Some(inner.trim())
@@ -340,6 +350,21 @@ mod tests {
 
     fn ctx(v: serde_json::Value) -> Value {
         Value::from(minijinja::value::Serde(&v))
+    }
+
+    #[test]
+    fn a_nested_mapping_is_one_expression_and_two_expressions_are_not() {
+        assert_eq!(
+            sole_expression("{{ {'a': {'b': 1}} }}"),
+            Some("{'a': {'b': 1}}")
+        );
+        assert_eq!(
+            sole_expression("{{ {'a': {'b': 1}}}}"),
+            Some("{'a': {'b': 1}}")
+        );
+        assert_eq!(sole_expression("{{ a }} and {{ b }}"), None);
+        assert_eq!(sole_expression("{{ a }}x}}"), None);
+        assert_eq!(sole_expression(" {{ x.y }} "), Some("x.y"));
     }
 
     #[test]

@@ -143,7 +143,7 @@ fn top_properties() -> Value {
             "maximum": 10000,
         },
         "triggers": {
-            "description": "Alerts this runbook answers; listed by `runbook list`.",
+            "description": "Alerts this runbook answers (listed by `runbook list`), and how an alert becomes a run under `runbook serve`.",
             "type": "object",
             "additionalProperties": false,
             "properties": {
@@ -151,6 +151,25 @@ fn top_properties() -> Value {
                     "description": "Alert names.",
                     "type": "array",
                     "items": { "type": "string" },
+                },
+                "labels": {
+                    "description": "Label matchers an alert must also satisfy, as Alertmanager writes them: `severity=~\"warning|critical\"`.",
+                    "type": "array",
+                    "items": { "type": "string" },
+                },
+                "params": {
+                    "description": "`param: label`: the alert's label of that name fills the parameter (checked against its type).",
+                    "type": "object",
+                    "propertyNames": { "$ref": "#/definitions/identifier" },
+                    "additionalProperties": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" },
+                },
+                "cooldown": {
+                    "description": "After a run for the same alert key ends, its alerts start nothing for this long.",
+                    "$ref": "#/definitions/duration",
+                },
+                "on_resolved": {
+                    "description": "`record` (default): journal the resolution on the run; `cancel`: also stop a run still diagnosing.",
+                    "enum": ["record", "cancel"],
                 },
             },
         },

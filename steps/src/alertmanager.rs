@@ -1,7 +1,7 @@
 //! `alertmanager.alerts` and `alertmanager.silence`: read alerts and silence them through the
 //! Alertmanager API v2, with matchers written as Prometheus writes them (`alertname=~"MLModel.*"`).
 
-mod matchers;
+pub mod matchers;
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! From YAML text to a [`Runbook`], collecting every structural problem with its location.
 
+mod triggers;
+
 use super::model::*;
 use super::node::{Node, Pos, Value};
 use crate::diag::{Diagnostic, suggest};
@@ -455,6 +457,7 @@ impl Loader {
             description: None,
             alerts: Vec::new(),
             concurrency: None,
+            trigger: Default::default(),
             params: Vec::new(),
             vars: Vec::new(),
             connections: Vec::new(),
@@ -491,7 +494,7 @@ impl Loader {
                 }
                 "title" => rb.title = self.string(v, "title"),
                 "description" => rb.description = self.string(v, "description"),
-                "triggers" => rb.alerts = self.triggers(v),
+                "triggers" => (rb.alerts, rb.trigger) = self.triggers(v),
                 "concurrency" => rb.concurrency = self.concurrency(v),
                 "params" => rb.params = self.params(v),
                 "vars" => rb.vars = self.named_values(v, "vars"),
@@ -513,6 +516,7 @@ impl Loader {
         if !have_steps {
             self.err_help(doc.pos, "the runbook has no `steps`", "add a `steps:` list");
         }
+        self.trigger_params_are_declared(&rb);
         Some(rb)
     }
 
@@ -536,32 +540,6 @@ impl Loader {
                 None
             }
         }
-    }
-
-    fn triggers(&mut self, v: &Node) -> Vec<String> {
-        let Some(entries) = self.map(v, "triggers", Some(&["alerts"])) else {
-            return Vec::new();
-        };
-        let mut alerts = Vec::new();
-        for (_, _, node) in entries {
-            match node.as_seq() {
-                Some(items) => {
-                    for it in items {
-                        if let Some(s) = self.string(it, "an alert name") {
-                            alerts.push(s);
-                        }
-                    }
-                }
-                None => self.err(
-                    node.pos,
-                    format!(
-                        "triggers.alerts must be a list of alert names, found {}",
-                        node.kind()
-                    ),
-                ),
-            }
-        }
-        alerts
     }
 
     fn named_values(&mut self, v: &Node, what: &str) -> Vec<(Named, Node)> {
@@ -1078,14 +1056,7 @@ fn show_scalar(n: &Node) -> String {
 
 /// `{{ x }}` -> `x`, for conditions written as templates.
 pub fn strip_braces(s: &str) -> &str {
-    let t = s.trim();
-    if let Some(inner) = t.strip_prefix("{{").and_then(|r| r.strip_suffix("}}"))
-        && !inner.contains("{{")
-        && !inner.contains("}}")
-    {
-        return inner.trim();
-    }
-    t
+    crate::expr::sole_expression(s).unwrap_or(s.trim())
 }
 
 pub fn valid_ident(s: &str) -> bool {

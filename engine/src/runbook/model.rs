@@ -15,6 +15,8 @@ pub struct Runbook {
     pub alerts: Vec<String>,
     /// How many runs of this runbook workers drive at once, across all of them (`concurrency:`).
     pub concurrency: Option<u32>,
+    /// How an alert (`triggers:`) becomes a run of this runbook under `runbook serve`.
+    pub trigger: TriggerRules,
     pub params: Vec<Param>,
     pub vars: Vec<(Named, Node)>,
     pub connections: Vec<(Named, Node)>,
@@ -54,6 +56,29 @@ pub struct Param {
     pub default: Option<serde_json::Value>,
     pub required: bool,
     pub description: Option<String>,
+}
+
+/// `triggers:` beyond the alert names: which alerts of those names, the params their labels fill, and
+/// what repeats and resolutions do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TriggerRules {
+    /// Label matchers, as written (checked at load), that an alert must also satisfy.
+    pub labels: Vec<String>,
+    /// `param ← label`: the alert's label of that name fills the parameter.
+    pub params: Vec<(Named, String)>,
+    /// After a run of the same key ends, alerts for that key start nothing for this long.
+    pub cooldown: Option<Duration>,
+    pub on_resolved: OnResolved,
+}
+
+/// What a `resolved` notification does to the run it concerns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnResolved {
+    /// Journal it on the run; the run goes on (it verifies recovery itself).
+    #[default]
+    Record,
+    /// Also cancel the run if no step past `diagnose` has started.
+    Cancel,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -73,7 +73,15 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(opts)
             .await?;
-        MIGRATOR.run(&pool).await?;
+        // Every pending migration in one transaction (sqlx nests each in a savepoint): a fresh
+        // database is created with one commit instead of two per migration (sqlx commits each
+        // migration, then its timing), and a failure leaves no half-migrated file. An up-to-date
+        // database is only read here.
+        let mut tx = pool.begin().await?;
+        // `run_direct` is `run` on a connection: `run(&mut *tx)` makes the caller's future not
+        // provably `Send` (sqlx's `Acquire` is generic over the borrow; sqlx's own tests use this).
+        MIGRATOR.run_direct(None, &mut *tx, false).await?;
+        tx.commit().await?;
         Ok(pool)
     }
 

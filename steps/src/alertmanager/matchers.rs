@@ -24,6 +24,28 @@ impl Matcher {
         }
     }
 
+    /// The value as Alertmanager reads a regex matcher: anchored at both ends.
+    pub fn regex(&self) -> Result<Option<regex::Regex>, String> {
+        if !self.is_regex {
+            return Ok(None);
+        }
+        regex::Regex::new(&format!("^(?:{})$", self.value))
+            .map(Some)
+            .map_err(|e| format!("`{}` is not a valid regular expression: {e}", self.value))
+    }
+
+    /// Whether a set of labels satisfies this matcher; a label that is absent reads as empty, as in
+    /// Alertmanager (`team=""` matches an alert without `team`). An invalid regex matches nothing.
+    pub fn matches(&self, label: impl Fn(&str) -> Option<String>) -> bool {
+        let v = label(&self.name).unwrap_or_default();
+        let hit = match self.regex() {
+            Ok(Some(re)) => re.is_match(&v),
+            Ok(None) => v == self.value,
+            Err(_) => return false,
+        };
+        hit == self.is_equal
+    }
+
     pub fn to_api(&self) -> Value {
         json!({
             "name": self.name,
@@ -153,6 +175,29 @@ pub fn parse_matchers(text: &str) -> Result<Vec<Matcher>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn matchers_evaluate_as_alertmanager_does() {
+        let labels = |k: &str| match k {
+            "alertname" => Some("MLModelDegraded".to_string()),
+            "severity" => Some("warning".to_string()),
+            _ => None,
+        };
+        let m = |t: &str| super::parse_matchers(t).expect("parse").remove(0);
+        assert!(m(r#"alertname=~"MLModel.*""#).matches(labels));
+        assert!(
+            !m(r#"alertname=~"Model""#).matches(labels),
+            "anchored: a part does not match"
+        );
+        assert!(m(r#"severity!="critical""#).matches(labels));
+        assert!(!m(r#"severity!~"warn.*""#).matches(labels));
+        assert!(m(r#"team="""#).matches(labels), "absent reads as empty");
+        assert!(
+            !m(r#"team=~"(""#).matches(labels),
+            "an invalid regex matches nothing"
+        );
+        assert!(m(r#"team=~"(""#).regex().is_err());
+    }
+
     use super::{Matcher, parse_matchers};
 
     fn m(name: &str, op: &str, value: &str) -> Matcher {
