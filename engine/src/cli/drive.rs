@@ -246,12 +246,13 @@ pub async fn answer(
         );
     } else if !done.driven {
         let why = if done.status == RunStatus::Parked {
-            "The run is parked"
+            // The answer made it due: a worker on this database claims it within its poll.
+            "The run is parked and now due: a `runbook worker` on this database continues it, or"
         } else {
-            "No process drives the run now"
+            "No process drives the run now: continue it with"
         };
         eprintln!(
-            "step `{}` {word}. {why}: continue it with\n  runbook resume {short}",
+            "step `{}` {word}. {why}\n  runbook resume {short}",
             target.step
         );
     } else {
