@@ -176,6 +176,7 @@ async fn seed_journal(
         finished_at: None,
         parent_run: None,
         kind: runbook_engine::store::RunKind::Run,
+        concurrency: None,
     };
     store.create_run(&row, &[first]).await.expect("create");
     let n = events.len() + 1;

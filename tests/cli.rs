@@ -47,6 +47,7 @@ async fn seed(sb: &Sandbox, id: &str, text: &str, start: i64, events: Vec<(i64, 
         finished_at: None,
         parent_run: None,
         kind: runbook_engine::store::RunKind::Run,
+        concurrency: None,
     };
     store.create_run(&row, &[first]).await.expect("create");
     let recs: Vec<_> = events

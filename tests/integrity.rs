@@ -50,6 +50,7 @@ async fn stopped_run(sb: &Sandbox, id: &str) {
         finished_at: None,
         parent_run: None,
         kind: runbook_engine::store::RunKind::Run,
+        concurrency: None,
     };
     store.create_run(&row, &[first]).await.expect("create");
 }

@@ -2,6 +2,7 @@
 //! services (SQLite files, local HTTP servers, processes).
 
 mod audit;
+mod claim;
 mod cli;
 mod common;
 mod connections;
@@ -28,3 +29,4 @@ mod services;
 mod store;
 mod torture;
 mod waits;
+mod workers;

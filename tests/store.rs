@@ -21,6 +21,7 @@ fn row(id: &str, started_at: i64) -> RunRow {
         finished_at: None,
         parent_run: None,
         kind: runbook_engine::store::RunKind::Run,
+        concurrency: None,
     }
 }
 

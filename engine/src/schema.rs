@@ -136,6 +136,12 @@ fn top_properties() -> Value {
         },
         "title": { "description": "Shown by `runbook list` and `runbook show`.", "type": "string" },
         "description": { "description": "Free text.", "type": "string" },
+        "concurrency": {
+            "description": "At most this many runs of the runbook are driven at once by `runbook worker` processes, across all of them (e.g. 1: one remediation at a time).",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 10000,
+        },
         "triggers": {
             "description": "Alerts this runbook answers (listed by `runbook list`), and how an alert becomes a run under `runbook serve`.",
             "type": "object",

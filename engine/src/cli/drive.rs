@@ -71,6 +71,32 @@ fn from_file(runbook: &str, params: &[String], engine: &crate::Engine) -> Result
 pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32, Failure> {
     let (plan, source, params) = from_file(&args.runbook, &args.params, &engine)?;
     let store = open_store(g).await?;
+    if args.queue {
+        let opts = RunOptions {
+            profile: crate::run::connections::load_profile(
+                g.config.as_deref(),
+                g.profile.as_deref(),
+            )
+            .map_err(Failure::invalid)?,
+            ..RunOptions::new(&actor(g))
+        };
+        let id = launch::enqueue(
+            Arc::new(plan),
+            store.as_ref(),
+            &engine,
+            source,
+            params,
+            &opts,
+        )
+        .await
+        .map_err(driver_failure)?;
+        if g.output == Format::Json {
+            show::print_json(&serde_json::json!({"run": id, "status": "parked"}));
+        } else {
+            println!("{id}");
+        }
+        return Ok(exit::OK);
+    }
     start_here(g, &args.drive, store, &engine, plan, source, params).await
 }
 
@@ -220,12 +246,13 @@ pub async fn answer(
         );
     } else if !done.driven {
         let why = if done.status == RunStatus::Parked {
-            "The run is parked"
+            // The answer made it due: a worker on this database claims it within its poll.
+            "The run is parked and now due: a `runbook worker` on this database continues it, or"
         } else {
-            "No process drives the run now"
+            "No process drives the run now: continue it with"
         };
         eprintln!(
-            "step `{}` {word}. {why}: continue it with\n  runbook resume {short}",
+            "step `{}` {word}. {why}\n  runbook resume {short}",
             target.step
         );
     } else {

@@ -9,6 +9,7 @@ pub mod progress;
 pub mod prune;
 pub mod schema;
 pub mod show;
+pub mod worker;
 
 use crate::diag::Report;
 use crate::expr::Expr;
@@ -207,6 +208,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = audit::AuditFormat::Text)]
         format: audit::AuditFormat,
     },
+    /// Claim and drive runs that are due, alongside any number of other workers on one database.
+    #[command(after_help = worker::AFTER_HELP)]
+    Worker(worker::WorkerArgs),
     /// Delete runs that finished (succeeded or failed) long ago, with their journals.
     #[command(
         after_help = "Examples:\n  runbook prune --older-than 90d --dry-run\n  runbook prune --older-than 13w\n\nA run is deleted whole (its row, every event, its lease) or not at all, so every journal left\nstill verifies. Running, waiting and interrupted runs are never deleted, however old.\nAGE: 90d, 2w, 36h, 1h30m; days and weeks count 24 hours."
@@ -324,6 +328,10 @@ pub struct RunArgs {
     /// A parameter, as name=value (repeatable).
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+    /// Do not drive the run here: record it, due at once, for a `runbook worker` to claim, and
+    /// print its id.
+    #[arg(long, conflicts_with_all = ["yes", "detach"])]
+    pub queue: bool,
     #[command(flatten)]
     pub drive: DriveArgs,
 }
@@ -455,6 +463,9 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Deny { target, reason } => {
             let engine = crate::Engine { registry, expr };
             drive::answer(&cli.global, target, false, Some(reason), engine).await
+        }
+        Command::Worker(args) => {
+            worker::worker(&cli.global, args, crate::Engine { registry, expr }).await
         }
         Command::List => list(&registry, &expr, cli.global.output),
         Command::Runs { limit, resumable } => {

@@ -9,7 +9,7 @@
 use super::decide::{Action, Next, decide};
 use super::event::{Chain, Event, Record, RunStatus, now_ms};
 use super::lease::{self, Holder};
-use super::state::{RunState, Status};
+use super::state::RunState;
 use super::step::{Effect, Prep, Prepared};
 use crate::runbook::plan::Plan;
 use crate::store::{Durability, Store, StoreError};
@@ -68,8 +68,8 @@ pub struct Driver {
     pub(super) store: Arc<dyn Store>,
     pub(super) engine: crate::Engine,
     pub(super) opts: RunOptions,
-    observer: Box<dyn Observer>,
-    answers: Option<mpsc::UnboundedReceiver<Answer>>,
+    pub(super) observer: Box<dyn Observer>,
+    pub(super) answers: Option<mpsc::UnboundedReceiver<Answer>>,
     pub(super) chain: Chain,
     pub(super) state: RunState,
     pending: Vec<Record>,
@@ -87,7 +87,7 @@ pub struct Driver {
     /// Masks secrets before an event is sealed.
     redactor: super::redact::Redactor,
     /// Who started the run (an approval may have to come from someone else).
-    initiator: String,
+    pub(super) initiator: String,
     /// The run's connections, built once; steps share them and the clients made from them.
     connections: super::connections::Connections,
     commits: u64,
@@ -113,6 +113,7 @@ impl Driver {
         at: Position,
     ) -> Driver {
         let (processes_tx, processes_rx) = mpsc::unbounded_channel();
+        let holder = opts.holder.clone().unwrap_or_else(Holder::this_process);
         Driver {
             processes_tx,
             processes_rx,
@@ -129,7 +130,7 @@ impl Driver {
             base: at.base,
             tasks: JoinSet::new(),
             watching: Vec::new(),
-            holder: Holder::this_process(),
+            holder,
             redactor: at.redactor,
             initiator: at.initiator,
             connections: at.connections,
@@ -221,6 +222,16 @@ impl Driver {
                 now_ms(),
                 self.opts.max_parallel.max(1),
             );
+            // Draining: rather than start more, hand the run on (waits park as usual below).
+            if self.opts.detach && self.opts.drain.is_cancelled() && self.tasks.is_empty() {
+                let ends = next
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Finish(_) | Action::Park(_)));
+                if !ends && !next.actions.is_empty() {
+                    return self.detach(&next, Some(now_ms())).await;
+                }
+            }
             if let Some(status) = self.perform(&next).await? {
                 return Ok(status);
             }
@@ -236,7 +247,7 @@ impl Driver {
                 if self.chain.next_seq != seq {
                     continue;
                 }
-                return self.detach(&next).await;
+                return self.detach(&next, next.wake_at_ms).await;
             }
             // Nothing more can happen until a step finishes, a timer fires or an answer comes.
             // Commit what happened if it has waited long enough; otherwise let it share a commit
@@ -394,15 +405,20 @@ impl Driver {
         Ok(())
     }
 
-    /// The run only waits: journal what for, and let any process continue it.
-    async fn detach(&mut self, next: &Next) -> Result<RunStatus, DriverError> {
+    /// The run only waits (or is handed on, due at once): journal what for, and let any process
+    /// continue it from `wake_at_ms`.
+    async fn detach(
+        &mut self,
+        next: &Next,
+        wake_at_ms: Option<i64>,
+    ) -> Result<RunStatus, DriverError> {
         let approvals = next
             .awaiting_approval
             .iter()
             .map(|&i| self.plan.id(i).to_string())
             .collect();
         self.emit(Event::RunDetached {
-            wake_at_ms: next.wake_at_ms,
+            wake_at_ms,
             approvals,
         });
         self.flush(Durability::Power).await?;
@@ -574,62 +590,5 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    fn take_answers_given_here(&mut self) {
-        let mut got = Vec::new();
-        if let Some(rx) = self.answers.as_mut() {
-            while let Ok(a) = rx.try_recv() {
-                got.push(a);
-            }
-        }
-        for a in got {
-            self.answer(a);
-        }
-    }
-
-    async fn take_answers_given_elsewhere(&mut self) -> Result<(), DriverError> {
-        let answers = self.store.approval_answers(&self.chain.run_id).await?;
-        for a in answers {
-            self.answer(a);
-        }
-        Ok(())
-    }
-
-    /// Journals an answer if it answers an open request and its author may give it; anything else
-    /// (a late answer, an answer to an earlier attempt) is ignored.
-    fn answer(&mut self, a: Answer) {
-        let Some(&i) = self.plan.index.get(&a.step) else {
-            return;
-        };
-        let st = &self.state.steps[i];
-        if st.status != Status::AwaitingApproval
-            || a.attempt
-                .is_some_and(|n| Some(n) != st.approval.requested_for)
-        {
-            return;
-        }
-        let policy = &self.plan.steps[i].def.approval_policy;
-        if let Err(why) = policy.may_answer(&a.by, &self.initiator) {
-            self.observer
-                .on_progress(&a.step, &format!("answer by {} ignored: {why}", a.by));
-            return;
-        }
-        let event = if a.approve {
-            Event::ApprovalGranted {
-                step: a.step,
-                by: a.by,
-                how: a.how,
-                comment: a.comment,
-            }
-        } else {
-            Event::ApprovalDenied {
-                step: a.step,
-                by: a.by,
-                how: a.how,
-                reason: a.comment.unwrap_or_else(|| "denied".to_string()),
-            }
-        };
-        self.emit(event);
     }
 }

@@ -130,6 +130,7 @@ mod tests {
             finished_at: None,
             parent_run: None,
             kind: crate::store::RunKind::Run,
+            concurrency: None,
         }
     }
 

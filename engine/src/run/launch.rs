@@ -2,11 +2,11 @@
 //! gets its first events and its row; a resumed one is rebuilt from its verified journal, its steps in
 //! flight at the stop are classified, and an operator's decisions are checked and journaled.
 
+use super::context::{base_context, fill_masked, resolve_connections};
 use super::driver::{Driver, DriverError, Hooks, Position, RunOptions, RunOutcome};
 use super::event::{Chain, Event, RunStatus, now_ms};
 use super::lease;
 use super::state::{RunState, Status};
-use crate::expr::Expr;
 use crate::runbook::plan::{Plan, StepKind};
 use crate::store::{Durability, RunRow, Store};
 use runbook_steps::SideEffect;
@@ -81,14 +81,6 @@ pub fn reuse_before(plan: &Plan, parent: &RunState, parent_id: &str, from: usize
         .collect()
 }
 
-fn env_map() -> Value {
-    Value::Object(
-        std::env::vars()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect(),
-    )
-}
-
 /// A stored run as the library acts on it: its row, its records and their events, decoded once.
 pub struct StoredRun {
     pub row: RunRow,
@@ -138,17 +130,27 @@ impl StoredRun {
     }
 }
 
-/// Starts a new run of `plan` with checked `params`, and drives it to its end, its park, or its
-/// cancellation.
-pub async fn start(
+/// A new run before anything of it is written: its row, its first event (sealed), the connections
+/// it resolved, and where its driver starts from.
+pub(super) struct NewRun {
+    pub row: RunRow,
+    pub first: super::event::Record,
+    pub first_event: Event,
+    pub resolved: Map<String, Value>,
+    pub profile: Option<String>,
+    pub at: Position,
+    pub rerun: Option<Rerun>,
+}
+
+/// Renders and resolves what a new run of `plan` needs; nothing is recorded, so an error here
+/// (a missing connection field, a var that does not render) leaves no trace.
+pub(super) fn new_run(
     plan: Arc<Plan>,
-    store: Arc<dyn Store>,
     engine: &crate::Engine,
     source: Source,
     params: Map<String, Value>,
-    opts: RunOptions,
-    hooks: Hooks,
-) -> Result<RunOutcome, DriverError> {
+    opts: &RunOptions,
+) -> Result<NewRun, DriverError> {
     let run_id = uuid::Uuid::now_v7().simple().to_string();
     let started_at = now_ms();
     let run_info = json!({"id": run_id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": started_at});
@@ -187,12 +189,10 @@ pub async fn start(
         } else {
             crate::store::RunKind::Run
         },
+        concurrency: plan.runbook.concurrency,
     };
-    store.create_run(&row, std::slice::from_ref(&rec)).await?;
     let mut state = RunState::new(&plan);
     state.apply(&plan, &first);
-    let initiator = opts.actor.clone();
-    let profile = opts.profile.as_ref().map(|p| p.name.clone());
     let at = Position {
         connections: super::connections::build(&plan, &resolved),
         plan,
@@ -200,25 +200,66 @@ pub async fn start(
         state,
         base,
         redactor,
-        initiator,
+        initiator: opts.actor.clone(),
     };
-    let mut d = Driver::new(store, engine, opts, hooks, at);
-    d.observe(&rec, &first);
-    lease::take(d.store.as_ref(), &run_id, &d.holder).await?;
+    Ok(NewRun {
+        row,
+        first: rec,
+        first_event: first,
+        resolved,
+        profile: opts.profile.as_ref().map(|p| p.name.clone()),
+        at,
+        rerun: source.rerun,
+    })
+}
+
+/// The events that follow `run_started` in a new run: the connections it resolved, and what a
+/// re-run takes over from its parent.
+pub(super) fn opening(
+    resolved: Map<String, Value>,
+    profile: Option<String>,
+    rerun: Option<Rerun>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
     if !resolved.is_empty() {
-        d.emit(Event::ConnectionsResolved {
+        events.push(Event::ConnectionsResolved {
             profile,
             connections: resolved,
         });
     }
-    if let Some(r) = source.rerun {
-        d.emit(Event::RerunOf {
+    if let Some(r) = rerun {
+        events.push(Event::RerunOf {
             parent_run: r.parent,
             from_step: r.from,
         });
-        for e in r.reused {
-            d.emit(e);
-        }
+        events.extend(r.reused);
+    }
+    events
+}
+
+pub use super::enqueue::enqueue;
+
+/// Starts a new run of `plan` with checked `params`, and drives it to its end, its park, or its
+/// cancellation.
+pub async fn start(
+    plan: Arc<Plan>,
+    store: Arc<dyn Store>,
+    engine: &crate::Engine,
+    source: Source,
+    params: Map<String, Value>,
+    opts: RunOptions,
+    hooks: Hooks,
+) -> Result<RunOutcome, DriverError> {
+    let new = new_run(plan, engine, source, params, &opts)?;
+    store
+        .create_run(&new.row, std::slice::from_ref(&new.first))
+        .await?;
+    let run_id = new.row.id.clone();
+    let mut d = Driver::new(store, engine, opts, hooks, new.at);
+    d.observe(&new.first, &new.first_event);
+    lease::take(d.store.as_ref(), &run_id, &d.holder).await?;
+    for e in opening(new.resolved, new.profile, new.rerun) {
+        d.emit(e);
     }
     d.drive_leased().await
 }
@@ -432,122 +473,6 @@ pub async fn resume(
     d.flush(Durability::Power).await?;
     d.drive_leased().await
 }
-/// The context every step of a run shares. Vars are rendered once, when the run starts, and journaled;
-/// a resumed run passes the recorded ones so nothing is re-decided. Connections (which may hold
-/// secrets from the environment) are never journaled, so they are rendered each time.
-/// A JSON object: the shared context, or the run's vars.
-type Json = Map<String, Value>;
-
-/// Merges the rendered `connections` of `base` with the profile and the environment, puts the result
-/// back into `base` (what templates read) and returns it (what is journaled and built).
-/// Replaces each masked field of the recorded connections with the value this resume gives it, by
-/// the usual precedence (the environment's `RUNBOOK_CONNECTION_<CONN>_<FIELD>`, then the profile),
-/// and returns the (connection, field) pairs nothing gave again.
-fn fill_masked(
-    recorded: &mut Map<String, Value>,
-    profile: Option<&super::connections::Profile>,
-    env: impl Fn(&str) -> Option<String>,
-) -> Vec<(String, String)> {
-    fn fill(
-        path: &[&str],
-        v: &mut Value,
-        conn: &str,
-        given: &dyn Fn(&str, &[&str]) -> Option<Value>,
-        missing: &mut Vec<(String, String)>,
-    ) {
-        match v {
-            Value::String(t) if t == super::redact::MASK => match given(conn, path) {
-                Some(f) if !super::redact::has_mask(&f) => *v = f,
-                _ => missing.push((conn.to_string(), path.join("."))),
-            },
-            Value::Object(m) => {
-                for (k, x) in m.iter_mut() {
-                    let mut p = path.to_vec();
-                    p.push(k);
-                    fill(&p, x, conn, given, missing);
-                }
-            }
-            _ => {}
-        }
-    }
-    let given = |conn: &str, path: &[&str]| -> Option<Value> {
-        // Only a top-level text field can come from the environment (connections.md).
-        if let [field] = path
-            && let Some(v) = env(&super::connections::env_key(conn, field))
-        {
-            return Some(Value::String(v));
-        }
-        let mut at = profile?.connections.get(conn)?;
-        for k in path {
-            at = at.get(*k)?;
-        }
-        Some(at.clone())
-    };
-    let mut missing = Vec::new();
-    for (name, conn) in recorded.iter_mut() {
-        fill(&[], conn, name, &given, &mut missing);
-    }
-    missing
-}
-
-fn resolve_connections(
-    plan: &Plan,
-    base: &mut Map<String, Value>,
-    profile: Option<&super::connections::Profile>,
-) -> Result<Map<String, Value>, DriverError> {
-    let rendered = match base.get("connections") {
-        Some(Value::Object(m)) => m.clone(),
-        _ => Map::new(),
-    };
-    let resolved =
-        super::connections::resolve(plan, &rendered, profile, |k| std::env::var(k).ok())?;
-    base.insert("connections".into(), Value::Object(resolved.clone()));
-    Ok(resolved)
-}
-
-fn base_context(
-    plan: &Plan,
-    expr: &Expr,
-    params: &Map<String, Value>,
-    recorded_vars: Option<&Map<String, Value>>,
-    run_info: Value,
-) -> Result<(Json, Json), DriverError> {
-    let mut base = Map::new();
-    base.insert("params".into(), Value::Object(params.clone()));
-    if plan.vars_read_env || plan.steps.iter().any(|s| s.reads_env) {
-        base.insert("env".into(), env_map());
-    }
-    let vars = match recorded_vars {
-        Some(v) => v.clone(),
-        None => {
-            // Vars may read params, env and the vars above them.
-            let mut vars = Map::new();
-            base.insert("vars".into(), Value::Object(Map::new()));
-            for (name, node) in &plan.runbook.vars {
-                let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
-                let v = expr
-                    .render_value(&node.to_json(), &ctx)
-                    .map_err(|e| DriverError::Setup(format!("var `{}`: {e}", name.name)))?;
-                vars.insert(name.name.clone(), v);
-                base.insert("vars".into(), Value::Object(vars.clone()));
-            }
-            vars
-        }
-    };
-    base.insert("vars".into(), Value::Object(vars.clone()));
-    let mut conns = Map::new();
-    for (name, node) in &plan.runbook.connections {
-        let ctx = minijinja::Value::from(minijinja::value::Serde(&base));
-        let v = expr
-            .render_value(&node.to_json(), &ctx)
-            .map_err(|e| DriverError::Setup(format!("connection `{}`: {e}", name.name)))?;
-        conns.insert(name.name.clone(), v);
-    }
-    base.insert("connections".into(), Value::Object(conns));
-    base.insert("run".into(), run_info);
-    Ok((base, vars))
-}
-
 /// A re-run of `parent` from step `from`, ready to start: the plan of the runbook text the parent
 /// followed, its source (with the outcomes reused), and the parent's parameters with `overrides`
 /// (raw `NAME=VALUE` values, checked against the declarations).

@@ -4,9 +4,12 @@
 pub mod approval;
 pub mod call;
 pub mod connections;
+mod context;
 pub mod decide;
 pub mod driver;
+mod enqueue;
 pub mod event;
+mod inbox;
 pub mod integrity;
 pub mod launch;
 pub mod lease;
@@ -15,3 +18,4 @@ pub mod redact;
 pub mod state;
 pub mod step;
 pub mod view;
+pub mod worker;

@@ -65,6 +65,12 @@ pub struct RunOptions {
     pub profile: Option<super::connections::Profile>,
     /// A plan (`runbook plan`): read steps run, changes and waits are only described.
     pub plan: bool,
+    /// The lease holder to drive as (a worker drives under the name its claim took the lease with);
+    /// by default, this process with a fresh nonce.
+    pub holder: Option<super::lease::Holder>,
+    /// Once cancelled, a detaching run parks, due at once, as soon as no call is in flight, instead
+    /// of starting more steps: a worker that shuts down hands its runs to the others this way.
+    pub drain: CancellationToken,
 }
 
 impl RunOptions {
@@ -77,6 +83,8 @@ impl RunOptions {
             crash: None,
             profile: None,
             plan: false,
+            holder: None,
+            drain: CancellationToken::new(),
         }
     }
 }

@@ -277,6 +277,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "title",
     "description",
     "triggers",
+    "concurrency",
     "params",
     "vars",
     "connections",
@@ -455,6 +456,7 @@ impl Loader {
             title: None,
             description: None,
             alerts: Vec::new(),
+            concurrency: None,
             trigger: Default::default(),
             params: Vec::new(),
             vars: Vec::new(),
@@ -493,6 +495,7 @@ impl Loader {
                 "title" => rb.title = self.string(v, "title"),
                 "description" => rb.description = self.string(v, "description"),
                 "triggers" => (rb.alerts, rb.trigger) = self.triggers(v),
+                "concurrency" => rb.concurrency = self.concurrency(v),
                 "params" => rb.params = self.params(v),
                 "vars" => rb.vars = self.named_values(v, "vars"),
                 "connections" => rb.connections = self.named_values(v, "connections"),
@@ -515,6 +518,28 @@ impl Loader {
         }
         self.trigger_params_are_declared(&rb);
         Some(rb)
+    }
+
+    /// At most this many runs of the runbook are driven at once by workers: 1 to 10000.
+    fn concurrency(&mut self, v: &Node) -> Option<u32> {
+        match v.value {
+            Value::Int(n) if (1..=10_000).contains(&n) => u32::try_from(n).ok(),
+            Value::Int(n) => {
+                self.err_help(
+                    v.pos,
+                    format!("concurrency {n} out of range"),
+                    "how many runs of this runbook workers may drive at once: 1 to 10000",
+                );
+                None
+            }
+            _ => {
+                self.err(
+                    v.pos,
+                    format!("concurrency must be a whole number, found {}", v.kind()),
+                );
+                None
+            }
+        }
     }
 
     fn named_values(&mut self, v: &Node, what: &str) -> Vec<(Named, Node)> {

@@ -13,6 +13,8 @@ pub struct Runbook {
     pub title: Option<String>,
     pub description: Option<String>,
     pub alerts: Vec<String>,
+    /// How many runs of this runbook workers drive at once, across all of them (`concurrency:`).
+    pub concurrency: Option<u32>,
     /// How an alert (`triggers:`) becomes a run of this runbook under `runbook serve`.
     pub trigger: TriggerRules,
     pub params: Vec<Param>,

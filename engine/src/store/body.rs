@@ -8,6 +8,8 @@
 macro_rules! shared_body {
     ($store:ty, $db:ty) => {
         impl $store {
+            $crate::store::claim::claim_body!($db);
+
             /// Inserts chained events; in the caller's transaction.
             async fn insert_events(
                 tx: &mut <$db as sqlx::Database>::Connection,
@@ -44,12 +46,20 @@ macro_rules! shared_body {
                 if let (Some((status, at)), Some(first)) =
                     ($crate::store::final_status(events), events.first())
                 {
-                    sqlx::query("UPDATE runs SET status = $1, finished_at = $2 WHERE id = $3")
-                        .bind(status.as_str())
-                        .bind(at)
-                        .bind(&first.run_id)
-                        .execute(&mut *tx)
-                        .await?;
+                    let (wake, keep) = $crate::store::wake_after(events);
+                    sqlx::query(
+                        "UPDATE runs SET status = $1, finished_at = $2,
+                           wake_at = CASE WHEN $3 AND wake_at IS NOT NULL AND ($4 IS NULL OR wake_at < $4)
+                                          THEN wake_at ELSE $4 END
+                         WHERE id = $5",
+                    )
+                    .bind(status.as_str())
+                    .bind(at)
+                    .bind(keep)
+                    .bind(wake)
+                    .bind(&first.run_id)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 Ok(())
             }
@@ -64,8 +74,8 @@ macro_rules! shared_body {
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run, kind)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run, kind, concurrency)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                 )
                 .bind(&run.id)
                 .bind(&run.runbook)
@@ -80,9 +90,11 @@ macro_rules! shared_body {
                 .bind(run.finished_at)
                 .bind(&run.parent_run)
                 .bind(run.kind.as_str())
+                .bind(run.concurrency.map(i64::from))
                 .execute(&mut *tx)
                 .await?;
-                Self::insert_events(&mut tx, events).await?;
+                // A run may be created already parked (enqueued): its row follows its events.
+                Self::append_in(&mut tx, events).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -225,6 +237,7 @@ macro_rules! shared_body {
                 run_id: &str,
                 a: &$crate::store::StoredAnswer,
             ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
                 let done = sqlx::query($crate::store::ANSWER_APPROVAL)
                     .bind(run_id)
                     .bind(&a.answer.step)
@@ -234,9 +247,18 @@ macro_rules! shared_body {
                     .bind(&a.answer.how)
                     .bind(&a.answer.comment)
                     .bind(a.at)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(done.rows_affected() == 1)
+                let recorded = done.rows_affected() == 1;
+                if recorded {
+                    sqlx::query($crate::store::ANSWER_WAKES)
+                        .bind(run_id)
+                        .bind(a.at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(recorded)
             }
 
             async fn approval_answers(
@@ -284,6 +306,37 @@ macro_rules! shared_body {
                         .fetch_all(&self.pool)
                         .await?,
                 )
+            }
+
+            async fn claim(
+                &self,
+                holder: &str,
+                now: i64,
+                lease_ms: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::Claimed>, $crate::store::StoreError> {
+                self.claim_in(holder, now, lease_ms, limit).await
+            }
+
+            async fn lease_holders(
+                &self,
+                now: i64,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar($crate::store::claim::LEASE_HOLDERS)
+                    .bind(now)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn expire_leases_of(
+                &self,
+                holder: &str,
+            ) -> Result<u64, $crate::store::StoreError> {
+                Ok(sqlx::query($crate::store::claim::EXPIRE_LEASES_OF)
+                    .bind(holder)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
             }
 
             async fn prune(

@@ -2,6 +2,7 @@
 //! slots in behind the same trait.
 
 mod body;
+mod claim;
 pub mod postgres;
 pub mod sqlite;
 
@@ -44,6 +45,10 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
     pub parent_run: Option<String>,
     pub kind: RunKind,
+    /// The runbook's `concurrency:` when the run was created: how many of its runs workers drive
+    /// at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
 }
 
 /// Whether a run acts, or only shows what it would change (`runbook plan`).
@@ -85,6 +90,7 @@ pub(crate) struct StoredRun {
     finished_at: Option<i64>,
     parent_run: Option<String>,
     kind: String,
+    concurrency: Option<i64>,
 }
 
 impl TryFrom<StoredRun> for RunRow {
@@ -117,6 +123,7 @@ impl TryFrom<StoredRun> for RunRow {
             finished_at: r.finished_at,
             parent_run: r.parent_run,
             kind,
+            concurrency: r.concurrency.and_then(|n| u32::try_from(n).ok()),
         })
     }
 }
@@ -204,7 +211,29 @@ pub trait Store: Send + Sync {
     /// and a run is removed whole or not at all, so every chain left verifies. With `dry_run`, only
     /// counts what would go.
     async fn prune(&self, finished_before: i64, dry_run: bool) -> Result<Pruned, StoreError>;
+
+    /// Picks at most `limit` runs that are due and takes their lease for `holder` until
+    /// `now + lease_ms`, atomically: parked runs whose wake-up time has come, and running runs whose
+    /// driver's lease expired (left by a process that died). Runs of a runbook with a `concurrency`
+    /// are skipped while that many of its runs hold a live lease. Two claimers never get the same run.
+    async fn claim(
+        &self,
+        holder: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// Who holds a live lease at `now` (each holder once): a worker judges which of them are
+    /// processes of its own host that no longer exist.
+    async fn lease_holders(&self, now: i64) -> Result<Vec<String>, StoreError>;
+
+    /// Ends every lease `holder` has (a holder known to be dead), so its runs are claimed at once
+    /// rather than when the leases run out. Returns how many there were.
+    async fn expire_leases_of(&self, holder: &str) -> Result<u64, StoreError>;
 }
+
+pub use claim::Claimed;
 
 /// Where an event sits in the order `events_between` pages through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +285,10 @@ impl From<AnswerRow> for Answer {
 pub(crate) const ANSWER_APPROVAL: &str = "INSERT INTO approval_answers
      (run_id, step_id, attempt, approve, answered_by, how, comment, at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
+/// An answer makes a parked run due now; on a run being driven it is noted, so that the park that
+/// may follow (its driver having looked at the inbox just before) wakes at once.
+pub(crate) const ANSWER_WAKES: &str = "UPDATE runs SET wake_at = $2
+     WHERE id = $1 AND status IN ('parked', 'running') AND (wake_at IS NULL OR wake_at > $2)";
 pub(crate) const APPROVAL_ANSWERS: &str =
     "SELECT step_id, attempt, approve, answered_by, how, comment
      FROM approval_answers WHERE run_id = $1 ORDER BY at, step_id";
@@ -302,6 +335,34 @@ pub(crate) const PRUNE_LEASES: &str =
     concat!("DELETE FROM leases WHERE run_id IN (", prunable!(), ")");
 pub(crate) const PRUNE_RUNS: &str = concat!("DELETE FROM runs WHERE id IN (", prunable!(), ")");
 
+/// When a batch of events makes the run due for a worker, if it changes that: `(wake, keep)`. A run
+/// that parks (`run_detached`) is due at its journaled wake-up (none while it waits only for an
+/// approval), or earlier if `keep` and an approval answer made it due while it was driven; any other
+/// change of status clears it.
+pub(crate) fn wake_after(events: &[Record]) -> (Option<i64>, bool) {
+    use crate::run::event::Event;
+    let parked = events.iter().rev().find_map(|r| match r.event() {
+        Ok(Event::RunDetached { wake_at_ms, .. }) => Some(Some(wake_at_ms)),
+        Ok(
+            Event::RunFinished { .. }
+            | Event::RunInterrupted { .. }
+            | Event::RunParked { .. }
+            | Event::RunResumed { .. },
+        ) => Some(None),
+        _ => None,
+    });
+    match parked {
+        Some(Some(wake)) => {
+            // An answer noted before this batch's own resume was read by the driver already.
+            let resumed_here = events
+                .iter()
+                .any(|r| matches!(r.event(), Ok(Event::RunResumed { .. })));
+            (wake, !resumed_here)
+        }
+        _ => (None, false),
+    }
+}
+
 /// The status a batch of events leaves the run's row in, if it changes it, with its end time (none
 /// while the run can still go on).
 pub(crate) fn final_status(events: &[Record]) -> Option<(RunStatus, Option<i64>)> {
@@ -323,4 +384,64 @@ pub async fn open(db: &str, create_dir: bool) -> Result<Box<dyn Store>, StoreErr
     }
     let path = db.strip_prefix("sqlite://").unwrap_or(db);
     Ok(Box::new(sqlite::SqliteStore::open(path, create_dir).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wake_after;
+    use crate::run::event::{Chain, Event, Record, RunStatus};
+
+    fn batch(events: &[Event]) -> Vec<Record> {
+        let mut c = Chain::new("r");
+        events.iter().map(|e| c.seal(1, "t", e)).collect()
+    }
+
+    fn detached(wake: Option<i64>) -> Event {
+        Event::RunDetached {
+            wake_at_ms: wake,
+            approvals: if wake.is_none() {
+                vec!["a".into()]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn resumed() -> Event {
+        Event::RunResumed {
+            runbook_sha256: String::new(),
+            runbook_text: None,
+        }
+    }
+
+    #[test]
+    fn a_park_sets_the_wake_up_and_anything_else_clears_it() {
+        assert_eq!(wake_after(&batch(&[detached(Some(5))])), (Some(5), true));
+        // Waiting only for an approval: due when answered (or when an answer was noted).
+        assert_eq!(wake_after(&batch(&[detached(None)])), (None, true));
+        // A resume in the same batch read the inbox itself: an earlier note is stale.
+        assert_eq!(
+            wake_after(&batch(&[resumed(), detached(Some(5))])),
+            (Some(5), false)
+        );
+        assert_eq!(
+            wake_after(&batch(&[detached(Some(5)), resumed()])),
+            (None, false)
+        );
+        let ended = Event::RunFinished {
+            status: RunStatus::Failed,
+            error: None,
+        };
+        assert_eq!(
+            wake_after(&batch(&[detached(Some(5)), ended])),
+            (None, false)
+        );
+        assert_eq!(
+            wake_after(&batch(&[Event::StepSkipped {
+                step: "s".into(),
+                reason: "r".into()
+            }])),
+            (None, false)
+        );
+    }
 }

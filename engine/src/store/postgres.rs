@@ -66,6 +66,25 @@ impl PgStore {
         Ok(())
     }
 
+    const CANDIDATES: &str = super::claim::CANDIDATES_PG;
+
+    async fn begin_claim(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Claimers of one runbook take turns (until their commit) to count its live leases; claimers
+    /// of other runbooks pass.
+    async fn lock_runbook(
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        runbook: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(runbook)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// Every statement of a prune sees the same runs, so the counts match what was deleted and a
     /// run is removed whole; a concurrent change to a pruned run fails the transaction instead.
     async fn begin_prune(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, StoreError> {

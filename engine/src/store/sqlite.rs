@@ -113,6 +113,22 @@ impl SqliteStore {
         result
     }
 
+    const CANDIDATES: &str = super::claim::CANDIDATES_SQLITE;
+
+    /// A claim reads, then writes: taking the write lock first makes a claim by another process
+    /// wait (busy_timeout) instead of failing to upgrade its read lock.
+    async fn begin_claim(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The immediate transaction already serialises every claim.
+    async fn lock_runbook(
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        _runbook: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// SQLite transactions are serializable already, and this store has one connection.
     async fn begin_prune(&self) -> Result<sqlx::Transaction<'_, sqlx::Sqlite>, StoreError> {
         Ok(self.pool.begin().await?)
