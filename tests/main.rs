@@ -28,5 +28,6 @@ mod schema;
 mod services;
 mod store;
 mod torture;
+mod triggers;
 mod waits;
 mod workers;

@@ -10,6 +10,7 @@ pub mod run;
 pub mod runbook;
 pub mod schema;
 pub mod store;
+pub mod trigger;
 
 use std::sync::Arc;
 
