@@ -11,6 +11,8 @@ pub struct Diagnostic {
     pub pos: Option<Pos>,
     pub label: Option<String>,
     pub help: Option<String>,
+    /// A warning does not make the runbook invalid: it is printed, and the runbook runs.
+    pub warning: bool,
 }
 
 impl Diagnostic {
@@ -20,6 +22,7 @@ impl Diagnostic {
             pos: Some(pos),
             label: None,
             help: None,
+            warning: false,
         }
     }
 
@@ -29,7 +32,13 @@ impl Diagnostic {
             pos: None,
             label: None,
             help: None,
+            warning: false,
         }
+    }
+
+    pub fn warning(mut self) -> Diagnostic {
+        self.warning = true;
+        self
     }
 
     pub fn help(mut self, help: impl Into<String>) -> Diagnostic {
@@ -61,7 +70,12 @@ impl Report {
         };
         let mut out = String::new();
         for d in &self.diagnostics {
-            let mut group = Group::with_title(Level::ERROR.primary_title(d.message.as_str()));
+            let level = if d.warning {
+                Level::WARNING
+            } else {
+                Level::ERROR
+            };
+            let mut group = Group::with_title(level.primary_title(d.message.as_str()));
             match d.pos {
                 Some(pos) => {
                     let range = span_range(&self.source, pos);
@@ -84,15 +98,21 @@ impl Report {
             }
             let _ = writeln!(out, "{}\n", renderer.render(&[group]));
         }
-        let n = self.diagnostics.len();
+        let errors = self.diagnostics.iter().filter(|d| !d.warning).count();
+        let warnings = self.diagnostics.len() - errors;
+        let (word, n, paint): (&str, usize, fn(&str) -> String) = if errors > 0 {
+            ("error", errors, |w| {
+                console::style(w).red().bold().to_string()
+            })
+        } else {
+            ("warning", warnings, |w| {
+                console::style(w).yellow().bold().to_string()
+            })
+        };
         let _ = writeln!(
             out,
-            "{}: {} error{} in {}",
-            if color {
-                console::style("error").red().bold().to_string()
-            } else {
-                "error".to_string()
-            },
+            "{}: {} {word}{} in {}",
+            if color { paint(word) } else { word.to_string() },
             n,
             if n == 1 { "" } else { "s" },
             self.file

@@ -429,7 +429,10 @@ fn load_plan(
         check(&path.display().to_string(), &text, registry, expr).map(|p| (text, p))
     });
     match checked {
-        Ok((text, plan)) => Ok((path, text, plan)),
+        Ok((text, plan)) => {
+            print_warnings(&path.display().to_string(), &text, &plan);
+            Ok((path, text, plan))
+        }
         Err(report) => {
             eprint!("{}", report.render(color()));
             Err(Failure {
@@ -552,9 +555,10 @@ fn validate(
         };
         let file = path.display().to_string();
         match crate::runbook::source::read(&path)
-            .and_then(|text| check(&file, &text, registry, expr))
+            .and_then(|text| check(&file, &text, registry, expr).map(|p| (text, p)))
         {
-            Ok(plan) => {
+            Ok((text, plan)) => {
+                print_warnings(&file, &text, &plan);
                 if format == Format::Text {
                     println!("ok: {file} ({} steps)", plan.steps.len());
                 }
@@ -573,6 +577,19 @@ fn validate(
         show::print_json(&results);
     }
     Ok(if bad == 0 { exit::OK } else { exit::INVALID })
+}
+
+/// A valid runbook's warnings, on stderr, rendered like its errors would be.
+fn print_warnings(file: &str, text: &str, plan: &Plan) {
+    if plan.warnings.is_empty() {
+        return;
+    }
+    let report = Report {
+        file: file.to_string(),
+        source: text.to_string(),
+        diagnostics: plan.warnings.clone(),
+    };
+    eprint!("{}", report.render(color()));
 }
 
 fn report_json(r: &Report) -> serde_json::Value {

@@ -74,6 +74,8 @@ pub struct Plan {
     pub rank: Vec<usize>,
     /// Whether any var or connection reads `env`.
     pub vars_read_env: bool,
+    /// What validation warns about in a valid runbook (printed by `validate`, `run` and `plan`).
+    pub warnings: Vec<crate::diag::Diagnostic>,
 }
 
 impl Plan {
@@ -268,5 +270,6 @@ pub(crate) fn build(
         order,
         rank,
         vars_read_env,
+        warnings: Vec::new(),
     }
 }

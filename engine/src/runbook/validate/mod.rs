@@ -55,7 +55,65 @@ pub fn check(file: &str, source: &str, registry: &Registry, expr: &Expr) -> Resu
         return Err(report(diags));
     }
     let (refs, vars_env, order) = result;
-    Ok(plan::build(Arc::new(rb), registry, &refs, vars_env, order))
+    let warnings = alert_values_in_shell_lines(&rb, expr);
+    let mut plan = plan::build(Arc::new(rb), registry, &refs, vars_env, order);
+    plan.warnings = warnings;
+    Ok(plan)
+}
+
+/// A parameter an alert's label fills (`triggers.params`) that a `shell.run` step pastes into its
+/// `shell:` line: whoever can send an alert chooses that text, and the shell would run it. Passing
+/// it through `env:` and quoting it (`"$X"`) keeps it data. A warning, since a param with an `enum`
+/// cannot carry anything else, and an operator may have good reasons.
+fn alert_values_in_shell_lines(rb: &Runbook, expr: &Expr) -> Vec<Diagnostic> {
+    let filled: Vec<(&str, &str)> = rb
+        .trigger
+        .params
+        .iter()
+        .filter(|(p, _)| {
+            rb.params
+                .iter()
+                .find(|d| d.name.name == p.name)
+                .is_some_and(|d| d.choices.is_none())
+        })
+        .map(|(p, label)| (p.name.as_str(), label.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    if filled.is_empty() {
+        return out;
+    }
+    for s in rb.steps.iter().filter(|s| s.uses.name == "shell.run") {
+        let Some(shell) = s.with.as_ref().and_then(|w| w.get("shell")) else {
+            continue;
+        };
+        let Some(text) = shell.as_str() else {
+            continue;
+        };
+        let refs = expr.template_refs(text).unwrap_or_default();
+        for (param, label) in &filled {
+            let path = format!("params.{param}");
+            if refs
+                .iter()
+                .any(|r| r == &path || r.starts_with(&format!("{path}.")))
+            {
+                out.push(
+                    Diagnostic::new(
+                        shell.pos,
+                        format!(
+                            "`{path}` is filled from the alert label `{label}` and pasted into a shell line: \
+                             whoever sends the alert chooses what this shell runs"
+                        ),
+                    )
+                    .help(format!(
+                        "pass it through `env:` (e.g. `env: {{ VALUE: \"{{{{ {path} }}}}\" }}`) and write \"$VALUE\" \
+                         in the line, or give the parameter an `enum:`"
+                    ))
+                    .warning(),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Where a template sits, for the rules about what it may read.
