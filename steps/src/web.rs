@@ -201,7 +201,13 @@ impl Api {
         };
         tokio::pin!(exchange);
         let started = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // Said before the first poll, not by the first tick: `select!` may find the exchange done
+        // before it ever polls the ticker, and the line must name the call either way.
+        ctx.progress(format!("{service}: {what}"));
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
         loop {
             tokio::select! {
                 done = &mut exchange => {
@@ -219,11 +225,7 @@ impl Api {
                 }
                 _ = tick.tick() => {
                     let waited = started.elapsed();
-                    ctx.progress(if waited < Duration::from_secs(1) {
-                        format!("{service}: {what}")
-                    } else {
-                        format!("{service}: {what} (waiting {}s)", waited.as_secs())
-                    });
+                    ctx.progress(format!("{service}: {what} (waiting {}s)", waited.as_secs()));
                 }
             }
         }
