@@ -107,6 +107,38 @@ pub fn resolve(
     profile: Option<&Profile>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Map<String, Value>, DriverError> {
+    let out = layer(plan, rendered, profile, env)?;
+    for (name, node) in &plan.runbook.connections {
+        let (Some(kind), Some(Value::Object(fields))) = (kind_of(node), out.get(&name.name)) else {
+            continue;
+        };
+        let missing = kind
+            .fields
+            .iter()
+            .find(|f| f.required && fields.get(f.name).is_none_or(Value::is_null));
+        if let Some(field) = missing {
+            return Err(DriverError::Refused(format!(
+                "connection `{}` ({}) needs `{}`: write it in the runbook, in a profile (--profile), or set {}",
+                name.name,
+                kind.name,
+                field.name,
+                env_key(&name.name, field.name)
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Each connection's fields, later sources winning field by field: the runbook's rendered ones, the
+/// profile's, the environment's (`RUNBOOK_CONNECTION_<CONN>_<FIELD>`). A profile field the kind does
+/// not have is refused; required fields are not checked (a resume re-reading credentials needs only
+/// some).
+pub fn layer(
+    plan: &Plan,
+    rendered: &Map<String, Value>,
+    profile: Option<&Profile>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Map<String, Value>, DriverError> {
     let mut out = Map::new();
     for (name, node) in &plan.runbook.connections {
         let Some(kind) = kind_of(node) else {
@@ -142,20 +174,6 @@ pub fn resolve(
             }
         }
         fields.insert("kind".into(), Value::String(kind.name.to_string()));
-        let missing: Vec<&str> = kind
-            .fields
-            .iter()
-            .filter(|f| f.required && fields.get(f.name).is_none_or(Value::is_null))
-            .map(|f| f.name)
-            .collect();
-        if let Some(field) = missing.first() {
-            return Err(DriverError::Refused(format!(
-                "connection `{}` ({}) needs `{field}`: write it in the runbook, in a profile (--profile), or set {}",
-                name.name,
-                kind.name,
-                env_key(&name.name, field)
-            )));
-        }
         out.insert(name.name.clone(), Value::Object(fields));
     }
     Ok(out)

@@ -18,54 +18,53 @@ fn env_map() -> Value {
 /// A JSON object: the shared context, or the run's vars.
 type Json = Map<String, Value>;
 
-/// Replaces each masked field of the recorded connections with the value this resume gives it, by
-/// the usual precedence (the environment's `RUNBOOK_CONNECTION_<CONN>_<FIELD>`, then the profile),
-/// and returns the (connection, field) pairs nothing gave again.
+/// Replaces each masked field of the recorded connections with the same field of `fresh` (what this
+/// resume's runbook, profile and environment give, [`super::connections::layer`]), and returns the
+/// (connection, field path) pairs it could not fill.
 pub(super) fn fill_masked(
     recorded: &mut Map<String, Value>,
-    profile: Option<&super::connections::Profile>,
-    env: impl Fn(&str) -> Option<String>,
+    fresh: &Map<String, Value>,
 ) -> Vec<(String, String)> {
-    fn fill(
-        path: &[&str],
-        v: &mut Value,
-        conn: &str,
-        given: &dyn Fn(&str, &[&str]) -> Option<Value>,
-        missing: &mut Vec<(String, String)>,
-    ) {
+    fn fill(path: String, v: &mut Value, fresh: Option<&Value>, missing: &mut Vec<String>) {
         match v {
-            Value::String(t) if t == super::redact::MASK => match given(conn, path) {
-                Some(f) if !super::redact::has_mask(&f) => *v = f,
-                _ => missing.push((conn.to_string(), path.join("."))),
+            Value::String(t) if t == super::redact::MASK => match fresh {
+                Some(f) if !super::redact::has_mask(f) => *v = f.clone(),
+                _ => missing.push(path),
             },
             Value::Object(m) => {
                 for (k, x) in m.iter_mut() {
-                    let mut p = path.to_vec();
-                    p.push(k);
-                    fill(&p, x, conn, given, missing);
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    fill(p, x, fresh.and_then(|f| f.get(k)), missing);
                 }
             }
             _ => {}
         }
     }
-    let given = |conn: &str, path: &[&str]| -> Option<Value> {
-        // Only a top-level text field can come from the environment (connections.md).
-        if let [field] = path
-            && let Some(v) = env(&super::connections::env_key(conn, field))
-        {
-            return Some(Value::String(v));
-        }
-        let mut at = profile?.connections.get(conn)?;
-        for k in path {
-            at = at.get(*k)?;
-        }
-        Some(at.clone())
-    };
     let mut missing = Vec::new();
     for (name, conn) in recorded.iter_mut() {
-        fill(&[], conn, name, &given, &mut missing);
+        let mut fields = Vec::new();
+        fill(String::new(), conn, fresh.get(name), &mut fields);
+        missing.extend(fields.into_iter().map(|f| (name.clone(), f)));
     }
     missing
+}
+
+/// The runbook's connections as rendered into `base`, merged with the profile and the environment
+/// without the required-field check: what a resume takes masked credentials from again.
+pub(super) fn layer_connections(
+    plan: &Plan,
+    base: &Map<String, Value>,
+    profile: Option<&super::connections::Profile>,
+) -> Result<Map<String, Value>, DriverError> {
+    let rendered = match base.get("connections") {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    super::connections::layer(plan, &rendered, profile, |k| std::env::var(k).ok())
 }
 
 /// Merges the rendered `connections` of `base` with the profile and the environment, puts the result

@@ -2,7 +2,7 @@
 //! gets its first events and its row; a resumed one is rebuilt from its verified journal, its steps in
 //! flight at the stop are classified, and an operator's decisions are checked and journaled.
 
-use super::context::{base_context, fill_masked, resolve_connections};
+use super::context::{base_context, fill_masked, layer_connections, resolve_connections};
 use super::driver::{Driver, DriverError, Hooks, Position, RunOptions, RunOutcome};
 use super::event::{Chain, Event, RunStatus, now_ms};
 use super::lease;
@@ -388,10 +388,11 @@ pub async fn resume(
     });
     let resolved = match recorded {
         Some(mut c) => {
-            if super::redact::has_mask(&Value::Object(c.clone())) {
+            if c.values().any(super::redact::has_mask) {
                 // Credentials written as plain values were masked in the journal: this resume's
                 // profile and environment must give them again.
-                let missing = fill_masked(&mut c, opts.profile.as_ref(), |k| std::env::var(k).ok());
+                let fresh = layer_connections(&plan, &base, opts.profile.as_ref())?;
+                let missing = fill_masked(&mut c, &fresh);
                 if !missing.is_empty() {
                     return Err(DriverError::Refused(format!(
                         "run {} cannot be resumed: the journal does not keep credentials given as plain \
