@@ -177,7 +177,13 @@ fn run_scenario(scenario: &str, extra: &[&str]) -> Option<(Value, Outcome, Value
     args.extend_from_slice(FAST);
     args.extend_from_slice(extra);
     let o = runbook(&sb, &env, &args);
-    let log = format!("{}{}", stdout(&o), stderr(&o));
+    let out = last_run(sb, env, &o);
+    Some((before, out, state()))
+}
+
+/// The newest run of this test's database, read back after the command `o` that ended it.
+fn last_run(sb: Sandbox, env: HashMap<String, String>, o: &Output) -> Outcome {
+    let log = format!("{}{}", stdout(o), stderr(o));
     let runs = runbook(&sb, &env, &["runs", "-o", "json"]);
     let id = serde_json::from_slice::<Value>(&runs.stdout)
         .ok()
@@ -185,18 +191,13 @@ fn run_scenario(scenario: &str, extra: &[&str]) -> Option<(Value, Outcome, Value
         .unwrap_or_else(|| panic!("no run recorded:\n{log}"));
     let show = runbook(&sb, &env, &["show", &id, "-o", "json"]);
     let run: Value = serde_json::from_slice(&show.stdout).expect("show -o json");
-    let after = state();
-    Some((
-        before,
-        Outcome {
-            code: o.status.code(),
-            log,
-            run,
-            env,
-            sb,
-        },
-        after,
-    ))
+    Outcome {
+        code: o.status.code(),
+        log,
+        run,
+        env,
+        sb,
+    }
 }
 
 fn production(state: &Value, specialist: &str) -> i64 {
@@ -518,7 +519,8 @@ fn a_refused_change_is_not_made_and_escalates_naming_who_refused() {
     let o = runbook(&sb, &env, &["approve", &id, "retrain_business"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = runbook(&sb, &env, &["resume", &id, "--quiet"]);
-    assert_ne!(o.status.code(), Some(0), "a refused change fails the run");
+    let out = last_run(sb, env, &o);
+    assert_ne!(out.code, Some(0), "a refused change fails the run");
 
     let after = state();
     assert_eq!(
@@ -527,23 +529,14 @@ fn a_refused_change_is_not_made_and_escalates_naming_who_refused() {
         "the refused retrain did not happen"
     );
     assert!(production(&after, "business") > production(&before, "business"));
-    let show = runbook(&sb, &env, &["show", &id, "-o", "json"]);
-    let run: Value = serde_json::from_slice(&show.stdout).expect("show -o json");
-    let step = |sid: &str| {
-        run["steps"]
-            .as_array()
-            .and_then(|s| s.iter().find(|s| s["id"] == sid))
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    assert_eq!(step("retrain_technical")["error_kind"], "approval");
-    assert_eq!(step("escalate")["status"], "succeeded");
-    let failed = step("escalation")["outputs"]["failed"].to_string();
+    assert_eq!(out.step("retrain_technical")["error_kind"], "approval");
+    assert_eq!(out.status("escalate"), "succeeded");
+    let failed = out.step("escalation")["outputs"]["failed"].to_string();
     assert!(
         failed.contains("retrain_technical") && failed.contains("wait for the data fix"),
         "{failed}"
     );
-    let slack: Vec<String> = files_in(&env["RUNBOOK_SANDBOX_SLACK_DIR"]);
+    let slack = out.slack();
     assert!(
         slack
             .iter()
