@@ -177,6 +177,8 @@ async fn seed_journal(
         parent_run: None,
         kind: runbook_engine::store::RunKind::Run,
         concurrency: None,
+        trigger_key: None,
+        request_key: None,
     };
     store.create_run(&row, &[first]).await.expect("create");
     let n = events.len() + 1;

@@ -80,6 +80,8 @@ impl Runs {
                 RunKind::Run
             },
             concurrency,
+            trigger_key: None,
+            request_key: None,
         };
         store.create_run(&row, &records).await.expect("create");
         self.chains.insert(id.clone(), chain);

@@ -48,6 +48,8 @@ async fn seed(sb: &Sandbox, id: &str, text: &str, start: i64, events: Vec<(i64, 
         parent_run: None,
         kind: runbook_engine::store::RunKind::Run,
         concurrency: None,
+        trigger_key: None,
+        request_key: None,
     };
     store.create_run(&row, &[first]).await.expect("create");
     let recs: Vec<_> = events

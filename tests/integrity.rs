@@ -51,6 +51,8 @@ async fn stopped_run(sb: &Sandbox, id: &str) {
         parent_run: None,
         kind: runbook_engine::store::RunKind::Run,
         concurrency: None,
+        trigger_key: None,
+        request_key: None,
     };
     store.create_run(&row, &[first]).await.expect("create");
 }

@@ -22,6 +22,8 @@ fn row(id: &str, started_at: i64) -> RunRow {
         parent_run: None,
         kind: runbook_engine::store::RunKind::Run,
         concurrency: None,
+        trigger_key: None,
+        request_key: None,
     }
 }
 

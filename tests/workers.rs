@@ -236,6 +236,7 @@ fn enqueue_many(url: &str, text: &str, n: usize) -> Vec<String> {
                 source,
                 serde_json::Map::new(),
                 &RunOptions::new("tester"),
+                launch::Queued::default(),
             )
             .await
             .expect("enqueue");

@@ -9,6 +9,7 @@ pub mod plugin_docs;
 pub mod run;
 pub mod runbook;
 pub mod schema;
+pub mod serve;
 pub mod store;
 pub mod trigger;
 

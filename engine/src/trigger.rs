@@ -6,6 +6,7 @@
 //! Label values are data: a mapped parameter takes the label's text as a value (converted and
 //! checked like `--param`), never as a template.
 
+use crate::run::event::Trigger;
 use crate::runbook::load::coerce_param;
 use crate::runbook::model::Runbook;
 use runbook_steps::alertmanager::matchers::parse_matchers;
@@ -58,6 +59,8 @@ pub struct Routed {
     /// At most one active run per (runbook, key): the group key and the mapped parameters.
     pub key: String,
     pub fingerprint: String,
+    /// Which of the notification's alerts this is.
+    pub alert: usize,
 }
 
 /// An alert a runbook answers by name but cannot take, and why (journaled, not acted on).
@@ -90,7 +93,7 @@ pub fn parse(body: &[u8]) -> Result<Notification, NotificationError> {
 pub fn route(n: &Notification, runbooks: &[&Runbook]) -> (Vec<Routed>, Vec<Refused>) {
     let mut routed = Vec::new();
     let mut refused = Vec::new();
-    for alert in &n.alerts {
+    for (index, alert) in n.alerts.iter().enumerate() {
         let Some(name) = alert.labels.get("alertname") else {
             continue;
         };
@@ -105,6 +108,7 @@ pub fn route(n: &Notification, runbooks: &[&Runbook]) -> (Vec<Routed>, Vec<Refus
                     key: key(&n.group_key, &params),
                     params,
                     fingerprint: alert.fingerprint.clone(),
+                    alert: index,
                 }),
                 Err(reason) => refused.push(Refused {
                     runbook: rb.name.clone(),
@@ -115,6 +119,33 @@ pub fn route(n: &Notification, runbooks: &[&Runbook]) -> (Vec<Routed>, Vec<Refus
         }
     }
     (routed, refused)
+}
+
+impl Notification {
+    /// What a run started for `r` journals as its trigger: the alert as Alertmanager sent it.
+    pub fn trigger(&self, r: &Routed) -> Trigger {
+        let alert = self.alerts.get(r.alert);
+        let label = |name: &str| {
+            alert
+                .and_then(|a| a.labels.get(name).cloned())
+                .unwrap_or_default()
+        };
+        Trigger::Alert {
+            alertname: label("alertname"),
+            status: match r.status {
+                AlertStatus::Firing => "firing",
+                AlertStatus::Resolved => "resolved",
+            }
+            .to_string(),
+            receiver: self.receiver.clone(),
+            group_key: self.group_key.clone(),
+            key: r.key.clone(),
+            fingerprint: r.fingerprint.clone(),
+            starts_at: alert.map(|a| a.starts_at.clone()).unwrap_or_default(),
+            labels: alert.map(|a| a.labels.clone()).unwrap_or_default(),
+            annotations: alert.map(|a| a.annotations.clone()).unwrap_or_default(),
+        }
+    }
 }
 
 /// Whether the alert satisfies every `triggers.labels` matcher (validated when the runbook loaded;

@@ -87,6 +87,7 @@ pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32
             source,
             params,
             &opts,
+            launch::Queued::default(),
         )
         .await
         .map_err(driver_failure)?;

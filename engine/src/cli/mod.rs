@@ -2,18 +2,18 @@
 
 pub mod audit;
 pub mod drive;
-pub mod find;
+use crate::runbook::find;
 pub mod graph;
 pub mod plugins;
 pub mod progress;
 pub mod prune;
 pub mod schema;
+pub mod serve;
 pub mod show;
 pub mod worker;
 
 use crate::diag::Report;
 use crate::expr::Expr;
-use crate::runbook::load::coerce_param;
 use crate::runbook::plan::Plan;
 use crate::runbook::validate::check;
 use crate::store::{self, Store};
@@ -211,6 +211,9 @@ pub enum Command {
     /// Claim and drive runs that are due, alongside any number of other workers on one database.
     #[command(after_help = worker::AFTER_HELP)]
     Worker(worker::WorkerArgs),
+    /// Serve the Alertmanager webhook and the HTTP API, with a worker driving the runs.
+    #[command(after_help = serve::AFTER_HELP)]
+    Serve(serve::ServeArgs),
     /// Delete runs that finished (succeeded or failed) long ago, with their journals.
     #[command(
         after_help = "Examples:\n  runbook prune --older-than 90d --dry-run\n  runbook prune --older-than 13w\n\nA run is deleted whole (its row, every event, its lease) or not at all, so every journal left\nstill verifies. Running, waiting and interrupted runs are never deleted, however old.\nAGE: 90d, 2w, 36h, 1h30m; days and weeks count 24 hours."
@@ -470,6 +473,9 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Worker(args) => {
             worker::worker(&cli.global, args, crate::Engine { registry, expr }).await
         }
+        Command::Serve(args) => {
+            serve::serve(&cli.global, args, crate::Engine { registry, expr }).await
+        }
         Command::List => list(&registry, &expr, cli.global.output),
         Command::Runs { limit, resumable } => {
             let store = open_store(&cli.global).await?;
@@ -671,71 +677,34 @@ pub fn parse_params(
     plan: &Plan,
     raw: &[String],
 ) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
-    let rb = &plan.runbook;
-    let mut given = serde_json::Map::new();
+    let mut given = Vec::new();
     let mut errors = Vec::new();
     for p in raw {
-        let Some((k, v)) = p.split_once('=') else {
-            errors.push(format!("--param `{p}`: write NAME=VALUE"));
-            continue;
-        };
-        let k = k.trim();
-        let Some(decl) = rb.params.iter().find(|d| d.name.name == k) else {
-            let names: Vec<&str> = rb.params.iter().map(|d| d.name.name.as_str()).collect();
-            let hint = match crate::diag::suggest(k, names.iter().copied()) {
-                Some(s) => format!("; did you mean `{s}`?"),
-                None if names.is_empty() => "; it takes no parameters".to_string(),
-                None => format!("; it takes: {}", names.join(", ")),
-            };
-            errors.push(format!(
-                "--param `{k}`: runbook `{}` has no such parameter{hint}",
-                rb.name
-            ));
-            continue;
-        };
-        match coerce_param(
-            decl.ty,
-            decl.choices.as_deref(),
-            &serde_json::Value::String(v.to_string()),
-        ) {
-            Ok(val) => {
-                given.insert(k.to_string(), val);
-            }
-            Err(e) => errors.push(format!("--param {k}: {e}")),
+        match p.split_once('=') {
+            Some((k, v)) => given.push((k.to_string(), serde_json::Value::String(v.to_string()))),
+            None => errors.push(format!("--param `{p}`: write NAME=VALUE")),
         }
     }
-    let mut out = serde_json::Map::new();
-    for d in &rb.params {
-        match given.remove(&d.name.name).or_else(|| d.default.clone()) {
-            Some(v) => {
-                out.insert(d.name.name.clone(), v);
-            }
-            None if d.required => errors.push(format!(
-                "missing required parameter `{}` ({}){}: pass --param {}=VALUE",
-                d.name.name,
-                d.ty.as_str(),
-                d.description
-                    .as_ref()
-                    .map(|x| format!(", {x}"))
-                    .unwrap_or_default(),
-                d.name.name
-            )),
-            None => {
-                out.insert(d.name.name.clone(), serde_json::Value::Null);
-            }
+    let bound =
+        crate::runbook::params::bind(&plan.runbook, given, crate::runbook::params::Given::Flags);
+    match bound {
+        Ok(out) if errors.is_empty() => Ok(out),
+        Ok(_) => Err(params_failure(errors)),
+        Err(more) => {
+            errors.extend(more);
+            Err(params_failure(errors))
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(Failure::invalid(
-            errors
-                .iter()
-                .map(|e| format!("error: {e}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        ))
-    }
+}
+
+fn params_failure(errors: Vec<String>) -> Failure {
+    Failure::invalid(
+        errors
+            .iter()
+            .map(|e| format!("error: {e}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
 }
 
 fn display_path(p: &Path) -> String {

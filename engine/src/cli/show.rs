@@ -2,11 +2,10 @@
 
 use super::{Failure, Format, exit};
 use crate::expr::Expr;
-use crate::run::event::{Event, Record, RunStatus};
+use crate::run::event::RunStatus;
 use crate::run::state::Status;
 use crate::run::view::{RunView, StepView, Stop, Why};
-use crate::runbook::plan::Plan;
-use crate::store::{RunRow, Store};
+use crate::store::Store;
 use console::style;
 use runbook_steps::duration::human;
 use runbook_steps::{ErrorKind, Registry};
@@ -164,36 +163,7 @@ fn status_word(s: &str) -> String {
     }
 }
 
-/// A stored run, read back: its row, its records, the plan of the runbook it follows (if that
-/// still validates) and the view folded from them.
-pub struct Loaded {
-    pub run: RunRow,
-    pub records: Vec<Record>,
-    pub plan: Option<Plan>,
-    pub view: RunView,
-}
-
-impl Loaded {
-    pub async fn load(store: &dyn Store, id: &str) -> Result<Loaded, Failure> {
-        let run = store.run(id).await?;
-        let records = store.events(&run.id).await?;
-        let events: Vec<Event> = records.iter().filter_map(|r| r.event().ok()).collect();
-        let plan = crate::runbook::validate::check(
-            "stored",
-            crate::run::event::current_text(&run.runbook_text, &events),
-            &Registry::builtin(),
-            &Expr::new(),
-        )
-        .ok();
-        let view = RunView::of_run(&run, &records, plan.as_ref());
-        Ok(Loaded {
-            run,
-            records,
-            plan,
-            view,
-        })
-    }
-}
+pub use crate::run::view::Loaded;
 
 pub async fn run_json(store: &dyn Store, id: &str) -> Result<Value, Failure> {
     Ok(serde_json::to_value(&Loaded::load(store, id).await?.view).unwrap_or_default())

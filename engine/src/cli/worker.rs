@@ -71,6 +71,7 @@ pub async fn worker(g: &Global, args: WorkerArgs, engine: crate::Engine) -> Resu
         actor: actor(g),
         profile,
         max_parallel: usize::from(args.max_parallel),
+        observer: None,
     };
     let me = worker::holder();
     let log = Arc::new(worker::Stderr {
@@ -87,7 +88,7 @@ pub async fn worker(g: &Global, args: WorkerArgs, engine: crate::Engine) -> Resu
 }
 
 /// SIGTERM (what service managers send) or Ctrl-C.
-async fn stop_signal() {
+pub(super) async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

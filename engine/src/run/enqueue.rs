@@ -2,12 +2,23 @@
 //! webhook and API, do. The run is created parked and due now, so the first free worker claims it.
 
 use super::driver::{DriverError, RunOptions};
-use super::event::{Event, RunStatus, now_ms};
+use super::event::{Event, RunStatus, Trigger, now_ms};
 use super::launch::{Source, new_run, opening};
 use crate::runbook::plan::Plan;
 use crate::store::Store;
 use serde_json::{Map, Value};
 use std::sync::Arc;
+
+/// What a queued run carries besides its parameters: what started it, and the keys that make
+/// starting it idempotent (see migration 0007).
+#[derive(Debug, Clone, Default)]
+pub struct Queued {
+    pub trigger: Option<Trigger>,
+    /// At most one unfinished run per runbook and trigger key: a second is `StoreError::Duplicate`.
+    pub trigger_key: Option<String>,
+    /// An API client's Idempotency-Key under its name: a second run with it is `Duplicate`.
+    pub request_key: Option<String>,
+}
 
 /// Records a new run of `plan` with checked `params` — `run_started`, the connections it resolved,
 /// and `run_detached` due now — in one transaction, and returns its id without driving it. What
@@ -20,6 +31,7 @@ pub async fn enqueue(
     source: Source,
     params: Map<String, Value>,
     opts: &RunOptions,
+    queued: Queued,
 ) -> Result<String, DriverError> {
     if opts.plan {
         return Err(DriverError::Refused(
@@ -27,7 +39,11 @@ pub async fn enqueue(
         ));
     }
     let mut new = new_run(plan, engine, source, params, opts)?;
-    let mut events = opening(new.resolved, new.profile, new.rerun);
+    let mut events = Vec::new();
+    if let Some(trigger) = queued.trigger {
+        events.push(Event::RunTriggered { trigger });
+    }
+    events.extend(opening(new.resolved, new.profile, new.rerun));
     events.push(Event::RunDetached {
         wake_at_ms: Some(now_ms()),
         approvals: Vec::new(),
@@ -38,6 +54,8 @@ pub async fn enqueue(
         records.push(new.at.chain.seal(now_ms(), &opts.actor, &e));
     }
     new.row.status = RunStatus::Parked;
+    new.row.trigger_key = queued.trigger_key;
+    new.row.request_key = queued.request_key;
     store.create_run(&new.row, &records).await?;
     Ok(new.row.id)
 }

@@ -187,6 +187,11 @@ pub enum Event {
         parent_run: String,
         from_step: String,
     },
+    /// What started the run when no person did: an alert, a schedule. Journaled right after
+    /// `run_started` (label and annotation values are data, redacted like every event).
+    RunTriggered {
+        trigger: Trigger,
+    },
     /// A step's outcome taken over from the parent run, not run again.
     StepReused {
         step: String,
@@ -217,6 +222,57 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         approvals: Vec<String>,
     },
+}
+
+/// What started a run on its own (`run_triggered`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Trigger {
+    /// An Alertmanager notification's alert (`runbook serve`'s webhook).
+    Alert {
+        alertname: String,
+        /// `firing` or `resolved`.
+        status: String,
+        receiver: String,
+        group_key: String,
+        /// The run's de-duplication key: the group key and the parameters the labels filled.
+        key: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        fingerprint: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        starts_at: String,
+        #[serde(default)]
+        labels: std::collections::BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        annotations: std::collections::BTreeMap<String, String>,
+    },
+    /// A `triggers.schedule` fire.
+    Schedule {
+        /// The cron expression, as written.
+        expression: String,
+        timezone: String,
+        /// The instant this run stands for (a missed fire runs once, for the latest instant).
+        fire_at_ms: i64,
+    },
+}
+
+impl Trigger {
+    /// One line for people: `alert MLModelDegraded (firing) from receiver runbook`.
+    pub fn describe(&self) -> String {
+        match self {
+            Trigger::Alert {
+                alertname,
+                status,
+                receiver,
+                ..
+            } => format!("alert {alertname} ({status}) from receiver {receiver}"),
+            Trigger::Schedule {
+                expression,
+                timezone,
+                ..
+            } => format!("schedule `{expression}` ({timezone})"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +318,7 @@ impl Event {
             Event::OperatorDecided { .. } => "operator_decided",
             Event::RunParked { .. } => "run_parked",
             Event::RerunOf { .. } => "rerun_of",
+            Event::RunTriggered { .. } => "run_triggered",
             Event::StepReused { .. } => "step_reused",
         }
     }
@@ -291,7 +348,7 @@ impl Event {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Running,
@@ -316,17 +373,17 @@ impl RunStatus {
         }
     }
 
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::Waiting,
+        RunStatus::Parked,
+    ];
+
     pub fn parse(s: &str) -> Option<RunStatus> {
-        [
-            RunStatus::Running,
-            RunStatus::Succeeded,
-            RunStatus::Failed,
-            RunStatus::Interrupted,
-            RunStatus::Waiting,
-            RunStatus::Parked,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        RunStatus::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 

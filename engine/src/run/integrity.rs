@@ -131,6 +131,8 @@ mod tests {
             parent_run: None,
             kind: crate::store::RunKind::Run,
             concurrency: None,
+            trigger_key: None,
+            request_key: None,
         }
     }
 

@@ -190,6 +190,8 @@ pub(super) fn new_run(
             crate::store::RunKind::Run
         },
         concurrency: plan.runbook.concurrency,
+        trigger_key: None,
+        request_key: None,
     };
     let mut state = RunState::new(&plan);
     state.apply(&plan, &first);
@@ -237,7 +239,7 @@ pub(super) fn opening(
     events
 }
 
-pub use super::enqueue::enqueue;
+pub use super::enqueue::{Queued, enqueue};
 
 /// Starts a new run of `plan` with checked `params`, and drives it to its end, its park, or its
 /// cancellation.

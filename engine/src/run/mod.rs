@@ -1,6 +1,7 @@
 //! Running a plan: the journal, the state folded from it, the pure scheduler, and the driver that
 //! performs its actions.
 
+pub mod alerted;
 pub mod approval;
 pub mod call;
 pub mod connections;

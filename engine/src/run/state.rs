@@ -407,7 +407,7 @@ impl RunState {
                     }
                 }
             }
-            Event::RerunOf { .. } => {}
+            Event::RerunOf { .. } | Event::RunTriggered { .. } => {}
             Event::RunResumed { .. } => {
                 self.status = RunStatus::Running;
                 // A probe in flight at the stop has no answer; the next one is due at once.

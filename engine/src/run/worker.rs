@@ -17,8 +17,11 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+/// Makes the observer of each run a worker drives (a server times steps for `/metrics`).
+pub type ObserverFactory = Arc<dyn Fn() -> Box<dyn super::options::Observer> + Send + Sync>;
+
 /// How a worker behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// How many runs it drives at once.
     pub concurrency: usize,
@@ -33,6 +36,8 @@ pub struct Config {
     pub profile: Option<super::connections::Profile>,
     /// How many independent steps of one run may run at once.
     pub max_parallel: usize,
+    /// Watches each driven run (none: nothing watches).
+    pub observer: Option<ObserverFactory>,
 }
 
 /// Where a worker's progress goes: one line per claim, park, end, and problem.
@@ -236,17 +241,15 @@ fn drive(
     opts.drain = drain;
     opts.profile = cfg.profile.clone();
     opts.max_parallel = cfg.max_parallel;
+    let hooks = match &cfg.observer {
+        Some(make) => Hooks {
+            observer: make(),
+            answers: None,
+        },
+        None => Hooks::quiet(),
+    };
     async move {
-        let r = super::launch::resume(
-            store,
-            &engine,
-            &run_id,
-            Vec::new(),
-            None,
-            opts,
-            Hooks::quiet(),
-        )
-        .await;
+        let r = super::launch::resume(store, &engine, &run_id, Vec::new(), None, opts, hooks).await;
         (run_id, r)
     }
 }

@@ -74,8 +74,8 @@ macro_rules! shared_body {
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run, kind, concurrency)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                    "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run, kind, concurrency, trigger_key, request_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                 )
                 .bind(&run.id)
                 .bind(&run.runbook)
@@ -91,8 +91,11 @@ macro_rules! shared_body {
                 .bind(&run.parent_run)
                 .bind(run.kind.as_str())
                 .bind(run.concurrency.map(i64::from))
+                .bind(&run.trigger_key)
+                .bind(&run.request_key)
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err($crate::store::StoreError::from_insert)?;
                 // A run may be created already parked (enqueued): its row follows its events.
                 Self::append_in(&mut tx, events).await?;
                 tx.commit().await?;
@@ -163,23 +166,87 @@ macro_rules! shared_body {
                 &self,
                 run_id: &str,
             ) -> Result<Vec<$crate::run::event::Record>, $crate::store::StoreError> {
-                sqlx::query_as::<_, $crate::run::event::Record>(
-                    "SELECT * FROM events WHERE run_id = $1 ORDER BY seq",
-                )
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| match e {
-                    // Bytes that are not text (SQLite stores what it is given) cannot be an event
-                    // this engine wrote: name the run rather than report a database failure.
-                    sqlx::Error::ColumnDecode { index, source } => {
-                        $crate::store::StoreError::Corrupt {
-                            run: run_id.to_string(),
-                            reason: format!("an event's {index} cannot be read: {source}"),
+                self.events_page(run_id, -1, i64::MAX).await
+            }
+
+            async fn events_page(
+                &self,
+                run_id: &str,
+                after_seq: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::run::event::Record>, $crate::store::StoreError> {
+                sqlx::query_as::<_, $crate::run::event::Record>($crate::store::keys::EVENTS_AFTER)
+                    .bind(run_id)
+                    .bind(after_seq)
+                    .bind(limit.max(0))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| match e {
+                        // Bytes that are not text (SQLite stores what it is given) cannot be an
+                        // event this engine wrote: name the run rather than report a database
+                        // failure.
+                        sqlx::Error::ColumnDecode { index, source } => {
+                            $crate::store::StoreError::Corrupt {
+                                run: run_id.to_string(),
+                                reason: format!("an event's {index} cannot be read: {source}"),
+                            }
                         }
-                    }
-                    e => e.into(),
-                })
+                        e => e.into(),
+                    })
+            }
+
+            async fn trigger_runs(
+                &self,
+                runbook: &str,
+                key: &str,
+            ) -> Result<$crate::store::TriggerRuns, $crate::store::StoreError> {
+                let active = sqlx::query_scalar($crate::store::keys::ACTIVE_FOR_TRIGGER)
+                    .bind(runbook)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let last_ended = sqlx::query_as($crate::store::keys::LAST_ENDED_FOR_TRIGGER)
+                    .bind(runbook)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok($crate::store::TriggerRuns { active, last_ended })
+            }
+
+            async fn run_by_request_key(
+                &self,
+                key: &str,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar($crate::store::keys::BY_REQUEST_KEY)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn runs_where(
+                &self,
+                status: Option<$crate::run::event::RunStatus>,
+                runbook: Option<&str>,
+                before: Option<i64>,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::RunRow>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::StoredRun> =
+                    sqlx::query_as($crate::store::keys::RUNS_WHERE)
+                        .bind(status.map(|s| s.as_str()))
+                        .bind(runbook)
+                        .bind(before)
+                        .bind(limit.max(0))
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn count_by_status(
+                &self,
+            ) -> Result<Vec<(String, i64)>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::keys::COUNT_BY_STATUS)
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
             async fn acquire_lease(

@@ -3,6 +3,7 @@
 
 mod body;
 mod claim;
+mod keys;
 pub mod postgres;
 pub mod sqlite;
 
@@ -26,10 +27,33 @@ pub enum StoreError {
     Unsupported(String),
     #[error("run {run} in the database is unreadable: {reason}")]
     Corrupt { run: String, reason: String },
+    /// A new run's key (an alert's, an Idempotency-Key) is already taken by another run.
+    #[error("a run with this key exists already ({0})")]
+    Duplicate(String),
+}
+
+impl StoreError {
+    /// Inserting a run: a unique key taken by another run is `Duplicate` (naming the index), so a
+    /// caller can look that run up rather than fail.
+    pub(crate) fn from_insert(e: sqlx::Error) -> StoreError {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                let index = d.constraint().unwrap_or("").to_string();
+                // SQLite names the columns, not the index, in its message.
+                let which = if index.is_empty() {
+                    d.message().to_string()
+                } else {
+                    index
+                };
+                StoreError::Duplicate(which)
+            }
+            _ => StoreError::Db(e),
+        }
+    }
 }
 
 /// A run's row: what `runbook runs` lists and `show` starts from.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct RunRow {
     pub id: String,
     pub runbook: String,
@@ -38,6 +62,7 @@ pub struct RunRow {
     pub runbook_sha256: String,
     #[serde(skip)]
     pub runbook_text: String,
+    #[schema(value_type = Object)]
     pub params: serde_json::Value,
     pub status: RunStatus,
     pub actor: String,
@@ -49,10 +74,19 @@ pub struct RunRow {
     /// at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<u32>,
+    /// For a run an alert started: the alert's de-duplication key (at most one unfinished run per
+    /// runbook and key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger_key: Option<String>,
+    /// For a run an API client started with an Idempotency-Key: that key, under the client's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_key: Option<String>,
 }
 
 /// Whether a run acts, or only shows what it would change (`runbook plan`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RunKind {
     Run,
@@ -91,6 +125,8 @@ pub(crate) struct StoredRun {
     parent_run: Option<String>,
     kind: String,
     concurrency: Option<i64>,
+    trigger_key: Option<String>,
+    request_key: Option<String>,
 }
 
 impl TryFrom<StoredRun> for RunRow {
@@ -124,6 +160,8 @@ impl TryFrom<StoredRun> for RunRow {
             parent_run: r.parent_run,
             kind,
             concurrency: r.concurrency.and_then(|n| u32::try_from(n).ok()),
+            trigger_key: r.trigger_key,
+            request_key: r.request_key,
         })
     }
 }
@@ -159,6 +197,33 @@ pub trait Store: Send + Sync {
     async fn run(&self, id_or_prefix: &str) -> Result<RunRow, StoreError>;
 
     async fn events(&self, run_id: &str) -> Result<Vec<Record>, StoreError>;
+
+    /// At most `limit` of a run's events after sequence number `after_seq` (-1: from the first).
+    async fn events_page(
+        &self,
+        run_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Record>, StoreError>;
+
+    /// What runs of `runbook` alert key `key` has started: the unfinished one, the last that ended.
+    async fn trigger_runs(&self, runbook: &str, key: &str) -> Result<TriggerRuns, StoreError>;
+
+    /// The run created with this (subject-prefixed) Idempotency-Key, if any.
+    async fn run_by_request_key(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Runs, newest first: only those in `status`, of `runbook`, started before `before`, when
+    /// given; at most `limit`.
+    async fn runs_where(
+        &self,
+        status: Option<RunStatus>,
+        runbook: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<RunRow>, StoreError>;
+
+    /// How many runs (not plans) there are in each status.
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// Takes the run's lease for `holder` until `expires_at`, if it is free, expired, already
     /// `holder`'s, or held by `stale` (a holder known to be dead). Returns the current holder and
@@ -234,6 +299,7 @@ pub trait Store: Send + Sync {
 }
 
 pub use claim::Claimed;
+pub use keys::TriggerRuns;
 
 /// Where an event sits in the order `events_between` pages through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -682,6 +682,7 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
             parent_run,
             from_step,
         } => format!("re-run of {parent_run} from step {from_step}"),
+        Event::RunTriggered { trigger } => format!("started by {}", trigger.describe()),
         Event::StepReused {
             step,
             from_run,

@@ -7,8 +7,10 @@
 //! never panics, whatever the events say (unknown steps, a runbook changed between resumes,
 //! unreadable events).
 
+mod loaded;
 mod types;
 
+pub use loaded::Loaded;
 pub use types::*;
 
 use super::event::{Event, OperatorAction, Record, Recovery, RunStatus};
@@ -242,6 +244,7 @@ impl RunView {
                 self.run.parent_run = Some(parent_run.clone());
                 self.run.rerun_from = Some(from_step.clone());
             }
+            Event::RunTriggered { trigger } => self.run.trigger = Some(trigger.clone()),
             _ => {}
         }
     }

@@ -25,6 +25,9 @@ pub struct RunSummary {
     pub parent_run: Option<String>,
     /// The step a re-run started again from.
     pub rerun_from: Option<String>,
+    /// What started the run when no person did (an alert, a schedule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::run::event::Trigger>,
     pub engine_version: Option<String>,
     /// Why the run ended, when it ended with an error.
     pub error: Option<String>,
