@@ -61,6 +61,10 @@ echo "== dev/services start"
 # shellcheck source=/dev/null
 source "$(./dev/services env)"
 
+# The API fuzzer the `runbook serve` tests run against /openapi.json.
+RUNBOOK_TEST_SCHEMATHESIS=$(./dev/services tool schemathesis)
+export RUNBOOK_TEST_SCHEMATHESIS
+
 # The model-degraded scenarios (tests/model_degraded.rs) drive dev/sandbox themselves, one at a time.
 export RUNBOOK_TEST_SANDBOX=1
 
