@@ -15,8 +15,9 @@ pub(crate) const VIEWER: &str = "viewer-token-0123456789ab";
 /// Every role: what the API fuzzer calls with.
 pub(crate) const ROOT: &str = "root-every-role-0123456789";
 
-/// Answers MLModelDegraded with the label `specialist_type` as a parameter; its one step writes the
-/// parameter, passed through the environment, to a file named by the run.
+/// Answers MLModelDegraded with the label `specialist_type` as a parameter; its first step writes
+/// the parameter, passed through the environment, to a file named by the run; the run then waits
+/// for alice's approval, so it stays unfinished for as long as a test needs.
 const ALERTED: &str = r#"
 name: alerted
 triggers:
@@ -32,6 +33,11 @@ steps:
     with:
       argv: ["sh", "-c", "printf %s \"$P\" > \"seen-$R\""]
       env: { P: "{{ params.specialist_type }}", R: "{{ run.id }}" }
+  - id: hold
+    uses: flow.noop
+    needs: note
+    approval: { required: true, approvers: [alice] }
+    with: { value: 1 }
 "#;
 
 const GATED: &str = r#"
@@ -58,6 +64,10 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(sb: &Sandbox, db: Option<&str>) -> Server {
+        Server::start_with(sb, db, &[])
+    }
+
+    pub(crate) fn start_with(sb: &Sandbox, db: Option<&str>, extra: &[&str]) -> Server {
         std::fs::create_dir_all(sb.path().join("runbooks")).expect("runbooks dir");
         sb.write("runbooks/alerted.yaml", ALERTED);
         sb.write("runbooks/gated.yaml", GATED);
@@ -84,6 +94,7 @@ impl Server {
             "--grace",
             "5s",
         ]);
+        cmd.args(extra);
         if let Some(db) = db {
             cmd.env("RUNBOOK_DB", db);
         }
@@ -139,7 +150,11 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "serve did not stop: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "serve did not stop: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -196,7 +211,8 @@ impl Api {
     }
 
     async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        self.call(reqwest::Method::GET, path, token, None, &[]).await
+        self.call(reqwest::Method::GET, path, token, None, &[])
+            .await
     }
 
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
@@ -265,20 +281,33 @@ async fn tokens_decide_who_may_do_what() {
     let (code, body) = api.get("/api/v1/runs", None).await;
     assert_eq!(code, 401, "{body}");
     assert_eq!(body["error"], "unauthorized");
-    let (code, _) = api.get("/api/v1/runs", Some("not-a-known-token-at-all")).await;
+    let (code, _) = api
+        .get("/api/v1/runs", Some("not-a-known-token-at-all"))
+        .await;
     assert_eq!(code, 401);
     assert_eq!(api.get("/api/v1/runs", Some(VIEWER)).await.0, 200);
     // A viewer may not start runs, approve, or post alerts.
     let start = json!({"runbook": "gated", "params": {"target": "api"}});
     let (code, body) = api.post("/api/v1/runs", Some(VIEWER), start.clone()).await;
     assert_eq!(code, 403, "{body}");
-    assert!(body["message"].as_str().unwrap_or("").contains("operator"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("operator"),
+        "{body}"
+    );
     let (code, _) = api
-        .post("/api/v1/runs/0/steps/restart/approve", Some(VIEWER), json!({}))
+        .post(
+            "/api/v1/runs/0/steps/restart/approve",
+            Some(VIEWER),
+            json!({}),
+        )
         .await;
     assert_eq!(code, 403);
     let (code, _) = api
-        .post("/hooks/alertmanager", Some(VIEWER), notification("g", "firing", &[]))
+        .post(
+            "/hooks/alertmanager",
+            Some(VIEWER),
+            notification("g", "firing", &[]),
+        )
         .await;
     assert_eq!(code, 403);
     // An approver is not an operator.
@@ -325,6 +354,12 @@ async fn repeated_notifications_start_one_run_per_key_and_labels_stay_data() {
         );
     }
     for (_, run) in &got {
+        api.wait_run(run, "asked for approval", |v| {
+            v["steps"][1]["status"] == "awaiting-approval"
+        })
+        .await;
+        let path = format!("/api/v1/runs/{run}/steps/hold/approve");
+        assert_eq!(api.post(&path, Some(ALICE), json!({})).await.0, 200);
         let v = api
             .wait_run(run, "succeeded", |v| v["run"]["status"] == "succeeded")
             .await;
@@ -354,7 +389,9 @@ async fn repeated_notifications_start_one_run_per_key_and_labels_stay_data() {
         "resolved",
         &[json!({"alertname": "MLModelDegraded", "specialist_type": "technical"})],
     );
-    let (code, r) = api.post("/hooks/alertmanager", Some(OPERATOR), resolved).await;
+    let (code, r) = api
+        .post("/hooks/alertmanager", Some(OPERATOR), resolved)
+        .await;
     assert_eq!(code, 200, "{r}");
     assert_eq!(outcomes(&r), vec![("resolved".to_string(), String::new())]);
     let (code, runs) = api.get("/api/v1/runs?runbook=alerted", Some(VIEWER)).await;
@@ -375,7 +412,11 @@ async fn repeated_notifications_start_one_run_per_key_and_labels_stay_data() {
     }
     // Not a notification.
     let (code, bad) = api
-        .post("/hooks/alertmanager", Some(OPERATOR), json!({"version": "3"}))
+        .post(
+            "/hooks/alertmanager",
+            Some(OPERATOR),
+            json!({"version": "3"}),
+        )
         .await;
     assert_eq!(code, 422, "{bad}");
     assert!(server.stop().success());
@@ -389,22 +430,44 @@ async fn a_run_started_through_the_api_is_idempotent_and_approved_there() {
     let body = json!({"runbook": "gated", "params": {"target": "a\"b"}});
     let key = [("Idempotency-Key", "deploy-42")];
     let (code, first) = api
-        .call(reqwest::Method::POST, "/api/v1/runs", Some(OPERATOR), Some(body.clone()), &key)
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/runs",
+            Some(OPERATOR),
+            Some(body.clone()),
+            &key,
+        )
         .await;
     assert_eq!(code, 201, "{first}");
     let run = first["run"].as_str().expect("run id").to_string();
     let (code, again) = api
-        .call(reqwest::Method::POST, "/api/v1/runs", Some(OPERATOR), Some(body), &key)
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/runs",
+            Some(OPERATOR),
+            Some(body),
+            &key,
+        )
         .await;
     assert_eq!(code, 200, "{again}");
     assert_eq!(again["run"], run.as_str());
     assert_eq!(again["created"], false);
     // Bad parameters are refused before anything is recorded.
     let (code, bad) = api
-        .post("/api/v1/runs", Some(OPERATOR), json!({"runbook": "gated", "params": {"targte": 1}}))
+        .post(
+            "/api/v1/runs",
+            Some(OPERATOR),
+            json!({"runbook": "gated", "params": {"targte": 1}}),
+        )
         .await;
     assert_eq!(code, 422, "{bad}");
-    assert!(bad["message"].as_str().unwrap_or("").contains("did you mean `target`"), "{bad}");
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("did you mean `target`"),
+        "{bad}"
+    );
     let (code, _) = api
         .post("/api/v1/runs", Some(OPERATOR), json!({"runbook": "nope"}))
         .await;
@@ -443,13 +506,20 @@ async fn a_run_started_through_the_api_is_idempotent_and_approved_there() {
     assert_eq!(page["events"].as_array().map(Vec::len), Some(2));
     let next = page["next_after"].as_i64().expect("another page");
     let (_, rest) = api
-        .get(&format!("/api/v1/runs/{run}/events?after={next}&limit=1000"), Some(VIEWER))
+        .get(
+            &format!("/api/v1/runs/{run}/events?after={next}&limit=1000"),
+            Some(VIEWER),
+        )
         .await;
     assert_eq!(rest["events"][0]["prev_hash"], page["events"][1]["hash"]);
     assert!(rest["next_after"].is_null());
     // A second answer comes too late.
     let (code, late) = api
-        .post(&format!("/api/v1/runs/{run}/steps/restart/deny"), Some(ALICE), json!({"reason": "no"}))
+        .post(
+            &format!("/api/v1/runs/{run}/steps/restart/deny"),
+            Some(ALICE),
+            json!({"reason": "no"}),
+        )
         .await;
     assert_eq!(code, 409, "{late}");
     assert!(server.stop().success());
@@ -462,7 +532,10 @@ async fn the_openapi_document_describes_every_route() {
     let api = Api::new(&server.base);
     let (code, doc) = api.get("/openapi.json", None).await;
     assert_eq!(code, 200);
-    assert!(doc["openapi"].as_str().unwrap_or("").starts_with("3."), "{doc}");
+    assert!(
+        doc["openapi"].as_str().unwrap_or("").starts_with("3."),
+        "{doc}"
+    );
     let paths = doc["paths"].as_object().expect("paths");
     for p in [
         "/hooks/alertmanager",
@@ -495,10 +568,23 @@ fn serve_refuses_to_start_open_on_a_network_address_or_without_tokens() {
     assert!(crate::common::stderr(&o).contains("only allowed on a loopback"));
     let o = sb.run(&["serve", "--listen", "127.0.0.1:0"]);
     assert_eq!(o.status.code(), Some(2));
-    sb.write("tokens.toml", "[[token]]\nsubject = \"a\"\nroles = [\"root\"]\nsha256 = \"00\"\n");
-    let o = sb.run(&["serve", "--listen", "127.0.0.1:0", "--tokens", "tokens.toml"]);
+    sb.write(
+        "tokens.toml",
+        "[[token]]\nsubject = \"a\"\nroles = [\"root\"]\nsha256 = \"00\"\n",
+    );
+    let o = sb.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tokens",
+        "tokens.toml",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(crate::common::stderr(&o).contains("tokens file tokens.toml"), "{}", crate::common::stderr(&o));
+    assert!(
+        crate::common::stderr(&o).contains("tokens file tokens.toml"),
+        "{}",
+        crate::common::stderr(&o)
+    );
     std::fs::create_dir(sb.path().join("dir.toml")).expect("dir");
     let o = sb.run(&["serve", "--listen", "127.0.0.1:0", "--tokens", "dir.toml"]);
     assert_eq!(o.status.code(), Some(2));
@@ -529,8 +615,10 @@ async fn a_stopped_server_parks_its_runs_and_the_next_one_finishes_them() {
         .await;
     assert_eq!(code, 201, "{v}");
     let run = v["run"].as_str().expect("run").to_string();
-    api.wait_run(&run, "started step a", |v| v["steps"][0]["status"] == "running")
-        .await;
+    api.wait_run(&run, "started step a", |v| {
+        v["steps"][0]["status"] == "running"
+    })
+    .await;
     // SIGTERM while `a` runs: it finishes, and the run parks (due at once) instead of going on.
     let status = server.stop();
     assert!(status.success(), "{status}");
@@ -547,4 +635,72 @@ async fn a_stopped_server_parks_its_runs_and_the_next_one_finishes_them() {
     assert_eq!(read(&sb.path().join("a.log")), "a\n", "step a ran once");
     assert_eq!(read(&sb.path().join("b.log")), "b\n");
     assert!(next.stop().success());
+}
+
+/// Two servers and two workers on one PostgreSQL: the same notification posted to both servers at
+/// once starts one run; a run queued through one server, parked at its approval by a worker and
+/// approved through the other server, is continued by whichever worker claims it.
+#[tokio::test]
+async fn servers_and_workers_share_one_postgresql() {
+    let db = crate::common::PgDb::new().await;
+    let sb = Sandbox::new();
+    let one = Server::start_with(&sb, Some(&db.url), &["--no-worker"]);
+    let two = Server::start_with(&sb, Some(&db.url), &["--no-worker"]);
+    let (a, b) = (Api::new(&one.base), Api::new(&two.base));
+    let note = notification(
+        "{}:{alertname=\"MLModelDegraded\"}",
+        "firing",
+        &[json!({"alertname": "MLModelDegraded", "specialist_type": "security"})],
+    );
+    let (ra, rb) = tokio::join!(
+        a.post("/hooks/alertmanager", Some(OPERATOR), note.clone()),
+        b.post("/hooks/alertmanager", Some(OPERATOR), note.clone())
+    );
+    assert_eq!((ra.0, rb.0), (200, 200), "{} {}", ra.1, rb.1);
+    let mut got = [outcomes(&ra.1), outcomes(&rb.1)].concat();
+    got.sort();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, "deduplicated", "{got:?}");
+    assert_eq!(got[1].0, "started", "{got:?}");
+    assert_eq!(got[0].1, got[1].1, "both answers name the one run");
+    let (code, gated) = a
+        .post(
+            "/api/v1/runs",
+            Some(OPERATOR),
+            json!({"runbook": "gated", "params": {"target": "pg"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{gated}");
+    let gated = gated["run"].as_str().expect("run").to_string();
+    let mut w1 = crate::workers::Worker::start(&sb, &db.url, "1");
+    let mut w2 = crate::workers::Worker::start(&sb, &db.url, "2");
+    b.wait_run(&gated, "asked for approval", |v| {
+        v["steps"][0]["status"] == "awaiting-approval"
+    })
+    .await;
+    let (code, ans) = b
+        .post(
+            &format!("/api/v1/runs/{gated}/steps/restart/approve"),
+            Some(ALICE),
+            json!({}),
+        )
+        .await;
+    assert_eq!(code, 200, "{ans}");
+    b.wait_run(&gated, "succeeded", |v| v["run"]["status"] == "succeeded")
+        .await;
+    let alerted = &got[0].1;
+    a.wait_run(alerted, "asked for approval", |v| {
+        v["steps"][1]["status"] == "awaiting-approval"
+    })
+    .await;
+    let path = format!("/api/v1/runs/{alerted}/steps/hold/approve");
+    assert_eq!(a.post(&path, Some(ALICE), json!({})).await.0, 200);
+    a.wait_run(alerted, "succeeded", |v| v["run"]["status"] == "succeeded")
+        .await;
+    let (_, runs) = a.get("/api/v1/runs?limit=1000", Some(VIEWER)).await;
+    assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs:#}");
+    w1.stop();
+    w2.stop();
+    assert!(one.stop().success());
+    assert!(two.stop().success());
 }

@@ -177,9 +177,8 @@ fn a_prometheus_rule_through_alertmanager_starts_exactly_one_run() {
 
     // Alertmanager keeps calling (repeat_interval 1s): wait for the first call and three more.
     let metrics = || get(&format!("{serve}/metrics")).unwrap_or_default();
-    let prefix = |o: &str| {
-        format!("runbook_alerts_received_total{{outcome=\"{o}\",runbook=\"degraded\"}}")
-    };
+    let prefix =
+        |o: &str| format!("runbook_alerts_received_total{{outcome=\"{o}\",runbook=\"degraded\"}}");
     wait_for("four notifications", Duration::from_secs(60), || {
         let m = metrics();
         counter(&m, &prefix("started"))
@@ -207,7 +206,8 @@ fn a_prometheus_rule_through_alertmanager_starts_exactly_one_run() {
     assert!(
         runs[0]["trigger_key"]
             .as_str()
-            .is_some_and(|k| k.contains("alertname=\\\"MLModelDegraded\\\"") || k.contains("MLModelDegraded")),
+            .is_some_and(|k| k.contains("alertname=\\\"MLModelDegraded\\\"")
+                || k.contains("MLModelDegraded")),
         "{runs:?}"
     );
     let run = runs[0]["id"].as_str().unwrap_or_default().to_string();

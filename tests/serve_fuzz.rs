@@ -45,6 +45,10 @@ fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "schemathesis found problems:\n{report}\nserver log:\n{}", server.log());
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{report}\nserver log:\n{}",
+        server.log()
+    );
     assert!(server.stop().success());
 }

@@ -52,13 +52,13 @@ steps:
     with: { shell: "echo {{ run.id }} >> effects.log" }
 "#;
 
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     log: std::path::PathBuf,
 }
 
 impl Worker {
-    fn start(sb: &Sandbox, db: &str, name: &str) -> Worker {
+    pub(crate) fn start(sb: &Sandbox, db: &str, name: &str) -> Worker {
         Worker::start_with(sb, db, name, "20s")
     }
 
@@ -84,12 +84,12 @@ impl Worker {
         Worker { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM, then its exit (bounded by the deadline of `until`).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-s", "TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");

@@ -53,7 +53,12 @@ pub struct ServeArgs {
     #[arg(long, env = "RUNBOOK_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// The tokens file (TOML): who may call, with which roles.
-    #[arg(long, env = "RUNBOOK_TOKENS_FILE", value_name = "FILE", required_unless_present = "no_auth")]
+    #[arg(
+        long,
+        env = "RUNBOOK_TOKENS_FILE",
+        value_name = "FILE",
+        required_unless_present = "no_auth"
+    )]
     pub tokens: Option<PathBuf>,
     /// Accept every request without a token, as one caller with every role. Only on a loopback
     /// address (127.0.0.1, ::1): for a laptop or a test, never for a shared server.
@@ -71,8 +76,8 @@ pub struct ServeArgs {
 
 fn init_logs(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUNBOOK_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_env("RUNBOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

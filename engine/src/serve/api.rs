@@ -183,7 +183,14 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::OptionalFrom
         }
         serde_json::from_slice(&bytes)
             .map(|v| Some(Body(v)))
-            .map_err(|e| ApiError::invalid(format!("the body is not what this call takes: {e}")))
+            .map_err(|e| {
+                let status = if e.is_data() {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                ApiError::new(status, format!("the body is not what this call takes: {e}"))
+            })
     }
 }
 
@@ -304,6 +311,7 @@ const MAX_KEY: usize = 200;
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", request_body = StartRun,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request start no second run")),
     responses((status = 201, body = Started), (status = 200, description = "Created earlier with this Idempotency-Key", body = Started),
+        (status = 400, description = "The body is not JSON", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn start_run(
@@ -565,7 +573,8 @@ async fn give_answer(
 #[utoipa::path(post, path = "/api/v1/runs/{run}/steps/{step}/approve", tag = "runs",
     params(("run" = String, Path), ("step" = String, Path)),
     request_body(content = ApproveBody, description = "Optional comment", content_type = "application/json"),
-    responses((status = 200, body = AnswerResult), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = AnswerResult), (status = 400, description = "The body is not JSON", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not waiting for approval, or this caller may not answer", body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn approve(
@@ -582,7 +591,8 @@ async fn approve(
 #[utoipa::path(post, path = "/api/v1/runs/{run}/steps/{step}/deny", tag = "runs",
     params(("run" = String, Path), ("step" = String, Path)),
     request_body = DenyBody,
-    responses((status = 200, body = AnswerResult), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = AnswerResult), (status = 400, description = "The body is not JSON", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn deny(
@@ -624,7 +634,8 @@ struct Resumed {
 #[utoipa::path(post, path = "/api/v1/runs/{run}/resume", tag = "runs",
     params(("run" = String, Path)),
     request_body(content = ResumeBody, content_type = "application/json"),
-    responses((status = 200, body = Resumed), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = Resumed), (status = 400, description = "The body is not JSON", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn resume(
@@ -678,6 +689,7 @@ struct PlanRequest {
 /// Nothing is changed; the plan is journaled as a run of kind `plan`. Answers when the plan is done.
 #[utoipa::path(post, path = "/api/v1/plans", tag = "runs", request_body = PlanRequest,
     responses((status = 200, description = "The plan, as GET /api/v1/runs/{run} shows runs", body = RunDetail),
+        (status = 400, description = "The body is not JSON", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 async fn plan(

@@ -144,13 +144,11 @@ impl worker::Log for Log {
         let rendered: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let detail = rendered.join(" ");
         match event {
-            "error" => {
-                tracing::error!(target: "runbook::worker", event, run = field("run"), "{detail}")
-            }
+            "error" => tracing::error!(target: "runbook::worker", "{event} {detail}"),
             "dead_holder" | "handed_over" => {
-                tracing::warn!(target: "runbook::worker", event, run = field("run"), "{detail}")
+                tracing::warn!(target: "runbook::worker", "{event} {detail}")
             }
-            _ => tracing::info!(target: "runbook::worker", event, run = field("run"), "{detail}"),
+            _ => tracing::info!(target: "runbook::worker", "{event} {detail}"),
         }
     }
 }
