@@ -366,6 +366,11 @@ async fn repeated_notifications_start_one_run_per_key_and_labels_stay_data() {
         assert_eq!(v["run"]["trigger"]["kind"], "alert", "{v:#}");
         assert_eq!(v["run"]["trigger"]["receiver"], "runbook");
         assert_eq!(v["run"]["actor"], "alertmanager:am");
+        let shown = crate::common::stdout(&sb.run(&["show", run]));
+        assert!(
+            shown.contains("started by alert MLModelDegraded (firing) from receiver runbook"),
+            "{shown}"
+        );
     }
     // The hostile label reached the step as a value, byte for byte, and nothing ran it.
     let seen: Vec<String> = got
@@ -703,4 +708,46 @@ async fn servers_and_workers_share_one_postgresql() {
     w2.stop();
     assert!(one.stop().success());
     assert!(two.stop().success());
+}
+
+/// The database going away mid-service: API calls answer 503 with a message that names no
+/// internals, /readyz fails (a load balancer stops sending), /healthz still answers (the process is
+/// alive), and the log says which request failed.
+#[tokio::test]
+async fn a_lost_database_is_a_503_and_not_ready() {
+    let db = crate::common::PgDb::new().await;
+    let sb = Sandbox::new();
+    let server = Server::start_with(&sb, Some(&db.url), &["--no-worker"]);
+    let api = Api::new(&server.base);
+    assert_eq!(api.get("/readyz", None).await.0, 200);
+    let name = db.url.rsplit('/').next().expect("db name").to_string();
+    {
+        use sqlx::Connection as _;
+        let mut admin = sqlx::PgConnection::connect(&crate::common::pg_admin_url())
+            .await
+            .expect("admin");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        .expect("drop");
+    }
+    let (code, body) = api.get("/api/v1/runs", Some(VIEWER)).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["error"], "unavailable");
+    assert!(
+        !body["message"].as_str().unwrap_or("").contains(&name),
+        "{body}"
+    );
+    assert_eq!(api.get("/readyz", None).await.0, 503);
+    assert_eq!(api.get("/healthz", None).await.0, 200);
+    let log = server.log();
+    assert!(
+        log.contains("request failed")
+            && log.contains("route=/api/v1/runs")
+            && log.contains("status=503"),
+        "{log}"
+    );
+    assert!(server.stop().success());
 }

@@ -204,6 +204,9 @@ pub fn header(v: &RunView, timestamp: impl Fn(i64) -> String) -> String {
         run.actor,
         run.duration_ms.map_or("-".to_string(), took)
     ));
+    if let Some(t) = &run.trigger {
+        out.push_str(&format!("  started by {}\n", t.describe()));
+    }
     for r in &v.resumes {
         let changed = r
             .changed_runbook

@@ -85,8 +85,42 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            log_request,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(super::hooks::MAX_BODY))
         .with_state(state)
+}
+
+/// One log event per request (debug when it succeeded, info for a client's mistake, warn for a
+/// server error, which `/metrics` also counts by route).
+async fn log_request(
+    State(s): State<AppState>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        s.metrics
+            .http_errors
+            .get_or_create(&vec![("route", route.clone())])
+            .inc();
+        tracing::warn!(%method, %route, status, ms, "request failed");
+    } else if status >= 400 {
+        tracing::info!(%method, %route, status, ms, "request refused");
+    } else {
+        tracing::debug!(%method, %route, status, ms, "request");
+    }
+    resp
 }
 
 /// Ready when the database answers: a load balancer sends nothing to a server that cannot journal.

@@ -181,7 +181,12 @@ impl Auth {
         match self {
             Auth::Open(c) => Some(c.clone()),
             Auth::Tokens(tokens) => {
-                let token = header?.strip_prefix("Bearer ")?.trim();
+                // The scheme is case-insensitive (RFC 9110 §11.1); the token is not.
+                let (scheme, token) = header?.trim().split_once(' ')?;
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return None;
+                }
+                let token = token.trim();
                 if token.is_empty() {
                     return None;
                 }
@@ -234,6 +239,18 @@ mod tests {
         assert!(am.may(Role::Operator) && am.may(Role::Viewer) && !am.may(Role::Approver));
         assert_eq!(auth.check(Some("Bearer wrong-token-wrong-token")), None);
         assert_eq!(auth.check(Some(TOKEN)), None, "the scheme is required");
+        assert_eq!(
+            auth.check(Some(&format!("bearer  {TOKEN}")))
+                .map(|c| c.subject),
+            Some("alice".to_string()),
+            "the scheme is case-insensitive"
+        );
+        assert_eq!(auth.check(Some(&format!("Basic {TOKEN}"))), None);
+        assert_eq!(
+            auth.check(Some(&format!("Bearer {}", TOKEN.to_uppercase()))),
+            None,
+            "the token is not"
+        );
         assert_eq!(auth.check(Some("Bearer ")), None);
         assert_eq!(auth.check(None), None);
     }
