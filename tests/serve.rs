@@ -89,11 +89,12 @@ impl Server {
             "127.0.0.1:0",
             "--tokens",
             "tokens.toml",
-            "--poll",
-            "50ms",
             "--grace",
             "5s",
         ]);
+        if !extra.contains(&"--poll") {
+            cmd.args(["--poll", "50ms"]);
+        }
         cmd.args(extra);
         if let Some(db) = db {
             cmd.env("RUNBOOK_DB", db);
@@ -749,5 +750,32 @@ async fn a_lost_database_is_a_503_and_not_ready() {
             && log.contains("status=503"),
         "{log}"
     );
+    assert!(server.stop().success());
+}
+
+/// A server's own worker hears of a run a request made due at once: with an hour between polls,
+/// a queued run still starts, and an approval still lets it go on.
+#[tokio::test]
+async fn the_servers_worker_is_woken_by_its_requests_not_its_poll() {
+    let sb = Sandbox::new();
+    let server = Server::start_with(&sb, None, &["--poll", "1h"]);
+    let api = Api::new(&server.base);
+    let (code, v) = api
+        .post(
+            "/api/v1/runs",
+            Some(OPERATOR),
+            json!({"runbook": "gated", "params": {"target": "x"}}),
+        )
+        .await;
+    assert_eq!(code, 201, "{v}");
+    let run = v["run"].as_str().expect("run").to_string();
+    api.wait_run(&run, "asked for approval", |v| {
+        v["steps"][0]["status"] == "awaiting-approval"
+    })
+    .await;
+    let path = format!("/api/v1/runs/{run}/steps/restart/approve");
+    assert_eq!(api.post(&path, Some(ALICE), json!({})).await.0, 200);
+    api.wait_run(&run, "succeeded", |v| v["run"]["status"] == "succeeded")
+        .await;
     assert!(server.stop().success());
 }

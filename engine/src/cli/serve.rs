@@ -130,6 +130,7 @@ pub async fn serve(g: &Global, args: ServeArgs, engine: crate::Engine) -> Result
         profile: profile.clone(),
         max_parallel: usize::from(args.worker.max_parallel),
         observer: None,
+        nudge: None,
     });
     let cfg = Config {
         listen: args.listen,

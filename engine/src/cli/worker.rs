@@ -72,6 +72,7 @@ pub async fn worker(g: &Global, args: WorkerArgs, engine: crate::Engine) -> Resu
         profile,
         max_parallel: usize::from(args.max_parallel),
         observer: None,
+        nudge: None,
     };
     let me = worker::holder();
     let log = Arc::new(worker::Stderr {

@@ -38,6 +38,9 @@ pub struct Config {
     pub max_parallel: usize,
     /// Watches each driven run (none: nothing watches).
     pub observer: Option<ObserverFactory>,
+    /// Told when this process made a run due (a server queued one, or an answer woke one): the
+    /// worker looks at once instead of at its next poll.
+    pub nudge: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Where a worker's progress goes: one line per claim, park, end, and problem.
@@ -158,6 +161,7 @@ pub async fn run(
                 ended(joined, &mut driving, &mut sum, log.as_ref());
             }
             _ = tokio::time::sleep(cfg.poll) => {}
+            _ = async { match &cfg.nudge { Some(n) => n.notified().await, None => std::future::pending().await } } => {}
         }
     }
     drain.cancel();

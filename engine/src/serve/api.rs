@@ -403,14 +403,17 @@ async fn start_run(
     )
     .await;
     match (made, key) {
-        (Ok(run), _) => Ok((
-            StatusCode::CREATED,
-            Json(Started {
-                run,
-                status: RunStatus::Parked,
-                created: true,
-            }),
-        )),
+        (Ok(run), _) => {
+            s.made_due();
+            Ok((
+                StatusCode::CREATED,
+                Json(Started {
+                    run,
+                    status: RunStatus::Parked,
+                    created: true,
+                }),
+            ))
+        }
         // The same key, sent twice at once: the other request created it.
         (Err(crate::run::driver::DriverError::Store(StoreError::Duplicate(_))), Some(k)) => {
             match s.store.run_by_request_key(&k).await? {
@@ -595,6 +598,9 @@ async fn give_answer(
         },
     )
     .await?;
+    if answered.recorded && !answered.driven {
+        s.made_due();
+    }
     Ok(Json(AnswerResult {
         run: answered.run_id,
         recorded: answered.recorded,
@@ -704,6 +710,7 @@ async fn resume(
         Hooks::quiet(),
     )
     .await?;
+    s.made_due();
     Ok(Json(Resumed {
         run: outcome.run_id,
         status: outcome.status,

@@ -76,6 +76,9 @@ pub async fn alertmanager(
         let outcome =
             alerted::act(s.store.as_ref(), &s.engine, entry, &n, r, &opts, now_ms()).await?;
         s.metrics.alert(outcome.word(), &r.runbook);
+        if matches!(outcome, Outcome::Started { .. }) {
+            s.made_due();
+        }
         match &outcome {
             Outcome::Started { run, .. } => {
                 tracing::info!(runbook = %r.runbook, %run, key = %r.key, "alert started a run")

@@ -40,6 +40,15 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     pub metrics: Arc<metrics::Metrics>,
     pub profile: Option<Profile>,
+    /// Wakes this server's worker when a request made a run due.
+    pub nudge: Arc<tokio::sync::Notify>,
+}
+
+impl AppState {
+    /// A request made a run due: this server's worker (if any) looks now, not at its next poll.
+    pub fn made_due(&self) {
+        self.nudge.notify_one();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +78,7 @@ pub async fn serve(
         })?;
     let addr = listener.local_addr()?;
     let metrics = Arc::new(metrics::Metrics::new());
+    let nudge = Arc::new(tokio::sync::Notify::new());
     for r in &catalog.refused {
         tracing::error!(file = %r.path, errors = %r.errors, "runbook not served: it does not validate");
     }
@@ -86,9 +96,11 @@ pub async fn serve(
         auth: Arc::new(cfg.auth),
         metrics: Arc::clone(&metrics),
         profile: cfg.profile,
+        nudge: Arc::clone(&nudge),
     };
     let worker_task = cfg.worker.map(|mut wcfg| {
         let m = Arc::clone(&metrics);
+        wcfg.nudge = Some(Arc::clone(&nudge));
         wcfg.observer = Some(Arc::new(move || {
             Box::new(metrics::StepTimer::new(Arc::clone(&m)))
                 as Box<dyn crate::run::options::Observer>
