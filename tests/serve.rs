@@ -779,3 +779,53 @@ async fn the_servers_worker_is_woken_by_its_requests_not_its_poll() {
         .await;
     assert!(server.stop().success());
 }
+
+const TAKEN: &str = r#"
+name: taken
+steps:
+  - id: a
+    uses: shell.run
+    side_effect: idempotent
+    with: { argv: ["sh", "-c", "echo started >> started.log; [ -e go ] || sleep 30"] }
+    timeout: 1m
+"#;
+
+/// A `runbook run` killed mid-step leaves its run to the server's worker, which sees the holder is
+/// dead, takes the run over by the rules of a resume (an idempotent step in flight runs again) and
+/// counts it in /metrics.
+#[tokio::test]
+async fn a_dead_drivers_run_is_taken_over_and_counted() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path().join("runbooks")).expect("dir");
+    sb.write("runbooks/taken.yaml", TAKEN);
+    let mut driver = sb
+        .cmd(&["run", "taken", "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runbook run");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read(&sb.path().join("started.log")).is_empty() {
+        assert!(Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    driver.kill().expect("SIGKILL");
+    driver.wait().expect("reaped");
+    // The attempt that runs again ends at once.
+    sb.write("go", "");
+    let server = Server::start(&sb, None);
+    let api = Api::new(&server.base);
+    let (_, runs) = api.get("/api/v1/runs?runbook=taken", Some(VIEWER)).await;
+    let run = runs[0]["id"].as_str().expect("the killed run").to_string();
+    let v = api
+        .wait_run(&run, "finished", |v| {
+            matches!(v["run"]["status"].as_str(), Some("succeeded" | "failed"))
+        })
+        .await;
+    assert_eq!(v["run"]["status"], "succeeded", "{v:#}");
+    assert_eq!(read(&sb.path().join("started.log")), "started\nstarted\n");
+    let (_, text) = api.get("/metrics", None).await;
+    let text = text.as_str().unwrap_or("").to_string();
+    assert!(text.contains("runbook_lease_takeovers_total 1"), "{text}");
+    assert!(server.stop().success());
+}
