@@ -375,17 +375,7 @@ async fn start_run(
     {
         return Ok((StatusCode::OK, Json(existing(&s, run).await?)));
     }
-    let entry = s.catalog.get(&req.runbook).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "this server serves no runbook `{}` (GET /api/v1/runbooks lists them)",
-                req.runbook
-            ),
-        )
-    })?;
-    let params = bind(&entry.plan.runbook, req.params, Given::Json)
-        .map_err(|e| ApiError::invalid(e.join("; ")))?;
+    let (entry, params) = served(&s, &req.runbook, req.params)?;
     let mut opts = RunOptions::new(&caller.subject);
     opts.profile = s.profile.clone();
     let queued = Queued {
@@ -426,6 +416,23 @@ async fn start_run(
         }
         (Err(e), _) => Err(e.into()),
     }
+}
+
+/// The served runbook `name`, with `params` checked against it.
+fn served<'a>(
+    s: &'a AppState,
+    name: &str,
+    params: Map<String, Value>,
+) -> Result<(&'a crate::runbook::catalog::Entry, Map<String, Value>), ApiError> {
+    let entry = s.catalog.get(name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("this server serves no runbook `{name}` (GET /api/v1/runbooks lists them)"),
+        )
+    })?;
+    let params = bind(&entry.plan.runbook, params, Given::Json)
+        .map_err(|e| ApiError::invalid(e.join("; ")))?;
+    Ok((entry, params))
 }
 
 async fn existing(s: &AppState, run: String) -> Result<Started, ApiError> {
@@ -739,14 +746,7 @@ async fn plan(
     Body(req): Body<PlanRequest>,
 ) -> Result<Json<RunDetail>, ApiError> {
     require(&caller, Role::Operator)?;
-    let entry = s.catalog.get(&req.runbook).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("this server serves no runbook `{}`", req.runbook),
-        )
-    })?;
-    let params = bind(&entry.plan.runbook, req.params, Given::Json)
-        .map_err(|e| ApiError::invalid(e.join("; ")))?;
+    let (entry, params) = served(&s, &req.runbook, req.params)?;
     let mut opts = RunOptions::new(&caller.subject);
     opts.profile = s.profile.clone();
     opts.plan = true;
