@@ -89,14 +89,13 @@ fn a_fire_is_due_at_its_instant_not_before_and_not_twice() {
 }
 
 #[test]
-fn a_year_of_missed_minutes_is_one_fire_found_quickly() {
+fn fifty_years_of_missed_minutes_are_one_fire() {
+    // 26 million missed fires: walking them one by one would not finish; looking back from now
+    // takes a few dozen steps.
     let s = schedule("* * * * *", "UTC");
-    let last = at("2025-01-01T00:00:00Z");
+    let last = at("1976-01-01T00:00:00Z");
     let now = at("2026-01-01T00:00:59.999Z");
-    let started = std::time::Instant::now();
     assert_eq!(s.due(last, now), Some(at("2026-01-01T00:00:00Z")));
-    // Not a timing assertion of the code's speed: a walk over 525,600 minutes would take seconds.
-    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
 #[test]
