@@ -14,7 +14,7 @@ pub const AFTER_HELP: &str = "\
 Examples:
   runbook schedules
   runbook schedules -o json
-  runbook --db postgres://runbook@db/runbook schedules    # what the servers on that database recorded
+  runbook --db postgres://runbook@db/runbook schedules   # as the servers recorded
 
 Lists each runbook in ./runbooks and RUNBOOK_PATH that has `triggers.schedule`: the expression, its
 time zone, the last fire recorded in the database and the run it started, and the next fire.
