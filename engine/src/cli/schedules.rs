@@ -21,8 +21,8 @@ time zone, the last fire recorded in the database and the run it started, and th
 Times are shown in the schedule's time zone.
 
 Schedules fire under `runbook serve` (this command starts nothing). A schedule a server has never
-seen fires nothing for the past: the server records that moment and counts from it (`last fire` is
-then `never`). Fires missed while no server ran start one run, for the latest, on the next tick:
+seen fires nothing for the past: the server records that moment and counts from it (LAST FIRE
+shows `never (seen TIME)` until the first fire). Fires missed while no server ran start one run, for the latest, on the next tick:
 such a schedule shows `due`. Servers sharing a database start one run per fire between them.";
 
 /// One schedule of one runbook, as listed.
