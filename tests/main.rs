@@ -24,6 +24,7 @@ mod plan;
 mod prometheus;
 mod resume;
 mod run;
+mod schedule;
 mod schema;
 mod serve;
 mod serve_alerts;

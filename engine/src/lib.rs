@@ -8,6 +8,7 @@ pub mod fuzzing;
 pub mod plugin_docs;
 pub mod run;
 pub mod runbook;
+pub mod schedule;
 pub mod schema;
 pub mod serve;
 pub mod store;

@@ -143,7 +143,7 @@ fn top_properties() -> Value {
             "maximum": 10000,
         },
         "triggers": {
-            "description": "Alerts this runbook answers (listed by `runbook list`), and how an alert becomes a run under `runbook serve`.",
+            "description": "Alerts this runbook answers (listed by `runbook list`), how an alert becomes a run under `runbook serve`, and the schedules that start runs by the clock.",
             "type": "object",
             "additionalProperties": false,
             "properties": {
@@ -170,6 +170,18 @@ fn top_properties() -> Value {
                 "on_resolved": {
                     "description": "`record` (default): journal the resolution on the run; `cancel`: also stop a run still diagnosing.",
                     "enum": ["record", "cancel"],
+                },
+                "schedule": {
+                    "description": "Start a run by the clock under `runbook serve`: a 5-field cron expression (minute hour day-of-month month day-of-week, e.g. `0 3 * * 1` for 03:00 every Monday) or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`; or a list of them. Runs take the parameters' defaults. Fires missed while no server ran start one run, for the latest.",
+                    "oneOf": [
+                        { "type": "string", "examples": ["0 3 * * 1", "@daily"] },
+                        { "type": "array", "items": { "type": "string" }, "minItems": 1 },
+                    ],
+                },
+                "timezone": {
+                    "description": "The IANA time zone the `schedule` is read in (default `UTC`), e.g. `Europe/Berlin`.",
+                    "type": "string",
+                    "examples": ["UTC", "Europe/Berlin", "America/New_York"],
                 },
             },
         },

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod plugins;
 pub mod progress;
 pub mod prune;
+pub mod schedules;
 pub mod schema;
 pub mod serve;
 pub mod show;
@@ -214,6 +215,9 @@ pub enum Command {
     /// Serve the Alertmanager webhook and the HTTP API, with a worker driving the runs.
     #[command(after_help = serve::AFTER_HELP)]
     Serve(serve::ServeArgs),
+    /// List the scheduled runbooks (`triggers.schedule`): last fire, the run it started, next fire.
+    #[command(after_help = schedules::AFTER_HELP)]
+    Schedules,
     /// Delete runs that finished (succeeded or failed) long ago, with their journals.
     #[command(
         after_help = "Examples:\n  runbook prune --older-than 90d --dry-run\n  runbook prune --older-than 13w\n\nA run is deleted whole (its row, every event, its lease) or not at all, so every journal left\nstill verifies. Running, waiting and interrupted runs are never deleted, however old.\nAGE: 90d, 2w, 36h, 1h30m; days and weeks count 24 hours."
@@ -477,6 +481,11 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
             serve::serve(&cli.global, args, crate::Engine { registry, expr }).await
         }
         Command::List => list(&registry, &expr, cli.global.output),
+        Command::Schedules => {
+            let store = open_store(&cli.global).await?;
+            let engine = crate::Engine { registry, expr };
+            schedules::schedules(store.as_ref(), &engine, cli.global.output).await
+        }
         Command::Runs { limit, resumable } => {
             let store = open_store(&cli.global).await?;
             show::runs(store.as_ref(), limit, resumable, cli.global.output).await

@@ -2,10 +2,10 @@
 //! webhook and API, do. The run is created parked and due now, so the first free worker claims it.
 
 use super::driver::{DriverError, RunOptions};
-use super::event::{Event, RunStatus, Trigger, now_ms};
+use super::event::{Event, Record, RunStatus, Trigger, now_ms};
 use super::launch::{Source, new_run, opening};
 use crate::runbook::plan::Plan;
-use crate::store::Store;
+use crate::store::{RunRow, Store};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -33,6 +33,21 @@ pub async fn enqueue(
     opts: &RunOptions,
     queued: Queued,
 ) -> Result<String, DriverError> {
+    let (row, records) = prepare(plan, engine, source, params, opts, queued)?;
+    store.create_run(&row, &records).await?;
+    Ok(row.id)
+}
+
+/// The row and first events of a queued run, not yet written: for a caller that writes them in a
+/// transaction of its own (a schedule's fire, with the compare-and-set that claims it).
+pub(crate) fn prepare(
+    plan: Arc<Plan>,
+    engine: &crate::Engine,
+    source: Source,
+    params: Map<String, Value>,
+    opts: &RunOptions,
+    queued: Queued,
+) -> Result<(RunRow, Vec<Record>), DriverError> {
     if opts.plan {
         return Err(DriverError::Refused(
             "a plan is not queued: it runs where it is asked for (`runbook plan`)".to_string(),
@@ -56,6 +71,5 @@ pub async fn enqueue(
     new.row.status = RunStatus::Parked;
     new.row.trigger_key = queued.trigger_key;
     new.row.request_key = queued.request_key;
-    store.create_run(&new.row, &records).await?;
-    Ok(new.row.id)
+    Ok((new.row, records))
 }

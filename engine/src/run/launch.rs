@@ -239,6 +239,7 @@ pub(super) fn opening(
     events
 }
 
+pub(crate) use super::enqueue::prepare;
 pub use super::enqueue::{Queued, enqueue};
 
 /// Starts a new run of `plan` with checked `params`, and drives it to its end, its park, or its

@@ -517,6 +517,7 @@ impl Loader {
             self.err_help(doc.pos, "the runbook has no `steps`", "add a `steps:` list");
         }
         self.trigger_params_are_declared(&rb);
+        self.scheduled_params_have_defaults(&rb);
         Some(rb)
     }
 

@@ -58,8 +58,8 @@ pub struct Param {
     pub description: Option<String>,
 }
 
-/// `triggers:` beyond the alert names: which alerts of those names, the params their labels fill, and
-/// what repeats and resolutions do.
+/// `triggers:` beyond the alert names: which alerts of those names, the params their labels fill,
+/// what repeats and resolutions do, and the schedules.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TriggerRules {
     /// Label matchers, as written (checked at load), that an alert must also satisfy.
@@ -69,6 +69,10 @@ pub struct TriggerRules {
     /// After a run of the same key ends, alerts for that key start nothing for this long.
     pub cooldown: Option<Duration>,
     pub on_resolved: OnResolved,
+    /// `schedule:` (with `timezone:`): when runs start by the clock under `runbook serve`.
+    pub schedules: Vec<crate::schedule::Schedule>,
+    /// Where `schedule:` is written, for errors about scheduled runs as a whole.
+    pub schedule_pos: Option<Pos>,
 }
 
 /// What a `resolved` notification does to the run it concerns.

@@ -63,16 +63,13 @@ macro_rules! shared_body {
                 }
                 Ok(())
             }
-        }
 
-        #[async_trait::async_trait]
-        impl $crate::store::Store for $store {
-            async fn create_run(
-                &self,
+            /// Inserts a run's row and its first events; in the caller's transaction.
+            async fn insert_run(
+                tx: &mut <$db as sqlx::Database>::Connection,
                 run: &$crate::store::RunRow,
                 events: &[$crate::run::event::Record],
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO runs (id, runbook, title, source_path, runbook_sha256, runbook_text, params, status, actor, started_at, finished_at, parent_run, kind, concurrency, trigger_key, request_key)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
@@ -97,9 +94,64 @@ macro_rules! shared_body {
                 .await
                 .map_err($crate::store::StoreError::from_insert)?;
                 // A run may be created already parked (enqueued): its row follows its events.
-                Self::append_in(&mut tx, events).await?;
+                Self::append_in(tx, events).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn create_run(
+                &self,
+                run: &$crate::store::RunRow,
+                events: &[$crate::run::event::Record],
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::insert_run(&mut tx, run, events).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn schedules(
+                &self,
+            ) -> Result<Vec<$crate::store::ScheduleRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::schedules::SCHEDULES)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn fire_schedule(
+                &self,
+                fire: &$crate::store::Fire,
+                run: Option<(&$crate::store::RunRow, &[$crate::run::event::Record])>,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::schedules::{FIRST_FIRE, NEXT_FIRE};
+                // A transaction that writes first (SQLite: BEGIN IMMEDIATE), as a claim's.
+                let mut tx = self.begin_claim().await?;
+                let run_id = run.map(|(row, _)| row.id.as_str());
+                let query = sqlx::query(if fire.previous.is_some() {
+                    NEXT_FIRE
+                } else {
+                    FIRST_FIRE
+                })
+                .bind(&fire.runbook)
+                .bind(&fire.expression)
+                .bind(fire.at)
+                .bind(run_id)
+                .bind(&fire.error);
+                let query = match fire.previous {
+                    Some(previous) => query.bind(previous),
+                    None => query,
+                };
+                let moved = query.execute(&mut *tx).await?.rows_affected() == 1;
+                if !moved {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                if let Some((row, events)) = run {
+                    Self::insert_run(&mut tx, row, events).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn append(

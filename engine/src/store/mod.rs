@@ -5,6 +5,7 @@ mod body;
 mod claim;
 mod keys;
 pub mod postgres;
+mod schedules;
 pub mod sqlite;
 
 use crate::run::driver::Answer;
@@ -296,10 +297,24 @@ pub trait Store: Send + Sync {
     /// Ends every lease `holder` has (a holder known to be dead), so its runs are claimed at once
     /// rather than when the leases run out. Returns how many there were.
     async fn expire_leases_of(&self, holder: &str) -> Result<u64, StoreError>;
+
+    /// Every schedule's record (its last fire), by runbook and expression.
+    async fn schedules(&self) -> Result<Vec<ScheduleRow>, StoreError>;
+
+    /// Moves a schedule to the fire `fire.at` if its last fire is still `fire.previous` (none: it
+    /// has no record yet) and, in the same transaction, creates `run` (its row and first events,
+    /// as `create_run`). Returns false, having written nothing, when another process moved it
+    /// first: exactly one of several servers starts the run of a fire.
+    async fn fire_schedule(
+        &self,
+        fire: &Fire,
+        run: Option<(&RunRow, &[Record])>,
+    ) -> Result<bool, StoreError>;
 }
 
 pub use claim::Claimed;
 pub use keys::TriggerRuns;
+pub use schedules::{Fire, ScheduleRow};
 
 /// Where an event sits in the order `events_between` pages through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

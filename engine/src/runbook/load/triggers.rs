@@ -1,12 +1,22 @@
-//! `triggers:`: the alerts a runbook answers and how an alert becomes a run (`runbook serve`).
+//! `triggers:`: the alerts a runbook answers and how an alert becomes a run, and the schedules
+//! that start runs by the clock (`runbook serve`).
 
 use super::Loader;
 use crate::diag::suggest;
 use crate::runbook::model::{Named, OnResolved, Runbook, TriggerRules};
-use crate::runbook::node::Node;
+use crate::runbook::node::{Node, Pos};
+use crate::schedule::{DEFAULT_ZONE, Part, Schedule};
 use runbook_steps::alertmanager::matchers::parse_matchers;
 
-const KEYS: &[&str] = &["alerts", "labels", "params", "cooldown", "on_resolved"];
+const KEYS: &[&str] = &[
+    "alerts",
+    "labels",
+    "params",
+    "cooldown",
+    "on_resolved",
+    "schedule",
+    "timezone",
+];
 
 /// Alertmanager's label names: what an alert can carry, so what a mapping may name.
 fn valid_label(s: &str) -> bool {
@@ -23,8 +33,26 @@ impl Loader {
         let Some(entries) = self.map(v, "triggers", Some(KEYS)) else {
             return (alerts, rules);
         };
+        let mut expressions = Vec::new();
+        let mut timezone = None;
         for (key, _, node) in entries {
             match key {
+                "schedule" => {
+                    rules.schedule_pos = Some(node.pos);
+                    expressions = match node.as_seq() {
+                        Some(_) => self.strings_at(node, "triggers.schedule", "cron expressions"),
+                        None => self
+                            .string(node, "triggers.schedule")
+                            .map(|s| (s, node))
+                            .into_iter()
+                            .collect(),
+                    };
+                }
+                "timezone" => {
+                    timezone = self
+                        .string(node, "triggers.timezone")
+                        .map(|t| (t, node.pos));
+                }
                 "alerts" => alerts = self.strings(node, "triggers.alerts", "alert names"),
                 "labels" => {
                     for (text, item) in self.strings_at(node, "triggers.labels", "label matchers") {
@@ -85,6 +113,7 @@ impl Loader {
                 _ => {}
             }
         }
+        rules.schedules = self.schedules(&expressions, timezone, rules.schedule_pos);
         if alerts.is_empty() && (!rules.params.is_empty() || !rules.labels.is_empty()) {
             self.err_help(
                 v.pos,
@@ -93,6 +122,79 @@ impl Loader {
             );
         }
         (alerts, rules)
+    }
+
+    /// Each expression checked in the zone (UTC when none is given); the zone is reported once.
+    fn schedules(
+        &mut self,
+        expressions: &[(String, &Node)],
+        timezone: Option<(String, Pos)>,
+        key: Option<Pos>,
+    ) -> Vec<Schedule> {
+        if key.is_none() {
+            if let Some((_, pos)) = timezone {
+                self.err_help(
+                    pos,
+                    "triggers.timezone is given, but there is no `schedule:` it would apply to",
+                    "add `schedule: \"0 3 * * 1\"` (cron: minute hour day-of-month month day-of-week), or remove `timezone:`",
+                );
+            }
+            return Vec::new();
+        }
+        if expressions.is_empty()
+            && let Some(pos) = key
+        {
+            self.err(pos, "triggers.schedule is an empty list");
+        }
+        let zone = timezone.as_ref().map_or(DEFAULT_ZONE, |(t, _)| t.as_str());
+        let mut out: Vec<Schedule> = Vec::new();
+        for (text, node) in expressions {
+            match Schedule::parse(text, zone) {
+                Ok(_) if out.iter().any(|o| o.expression() == text) => {
+                    self.err(node.pos, format!("triggers.schedule lists `{text}` twice"));
+                }
+                Ok(s) => out.push(s),
+                Err(e) if e.part == Part::TimeZone => {
+                    let pos = timezone.as_ref().map_or(node.pos, |(_, p)| *p);
+                    self.err_maybe_help(pos, format!("triggers.timezone: {}", e.message), e.help);
+                    // The zone is wrong for every expression: once is enough.
+                    return Vec::new();
+                }
+                Err(e) => {
+                    let message = format!("triggers.schedule: {}", e.message);
+                    self.err_maybe_help(node.pos, message, e.help);
+                }
+            }
+        }
+        out
+    }
+
+    fn err_maybe_help(&mut self, pos: Pos, message: String, help: Option<String>) {
+        match help {
+            Some(h) => self.err_help(pos, message, h),
+            None => self.err(pos, message),
+        }
+    }
+
+    /// A scheduled run is given no parameters: each required one needs a default.
+    pub(super) fn scheduled_params_have_defaults(&mut self, rb: &Runbook) {
+        if rb.trigger.schedule_pos.is_none() {
+            return;
+        }
+        for p in rb
+            .params
+            .iter()
+            .filter(|p| p.required && p.default.is_none())
+        {
+            self.err_help(
+                p.name.pos,
+                format!(
+                    "`{}` is required and has no default, but a scheduled run (triggers.schedule) takes the defaults",
+                    p.name.name
+                ),
+                format!("give `{}` a `default:`, or make it optional", p.name.name),
+            );
+        }
     }
 
     /// A label can only fill a parameter the runbook declares (checked once all keys are read).
