@@ -313,6 +313,7 @@ async fn a_missed_schedule_runs_once_and_a_worker_drives_the_run() {
         profile: None,
         max_parallel: 4,
         observer: None,
+        nudge: None,
     };
     let w = tokio::spawn(worker::run(
         Arc::clone(&store),

@@ -829,3 +829,69 @@ async fn a_dead_drivers_run_is_taken_over_and_counted() {
     assert!(text.contains("runbook_lease_takeovers_total 1"), "{text}");
     assert!(server.stop().success());
 }
+
+const NIGHTLY: &str = r#"
+name: nightly
+triggers:
+  schedule: "* * * * *"
+steps:
+  - id: check
+    uses: shell.run
+    side_effect: read
+    with: { argv: ["sh", "-c", "echo checked >> nightly.log"] }
+"#;
+
+/// A server fires the schedules of the runbooks it serves: one missed while no server ran (the
+/// schedule was last seen two hours ago) runs once, as soon as the server starts.
+#[tokio::test]
+async fn a_server_fires_a_missed_schedule_once() {
+    use runbook_engine::store::{Fire, Store as _};
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path().join("runbooks")).expect("dir");
+    sb.write("runbooks/nightly.yaml", NIGHTLY);
+    {
+        let store = runbook_engine::store::sqlite::SqliteStore::open(
+            sb.db().to_str().expect("utf-8"),
+            true,
+        )
+        .await
+        .expect("open");
+        let two_hours_ago = runbook_engine::run::event::now_ms() - 2 * 3_600_000;
+        let fire = Fire {
+            runbook: "nightly".into(),
+            expression: "* * * * *".into(),
+            previous: None,
+            at: two_hours_ago,
+            error: None,
+        };
+        assert!(store.fire_schedule(&fire, None).await.expect("baseline"));
+    }
+    let server = Server::start(&sb, None);
+    let api = Api::new(&server.base);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let run = loop {
+        let (_, runs) = api.get("/api/v1/runs?runbook=nightly", Some(VIEWER)).await;
+        if let Some(id) = runs[0]["id"].as_str() {
+            break id.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let v = api
+        .wait_run(&run, "succeeded", |v| v["run"]["status"] == "succeeded")
+        .await;
+    assert_eq!(v["run"]["trigger"]["kind"], "schedule", "{v:#}");
+    assert_eq!(v["run"]["actor"], "schedule");
+    let (_, runs) = api.get("/api/v1/runs?runbook=nightly", Some(VIEWER)).await;
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(1),
+        "missed fires run once: {runs:#}"
+    );
+    assert_eq!(read(&sb.path().join("nightly.log")), "checked\n");
+    assert!(server.stop().success());
+}

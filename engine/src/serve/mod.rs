@@ -117,6 +117,7 @@ pub async fn serve(
             log,
         ))
     });
+    let scheduler = tokio::spawn(schedules(state.clone(), stop.clone()));
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
@@ -124,6 +125,7 @@ pub async fn serve(
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await;
+    let _ = scheduler.await;
     // The worker stops on the same token; its runs park within its grace time.
     if let Some(task) = worker_task {
         match task.await {
@@ -140,6 +142,77 @@ pub async fn serve(
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The longest the scheduler sleeps: it also looks again this often, in case another server's
+/// record of a fire changed what is due (and a fire is never later than this).
+const SCHEDULE_LOOK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Fires the served runbooks' schedules as they come due, until `stop`.
+async fn schedules(s: AppState, stop: CancellationToken) {
+    use crate::schedule::tick::{Outcome, next_fire, tick};
+    if next_fire(&s.catalog, crate::run::event::now_ms()).is_none() {
+        return;
+    }
+    loop {
+        match tick(
+            s.store.as_ref(),
+            &s.engine,
+            &s.catalog,
+            s.profile.as_ref(),
+            crate::run::event::now_ms(),
+        )
+        .await
+        {
+            Ok(outcomes) => {
+                for o in outcomes {
+                    match &o {
+                        Outcome::Started {
+                            runbook,
+                            expression,
+                            run,
+                            ..
+                        } => {
+                            tracing::info!(%runbook, %expression, %run, "schedule started a run");
+                            s.made_due();
+                        }
+                        Outcome::Refused {
+                            runbook,
+                            expression,
+                            reason,
+                            ..
+                        } => {
+                            tracing::warn!(%runbook, %expression, %reason, "a scheduled run could not be created");
+                        }
+                        Outcome::Baseline {
+                            runbook,
+                            expression,
+                            ..
+                        } => {
+                            tracing::info!(%runbook, %expression, "schedule seen for the first time: it counts from now");
+                        }
+                        Outcome::Taken {
+                            runbook,
+                            expression,
+                            ..
+                        } => {
+                            tracing::debug!(%runbook, %expression, "another server fired this schedule");
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "schedules: the database failed"),
+        }
+        let now = crate::run::event::now_ms();
+        let until = next_fire(&s.catalog, now).map_or(SCHEDULE_LOOK, |at| {
+            std::time::Duration::from_millis(u64::try_from(at - now).unwrap_or(0))
+                .min(SCHEDULE_LOOK)
+        });
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(until) => {}
+        }
+    }
 }
 
 /// The worker's lines as structured log events, counting lease takeovers.
