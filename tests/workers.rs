@@ -52,13 +52,13 @@ steps:
     with: { shell: "echo {{ run.id }} >> effects.log" }
 "#;
 
-struct Worker {
-    child: Child,
+pub(crate) struct Worker {
+    pub(crate) child: Child,
     log: std::path::PathBuf,
 }
 
 impl Worker {
-    fn start(sb: &Sandbox, db: &str, name: &str) -> Worker {
+    pub(crate) fn start(sb: &Sandbox, db: &str, name: &str) -> Worker {
         Worker::start_with(sb, db, name, "20s")
     }
 
@@ -84,12 +84,12 @@ impl Worker {
         Worker { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// SIGTERM, then its exit (bounded by the deadline of `until`).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-s", "TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
@@ -114,7 +114,7 @@ impl Drop for Worker {
 }
 
 /// Polls `done` until it holds; fails the test at the deadline.
-fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
@@ -122,7 +122,7 @@ fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -246,7 +246,7 @@ fn enqueue_many(url: &str, text: &str, n: usize) -> Vec<String> {
     })
 }
 
-fn queue(sb: &Sandbox, db: &str, file: &str) -> String {
+pub(crate) fn queue(sb: &Sandbox, db: &str, file: &str) -> String {
     queue_with(sb, db, file, &[])
 }
 
