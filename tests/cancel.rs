@@ -8,8 +8,9 @@
 
 use crate::common::{PgDb, Sandbox, stderr, stdout};
 use crate::workers::{Worker, block, queue, until};
-use runbook_engine::run::cancel::{self, Cancel};
+use runbook_engine::run::cancel;
 use runbook_engine::run::event::{Chain, Event, RunStatus};
+use runbook_engine::runbook::model::OnResolved;
 use runbook_engine::store::{Asked, Durability, RunRequest, RunRow, Store};
 use serde_json::Value;
 use std::process::{Child, Command, Output};
@@ -163,15 +164,6 @@ fn exit_code(mut child: Child) -> Option<i32> {
 
 fn store(db: &str) -> Box<dyn Store> {
     block(runbook_engine::store::open(db, false)).expect("open store")
-}
-
-fn by_alertmanager(reason: &str, only_before_changes: bool) -> Cancel {
-    Cancel {
-        by: "alertmanager".into(),
-        how: "alertmanager".into(),
-        reason: reason.into(),
-        only_before_changes,
-    }
 }
 
 /// What the webhook journals on a run when its alert resolves.
@@ -547,30 +539,33 @@ fn parked_run_requests(url: &str) {
     assert!(has_event(&sb, url, &run_id, "run_noted"));
     assert_eq!(status(&sb, url, &run_id), "parked");
 
-    let r = block(cancel::request(
+    // What the webhook does when the alert resolves and the runbook says `on_resolved: cancel`.
+    let done = block(cancel::resolved(
         s.as_ref(),
         &run_id,
-        &by_alertmanager("alert resolved", true),
+        OnResolved::Cancel,
+        resolved_note(),
     ))
-    .expect("cancel");
-    assert!(!r.driven);
+    .expect("resolved");
+    assert_eq!(done.len(), 2, "a note and a cancel: {done:?}");
+    assert!(done.iter().all(|r| !r.driven));
     until("a worker cancels the run", LIMIT, || {
         status(&sb, url, &run_id) == "failed"
     });
     w.stop();
-    assert_eq!(
-        w.log()
-            .matches(&format!("event=claim run={run_id}"))
-            .count(),
-        3,
-        "claimed to start, for the note, for the cancel: {}",
-        w.log()
-    );
+    // Claimed to start, for the first note, and for the resolution (once more if a worker came
+    // between its note and its cancel).
+    let claims = w
+        .log()
+        .matches(&format!("event=claim run={run_id}"))
+        .count();
+    assert!(claims >= 3, "claimed {claims} times: {}", w.log());
     let v = shown(&sb, url, &run_id);
     assert_eq!(
         v["run"]["error"],
-        "cancelled by alertmanager (alertmanager): alert resolved"
+        "cancelled by alertmanager (alertmanager): alert MLModelDegraded resolved at 2026-11-30T10:20:00Z"
     );
+    assert_eq!(v["notes"].as_array().map(Vec::len), Some(2));
     assert_eq!(step(&v, "gate")["status"], "pending", "denied, never run");
     let journal = events(&sb, url, &run_id);
     assert!(

@@ -10,6 +10,7 @@ use super::launch::{STOP_GRACE, StoredRun};
 use super::lease::{self, Holder, LeaseError};
 use super::requests::{Verdict, cancellation, untaken, verdict};
 use super::state::{RunState, Status};
+use crate::runbook::model::OnResolved;
 use crate::runbook::plan::Plan;
 use crate::store::{Asked, Durability, RunKind, RunRequest, Store};
 use serde::Serialize;
@@ -28,7 +29,7 @@ pub struct Cancel {
 }
 
 /// A request recorded for a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Requested {
     pub run_id: String,
     /// The request's id, which the event that takes it names.
@@ -42,7 +43,7 @@ pub struct Requested {
 }
 
 /// What became of a request, as the run's journal says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// The run was cancelled: it has ended `failed`.
@@ -87,6 +88,30 @@ pub async fn note(
     note: Note,
 ) -> Result<Requested, DriverError> {
     record(store, run, by, how, Asked::Note(note)).await
+}
+
+/// What a `resolved` alert does to the unfinished run of its key (`run`): the note is recorded and,
+/// when the runbook says `on_resolved: cancel`, a cancel that stops the run only if it has changed
+/// nothing yet (`only_before_changes`). Whoever holds the run journals them, in that order.
+pub async fn resolved(
+    store: &dyn Store,
+    run: &str,
+    on_resolved: OnResolved,
+    alert: Note,
+) -> Result<Vec<Requested>, DriverError> {
+    const BY: &str = "alertmanager";
+    let reason = alert.summary.clone();
+    let mut done = vec![note(store, run, BY, BY, alert).await?];
+    if on_resolved == OnResolved::Cancel {
+        let c = Cancel {
+            by: BY.to_string(),
+            how: BY.to_string(),
+            reason,
+            only_before_changes: true,
+        };
+        done.push(request(store, run, &c).await?);
+    }
+    Ok(done)
 }
 
 async fn record(
