@@ -529,7 +529,7 @@ fn parked_run_requests(url: &str) {
         resolved_note(),
     ))
     .expect("note");
-    assert!(!r.driven, "{r:?}");
+    // Whether it is driven is a moment's answer: a worker may claim the run as soon as it is due.
     assert_eq!(r.status, RunStatus::Parked);
     until(
         "a worker journals the note and parks the run again",
@@ -548,7 +548,7 @@ fn parked_run_requests(url: &str) {
     ))
     .expect("resolved");
     assert_eq!(done.len(), 2, "a note and a cancel: {done:?}");
-    assert!(done.iter().all(|r| !r.driven));
+    assert_eq!(done[0].status, RunStatus::Parked);
     until("a worker cancels the run", LIMIT, || {
         status(&sb, url, &run_id) == "failed"
     });
