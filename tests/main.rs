@@ -2,6 +2,7 @@
 //! services (SQLite files, local HTTP servers, processes).
 
 mod audit;
+mod cancel;
 mod claim;
 mod cli;
 mod common;

@@ -551,6 +551,7 @@ async fn the_openapi_document_describes_every_route() {
         "/api/v1/runs/{run}/steps/{step}/approve",
         "/api/v1/runs/{run}/steps/{step}/deny",
         "/api/v1/runs/{run}/resume",
+        "/api/v1/runs/{run}/cancel",
         "/api/v1/plans",
         "/api/v1/runbooks",
     ] {
@@ -893,5 +894,111 @@ async fn a_server_fires_a_missed_schedule_once() {
         "missed fires run once: {runs:#}"
     );
     assert_eq!(read(&sb.path().join("nightly.log")), "checked\n");
+    assert!(server.stop().success());
+}
+
+const DIAGNOSING: &str = r#"
+name: diagnosing
+triggers:
+  alerts: [MLModelLowF1Score]
+  on_resolved: cancel
+steps:
+  - id: look
+    uses: shell.run
+    side_effect: read
+    with: { argv: ["true"] }
+  - id: fix
+    uses: flow.noop
+    needs: look
+    approval: { required: true, approvers: [alice] }
+    with: { value: 1 }
+"#;
+
+/// `resolved` notifications reach the run of their alert: noted on the journal of a runbook that
+/// records them, and cancelling one that asks for it while it has changed nothing. The API cancels
+/// a run too.
+#[tokio::test]
+async fn resolved_alerts_are_noted_or_cancel_and_the_api_cancels() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path().join("runbooks")).expect("dir");
+    sb.write("runbooks/diagnosing.yaml", DIAGNOSING);
+    let server = Server::start(&sb, None);
+    let api = Api::new(&server.base);
+    let group = "{}:{alertname=~\"MLModel.*\"}";
+    let firing = notification(
+        group,
+        "firing",
+        &[
+            json!({"alertname": "MLModelDegraded", "specialist_type": "business"}),
+            json!({"alertname": "MLModelLowF1Score"}),
+        ],
+    );
+    let (code, v) = api
+        .post("/hooks/alertmanager", Some(OPERATOR), firing)
+        .await;
+    assert_eq!(code, 200, "{v}");
+    let runs: Vec<String> = outcomes(&v).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(runs.len(), 2, "{v}");
+    for (run, step) in runs.iter().zip([1, 1]) {
+        api.wait_run(run, "asked for approval", |v| {
+            v["steps"][step]["status"] == "awaiting-approval"
+        })
+        .await;
+    }
+    let resolved = notification(
+        group,
+        "resolved",
+        &[
+            json!({"alertname": "MLModelDegraded", "specialist_type": "business"}),
+            json!({"alertname": "MLModelLowF1Score"}),
+        ],
+    );
+    let (code, v) = api
+        .post("/hooks/alertmanager", Some(OPERATOR), resolved)
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        outcomes(&v),
+        runs.iter()
+            .map(|r| ("resolved".to_string(), r.clone()))
+            .collect::<Vec<_>>()
+    );
+    // `diagnosing` asks to be cancelled: only a read had run, so it is.
+    let cancelled = api
+        .wait_run(&runs[1], "ended", |v| v["run"]["status"] == "failed")
+        .await;
+    let error = cancelled["run"]["error"].as_str().unwrap_or("");
+    assert!(error.contains("cancelled by alertmanager"), "{cancelled:#}");
+    // `alerted` records it and goes on waiting.
+    let noted = api
+        .wait_run(&runs[0], "noted", |v| {
+            v["notes"].as_array().is_some_and(|n| !n.is_empty())
+        })
+        .await;
+    assert_eq!(noted["notes"][0]["status"], "resolved", "{noted:#}");
+    assert_eq!(noted["run"]["status"], "parked");
+    // The API cancels it.
+    let path = format!("/api/v1/runs/{}/cancel", runs[0]);
+    let (code, c) = api.post(&path, Some(VIEWER), json!({"reason": "x"})).await;
+    assert_eq!(code, 403, "{c}");
+    let (code, c) = api
+        .post(&path, Some(OPERATOR), json!({"reason": "  "}))
+        .await;
+    assert_eq!(code, 422, "{c}");
+    let (code, c) = api
+        .post(
+            &path,
+            Some(OPERATOR),
+            json!({"reason": "resolved upstream"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{c}");
+    assert_eq!(c["outcome"]["outcome"], "cancelled", "{c}");
+    let (code, again) = api
+        .post(&path, Some(OPERATOR), json!({"reason": "twice"}))
+        .await;
+    assert_eq!(code, 409, "a finished run: {again}");
+    let o = sb.run(&["audit", "verify", "--all"]);
+    assert!(o.status.success(), "{}", crate::common::stdout(&o));
     assert!(server.stop().success());
 }

@@ -53,7 +53,7 @@ steps:
 "#;
 
 pub(crate) struct Worker {
-    child: Child,
+    pub(crate) child: Child,
     log: std::path::PathBuf,
 }
 
@@ -114,7 +114,7 @@ impl Drop for Worker {
 }
 
 /// Polls `done` until it holds; fails the test at the deadline.
-fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
@@ -122,7 +122,7 @@ fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn block<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -246,7 +246,7 @@ fn enqueue_many(url: &str, text: &str, n: usize) -> Vec<String> {
     })
 }
 
-fn queue(sb: &Sandbox, db: &str, file: &str) -> String {
+pub(crate) fn queue(sb: &Sandbox, db: &str, file: &str) -> String {
     queue_with(sb, db, file, &[])
 }
 

@@ -168,7 +168,7 @@ fn top_properties() -> Value {
                     "$ref": "#/definitions/duration",
                 },
                 "on_resolved": {
-                    "description": "`record` (default): journal the resolution on the run; `cancel`: also stop a run still diagnosing.",
+                    "description": "`record` (default): journal the resolution on the run; `cancel`: also cancel the run if no step other than a `read` one has started yet.",
                     "enum": ["record", "cancel"],
                 },
                 "schedule": {
@@ -253,7 +253,7 @@ fn retry() -> Value {
         "minimum": 1,
         "maximum": 100,
     });
-    let kind = json!({ "enum": ErrorKind::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>() });
+    let kind = json!({ "enum": ErrorKind::retry_kinds().map(|(n, _)| n).collect::<Vec<_>>() });
     json!({
         "description": "Retries: a number of attempts, or `{ attempts, backoff, on }`.",
         "anyOf": [

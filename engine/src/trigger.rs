@@ -38,6 +38,9 @@ pub struct Alert {
     pub annotations: BTreeMap<String, String>,
     #[serde(default)]
     pub starts_at: String,
+    /// When it stopped firing (`0001-01-01T00:00:00Z` while it fires).
+    #[serde(default)]
+    pub ends_at: String,
     #[serde(default)]
     pub fingerprint: String,
 }
@@ -47,6 +50,15 @@ pub struct Alert {
 pub enum AlertStatus {
     Firing,
     Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Firing => "firing",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
 }
 
 /// One alert for one runbook: start a run (firing) or tell the run of that key (resolved).
@@ -132,11 +144,7 @@ impl Notification {
         };
         Trigger::Alert {
             alertname: label("alertname"),
-            status: match r.status {
-                AlertStatus::Firing => "firing",
-                AlertStatus::Resolved => "resolved",
-            }
-            .to_string(),
+            status: r.status.as_str().to_string(),
             receiver: self.receiver.clone(),
             group_key: self.group_key.clone(),
             key: r.key.clone(),
@@ -144,6 +152,37 @@ impl Notification {
             starts_at: alert.map(|a| a.starts_at.clone()).unwrap_or_default(),
             labels: alert.map(|a| a.labels.clone()).unwrap_or_default(),
             annotations: alert.map(|a| a.annotations.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// What a run of `r`'s key is told of this alert (`run_noted`), above all its resolution.
+    pub fn note(&self, r: &Routed) -> crate::run::event::Note {
+        let alert = self.alerts.get(r.alert);
+        let status = r.status.as_str();
+        let name = alert
+            .and_then(|a| a.labels.get("alertname").cloned())
+            .unwrap_or_default();
+        let mut summary = format!("alert {name} {status}");
+        if let Some(end) = alert.map(|a| a.ends_at.as_str()).filter(|e| {
+            r.status == AlertStatus::Resolved && !e.is_empty() && !e.starts_with("0001")
+        }) {
+            summary.push_str(&format!(" at {end}"));
+        }
+        crate::run::event::Note {
+            source: "alertmanager".to_string(),
+            status: status.to_string(),
+            summary,
+            detail: serde_json::json!({
+                "alertname": name,
+                "receiver": self.receiver,
+                "group_key": self.group_key,
+                "key": r.key,
+                "fingerprint": r.fingerprint,
+                "starts_at": alert.map(|a| a.starts_at.clone()).unwrap_or_default(),
+                "ends_at": alert.map(|a| a.ends_at.clone()).unwrap_or_default(),
+                "labels": alert.map(|a| a.labels.clone()).unwrap_or_default(),
+                "annotations": alert.map(|a| a.annotations.clone()).unwrap_or_default(),
+            }),
         }
     }
 }
@@ -343,6 +382,23 @@ steps:
         .0;
         assert_eq!(resolved[0].status, AlertStatus::Resolved);
         assert_eq!(resolved[0].key, fired[0].key);
+        // What the run of that key is told: the resolution, with the alert's own words kept.
+        let mut labels_end = serde_json::json!([alert(
+            "resolved",
+            serde_json::json!({"alertname": "MLModelDegraded", "severity": "warning", "specialist_type": "business"}),
+            "f"
+        )]);
+        labels_end[0]["endsAt"] = serde_json::json!("2026-11-30T10:20:00Z");
+        let n = notification(labels_end);
+        let note = n.note(&route(&n, &[&rb]).0[0]);
+        assert_eq!(note.source, "alertmanager");
+        assert_eq!(note.status, "resolved");
+        assert_eq!(
+            note.summary,
+            "alert MLModelDegraded resolved at 2026-11-30T10:20:00Z"
+        );
+        assert_eq!(note.detail["labels"]["specialist_type"], "business");
+        assert_eq!(note.detail["key"], resolved[0].key.as_str());
     }
 
     #[test]

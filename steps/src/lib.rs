@@ -87,6 +87,9 @@ pub enum ErrorKind {
     Condition,
     /// An approval was refused or could not be asked.
     Approval,
+    /// The run was cancelled while the step ran (`runbook cancel`, the HTTP API): the engine stopped
+    /// it. Never retried: a cancelled run starts nothing more.
+    Cancelled,
     /// Anything else the plugin reports.
     Other,
 }
@@ -100,6 +103,7 @@ impl ErrorKind {
         ("parse", ErrorKind::Parse),
         ("condition", ErrorKind::Condition),
         ("approval", ErrorKind::Approval),
+        ("cancelled", ErrorKind::Cancelled),
         ("other", ErrorKind::Other),
     ];
 
@@ -117,11 +121,19 @@ impl ErrorKind {
             .map(|(_, k)| *k)
     }
 
+    /// The kinds a runbook's `retry.on` may list: all but `cancelled`, which ends the run.
+    pub fn retry_kinds() -> impl Iterator<Item = (&'static str, ErrorKind)> {
+        ErrorKind::ALL
+            .iter()
+            .copied()
+            .filter(|(_, k)| *k != ErrorKind::Cancelled)
+    }
+
     /// Whether a step failing this way is retried when the runbook's `retry.on` does not say.
     pub fn retryable_by_default(self) -> bool {
         !matches!(
             self,
-            ErrorKind::Input | ErrorKind::Approval | ErrorKind::Condition
+            ErrorKind::Input | ErrorKind::Approval | ErrorKind::Condition | ErrorKind::Cancelled
         )
     }
 }

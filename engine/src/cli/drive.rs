@@ -13,7 +13,7 @@ use crate::store::Store;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-fn driver_failure(e: DriverError) -> Failure {
+pub(super) fn driver_failure(e: DriverError) -> Failure {
     match e {
         DriverError::Store(s) => Failure::from(s),
         DriverError::Setup(m) | DriverError::Refused(m) => Failure::invalid(m),

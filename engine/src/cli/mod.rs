@@ -1,6 +1,7 @@
 //! The `runbook` command line.
 
 pub mod audit;
+pub mod cancel;
 pub mod drive;
 use crate::runbook::find;
 pub mod graph;
@@ -194,6 +195,9 @@ pub enum Command {
         #[arg(long, required = true)]
         reason: String,
     },
+    /// Cancel a run, wherever it is driven: what runs is stopped, nothing more starts, the run fails.
+    #[command(after_help = cancel::AFTER_HELP)]
+    Cancel(cancel::CancelArgs),
     /// Review what a run did, from its journal: a timeline or a report; verify journals; export them.
     #[command(
         args_conflicts_with_subcommands = true,
@@ -473,6 +477,9 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         Command::Deny { target, reason } => {
             let engine = crate::Engine { registry, expr };
             drive::answer(&cli.global, target, false, Some(reason), engine).await
+        }
+        Command::Cancel(args) => {
+            cancel::cancel(&cli.global, args, crate::Engine { registry, expr }).await
         }
         Command::Worker(args) => {
             worker::worker(&cli.global, args, crate::Engine { registry, expr }).await

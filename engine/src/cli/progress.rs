@@ -328,6 +328,31 @@ impl Live {
                 }
                 self.line(format!("{} {reason}", style("■").yellow()));
             }
+            Event::RunCancelled {
+                by, how, reason, ..
+            } => {
+                for (_, b) in self.bars.drain() {
+                    b.finish_and_clear();
+                }
+                self.line(format!(
+                    "{} cancelled by {by} ({how}): {reason}",
+                    style("■").red()
+                ));
+            }
+            Event::CancelRefused { by, why, .. } => {
+                self.line(format!(
+                    "  {} cancel asked by {by} refused: {why}",
+                    style("!").yellow()
+                ));
+            }
+            Event::RunNoted { note, .. } => {
+                self.line(format!(
+                    "  {} {}: {}",
+                    style("✉").cyan(),
+                    note.source,
+                    note.summary
+                ));
+            }
             _ => {}
         }
     }

@@ -4,7 +4,7 @@ use super::{Failure, Format, exit};
 use crate::expr::Expr;
 use crate::run::event::RunStatus;
 use crate::run::state::Status;
-use crate::run::view::{RunView, StepView, Stop, Why};
+use crate::run::view::{Act, RunView, StepView, Stop, Why};
 use crate::store::Store;
 use console::style;
 use runbook_steps::duration::human;
@@ -227,6 +227,30 @@ pub fn header(v: &RunView, timestamp: impl Fn(i64) -> String) -> String {
             timestamp(r.at),
             r.by,
             stop_words(r.after)
+        ));
+    }
+    for i in &v.interventions {
+        match &i.what {
+            Act::Cancel { by, how, reason } => out.push_str(&format!(
+                "  cancelled {} by {by} ({how}): {reason}\n",
+                timestamp(i.at)
+            )),
+            Act::CancelRefused {
+                by, reason, why, ..
+            } => out.push_str(&format!(
+                "  cancel asked {} by {by} ({reason}) was refused: {why}\n",
+                timestamp(i.at)
+            )),
+            _ => {}
+        }
+    }
+    for n in &v.notes {
+        out.push_str(&format!(
+            "  note {} from {} ({}): {}\n",
+            timestamp(n.at),
+            n.note.source,
+            n.by,
+            n.note.summary
         ));
     }
     if let Some(p) = &run.parent_run {

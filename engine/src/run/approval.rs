@@ -93,10 +93,7 @@ pub async fn answer(
         at: now_ms(),
     };
     let recorded = store.answer_approval(&row.id, &answer).await?;
-    let me = super::lease::Holder::this_process();
-    let driven = store.lease(&row.id).await?.is_some_and(|(holder, until)| {
-        until > now_ms() && !super::lease::is_dead(&me, &holder, super::lease::start_time)
-    });
+    let driven = super::lease::driven(store, &row.id).await?;
     Ok(Answered {
         run_id: row.id.clone(),
         recorded,

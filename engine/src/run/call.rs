@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// How long a plugin call whose deadline passed (or whose run was stopped) may take to stop its work
 /// on the far side after its token is cancelled, before it is dropped.
-const GRACE: Duration = Duration::from_secs(2);
+pub(super) const GRACE: Duration = Duration::from_secs(2);
 
 /// One call of a plugin, owning what it needs so it can run as its own task.
 pub struct Call {

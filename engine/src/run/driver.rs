@@ -13,7 +13,7 @@ use super::state::RunState;
 use super::step::{Effect, Prep, Prepared};
 use crate::runbook::plan::Plan;
 use crate::store::{Durability, Store, StoreError};
-use runbook_steps::{ErrorKind, StepContext, StepError};
+use runbook_steps::{ErrorKind, StepError};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,7 +42,7 @@ impl From<lease::LeaseError> for DriverError {
 
 pub use super::options::{Answer, CrashPoint, Hooks, Observer, Quiet, RunOptions, RunOutcome};
 
-enum Done {
+pub(super) enum Done {
     Step(usize, u32, Result<Value, StepError>),
     /// What a step would change, described by its plugin (a plan).
     Planned(usize, Result<Value, StepError>),
@@ -63,6 +63,9 @@ const PLAN_FOR_APPROVAL: Duration = Duration::from_secs(10);
 /// How often a run waiting for approval looks for answers given by other processes.
 const ANSWER_POLL: Duration = Duration::from_secs(1);
 
+/// How often a driven run looks for requests other processes left for it (a cancel, a note).
+const REQUEST_POLL: Duration = Duration::from_secs(1);
+
 pub struct Driver {
     pub(super) plan: Arc<Plan>,
     pub(super) store: Arc<dyn Store>,
@@ -77,19 +80,21 @@ pub struct Driver {
     pending_since: Option<tokio::time::Instant>,
     /// params, vars, connections, run (and env, if anything reads it): the context every step shares.
     base: Map<String, Value>,
-    tasks: JoinSet<Done>,
+    pub(super) tasks: JoinSet<Done>,
+    /// Cancelled to stop every plugin call in flight (a cancelled run); Ctrl-C cancels it too.
+    pub(super) stopping: tokio_util::sync::CancellationToken,
     /// Process groups plugins report having started, to be journaled at once.
-    processes_tx: mpsc::UnboundedSender<(String, runbook_steps::process::Group)>,
+    pub(super) processes_tx: mpsc::UnboundedSender<(String, runbook_steps::process::Group)>,
     processes_rx: mpsc::UnboundedReceiver<(String, runbook_steps::process::Group)>,
     /// The progress lines of the plugin calls in flight; read for the live view a few times a second.
-    watching: Vec<(String, tokio::sync::watch::Receiver<String>)>,
+    pub(super) watching: Vec<(String, tokio::sync::watch::Receiver<String>)>,
     pub(super) holder: Holder,
     /// Masks secrets before an event is sealed.
     redactor: super::redact::Redactor,
     /// Who started the run (an approval may have to come from someone else).
     pub(super) initiator: String,
     /// The run's connections, built once; steps share them and the clients made from them.
-    connections: super::connections::Connections,
+    pub(super) connections: super::connections::Connections,
     commits: u64,
 }
 
@@ -114,6 +119,7 @@ impl Driver {
     ) -> Driver {
         let (processes_tx, processes_rx) = mpsc::unbounded_channel();
         let holder = opts.holder.clone().unwrap_or_else(Holder::this_process);
+        let stopping = opts.cancel.child_token();
         Driver {
             processes_tx,
             processes_rx,
@@ -129,6 +135,7 @@ impl Driver {
             pending_since: None,
             base: at.base,
             tasks: JoinSet::new(),
+            stopping,
             watching: Vec::new(),
             holder,
             redactor: at.redactor,
@@ -148,7 +155,7 @@ impl Driver {
 
     /// Journals an event as of `at_ms`: events decided together carry the instant they were decided
     /// at, so a timer's journal says exactly "started at T, due at T + d".
-    fn emit_at(&mut self, event: Event, at_ms: i64) {
+    pub(super) fn emit_at(&mut self, event: Event, at_ms: i64) {
         // What is journaled is what the state sees, so a resumed run reads exactly what a live one did.
         let mut event = event;
         self.redactor.event(&mut event);
@@ -178,7 +185,7 @@ impl Driver {
         Ok(())
     }
 
-    fn prep(&self) -> Prep<'_> {
+    pub(super) fn prep(&self) -> Prep<'_> {
         Prep {
             plan: &self.plan,
             state: &self.state,
@@ -214,6 +221,13 @@ impl Driver {
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut poll = tokio::time::interval(ANSWER_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut requests = tokio::time::interval(REQUEST_POLL);
+        requests.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A request left while no process drove the run (what woke it) is taken before anything starts.
+        requests.tick().await;
+        if let Some(status) = self.take_requests().await? {
+            return Ok(status);
+        }
         loop {
             self.take_answers_given_here();
             let next = decide(
@@ -243,6 +257,9 @@ impl Driver {
                 let seq = self.chain.next_seq;
                 if !next.awaiting_approval.is_empty() {
                     self.take_answers_given_elsewhere().await?;
+                }
+                if let Some(status) = self.take_requests().await? {
+                    return Ok(status);
                 }
                 if self.chain.next_seq != seq {
                     continue;
@@ -284,6 +301,11 @@ impl Driver {
                 }
                 Some(answer) = async { match self.answers.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                     self.answer(answer);
+                }
+                _ = requests.tick() => {
+                    if let Some(status) = self.take_requests().await? {
+                        return Ok(status);
+                    }
                 }
                 _ = progress.tick(), if !self.watching.is_empty() => self.show_progress(),
                 Some((step, group)) = self.processes_rx.recv() => {
@@ -358,6 +380,10 @@ impl Driver {
                     self.emit_at(e, now);
                 }
                 Action::Park(waiting) => {
+                    // A request left just now must not wait for the operator with the run.
+                    if let Some(status) = self.take_requests().await? {
+                        return Ok(Some(status));
+                    }
                     let waiting_for = waiting
                         .iter()
                         .map(|&i| self.plan.id(i).to_string())
@@ -367,6 +393,10 @@ impl Driver {
                     return Ok(Some(RunStatus::Waiting));
                 }
                 Action::Finish(status) => {
+                    // A note (or a cancel) left while the run ended is journaled before its end.
+                    if let Some(cancelled) = self.take_requests().await? {
+                        return Ok(Some(cancelled));
+                    }
                     self.finish(*status).await?;
                     return Ok(Some(*status));
                 }
@@ -493,48 +523,6 @@ impl Driver {
             }
         }
         Ok(())
-    }
-
-    /// The context of one call of step `i`'s plugin: cancelled with the run, with its connection,
-    /// its progress watched for the live view and the processes it starts journaled.
-    fn step_context(&mut self, i: usize) -> StepContext {
-        let mut sctx = StepContext::new(self.chain.run_id.clone(), self.plan.id(i));
-        sctx.cancel = self.opts.cancel.child_token();
-        sctx.connection = self.plan.steps[i]
-            .connection
-            .as_ref()
-            .and_then(|c| self.connections.get(c))
-            .cloned();
-        sctx.processes = Some(self.processes_tx.clone());
-        sctx.actor = Some(self.opts.actor.clone());
-        self.watching
-            .push((self.plan.id(i).to_string(), sctx.watch_progress()));
-        sctx
-    }
-
-    /// A call of step `i`'s plugin with these inputs, ready to run (or to describe) as its own task.
-    fn call_of(&mut self, i: usize, uses: String, inputs: Value) -> super::call::Call {
-        super::call::Call {
-            registry: Arc::clone(&self.engine.registry),
-            uses,
-            inputs,
-            ctx: self.step_context(i),
-        }
-    }
-
-    /// Tells the live view the progress lines that changed, and forgets calls that ended.
-    fn show_progress(&mut self) {
-        let observer = &mut self.observer;
-        self.watching
-            .retain_mut(|(step, rx)| match rx.has_changed() {
-                Ok(true) => {
-                    let line = rx.borrow_and_update().clone();
-                    observer.on_progress(step, &line);
-                    true
-                }
-                Ok(false) => true,
-                Err(_) => false,
-            });
     }
 
     fn finished(

@@ -58,8 +58,8 @@ pub enum Event {
         group: runbook_steps::process::Group,
     },
     /// On resume: a process group a step in flight had started was still running. `action` is
-    /// `stopped` (a read or idempotent step, re-run after its old copy is stopped) or `left_running`
-    /// (an unsafe step: the operator decides).
+    /// `stopped` (a read or idempotent step, re-run after its old copy is stopped), `left_running`
+    /// (an unsafe step: the operator decides) or `cancelled` (stopped: the run is cancelled).
     ProcessFound {
         step: String,
         group: runbook_steps::process::Group,
@@ -192,6 +192,37 @@ pub enum Event {
     RunTriggered {
         trigger: Trigger,
     },
+    /// The run was cancelled (`runbook cancel`, the HTTP API, a resolved alert): the steps in flight
+    /// were stopped and nothing more starts. The same commit holds each step it stopped (failed,
+    /// kind `cancelled`), approvals it denied, retries it gave up, and the run's end (`failed`).
+    RunCancelled {
+        /// The id of the request it took (`run_requests`): a request is journaled once.
+        request: String,
+        by: String,
+        /// Through what: `cli`, `api`, `alertmanager`.
+        how: String,
+        reason: String,
+        /// It asked to cancel only while nothing but `read` steps had started.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        only_before_changes: bool,
+    },
+    /// A cancel request the run refused, and why: it asked to cancel only before any change, and a
+    /// step with side effects had started. The run goes on.
+    CancelRefused {
+        request: String,
+        by: String,
+        how: String,
+        reason: String,
+        why: String,
+    },
+    /// Something told to the run while it went (an alert notification about it), journaled; it
+    /// changes nothing in the run.
+    RunNoted {
+        request: String,
+        by: String,
+        how: String,
+        note: Note,
+    },
     /// A step's outcome taken over from the parent run, not run again.
     StepReused {
         step: String,
@@ -275,6 +306,22 @@ impl Trigger {
     }
 }
 
+/// Something told to a run from outside (`run_noted`): an alert notification about it, above all
+/// its `resolved`. General on purpose: `source` says who speaks, `detail` keeps what they said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Note {
+    /// Who it comes from: `alertmanager` for an alert notification.
+    pub source: String,
+    /// What it reports, in a word a filter can match: an alert's `firing` or `resolved`.
+    pub status: String,
+    /// The note in a sentence, as `show` and `audit` print it.
+    pub summary: String,
+    /// The rest of what the source said (an alert: its name, labels, annotations, fingerprint,
+    /// start and end).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Recovery {
@@ -320,6 +367,9 @@ impl Event {
             Event::RerunOf { .. } => "rerun_of",
             Event::RunTriggered { .. } => "run_triggered",
             Event::StepReused { .. } => "step_reused",
+            Event::RunCancelled { .. } => "run_cancelled",
+            Event::CancelRefused { .. } => "cancel_refused",
+            Event::RunNoted { .. } => "run_noted",
         }
     }
 

@@ -15,7 +15,7 @@ use sha2::Digest as _;
 use std::sync::Arc;
 
 /// How long a command left running by a killed engine gets to end on SIGTERM before SIGKILL.
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+pub(super) const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What an operator said about steps left in `unknown`.
 pub type OperatorDecisions = Vec<(String, super::event::OperatorAction)>;

@@ -122,6 +122,16 @@ pub fn is_dead(me: &Holder, other: &str, start_of: impl Fn(u32) -> Option<u64>) 
     }
 }
 
+/// Whether a live process drives the run now: an unexpired lease whose holder is not a process of
+/// this host known to be dead.
+pub async fn driven(store: &dyn Store, run_id: &str) -> Result<bool, StoreError> {
+    let me = Holder::this_process();
+    Ok(store
+        .lease(run_id)
+        .await?
+        .is_some_and(|(holder, until)| until > now_ms() && !is_dead(&me, &holder, start_time)))
+}
+
 /// Takes the run's lease for `me`, or explains who has it.
 pub async fn take(store: &dyn Store, run_id: &str, me: &Holder) -> Result<(), LeaseError> {
     let name = me.encode();

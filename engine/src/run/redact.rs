@@ -159,6 +159,15 @@ impl Redactor {
                     cap(v);
                 });
             }
+            // What other processes tell a run is text from outside: an alert's labels, a reason.
+            Event::RunNoted { note, .. } => {
+                note.summary = self.string(&note.summary);
+                self.value(&mut note.detail);
+            }
+            Event::RunCancelled { reason, .. } | Event::CancelRefused { reason, .. } => {
+                *reason = self.string(reason);
+            }
+            Event::RunFinished { error: Some(e), .. } => *e = self.string(e),
             Event::RunStarted { params, vars, .. } => {
                 for (k, v) in params.iter_mut().chain(vars.iter_mut()) {
                     if is_secret_name(k) && !v.is_null() {

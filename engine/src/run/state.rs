@@ -2,7 +2,7 @@
 
 use super::event::{Event, OperatorAction, Recovery, RunStatus};
 use crate::runbook::plan::Plan;
-use runbook_steps::ErrorKind;
+use runbook_steps::{ErrorKind, SideEffect};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 
@@ -53,6 +53,8 @@ pub struct StepState {
     pub result: Option<Value>,
     pub outputs: Map<String, Value>,
     pub error: Option<(ErrorKind, String)>,
+    /// The side-effect class of the last attempt started.
+    pub class: Option<SideEffect>,
     pub retry_at_ms: Option<i64>,
     pub wait_deadline_ms: Option<i64>,
     /// The timeout deadline of the attempt in flight; an attempt re-run after a crash keeps it.
@@ -98,6 +100,7 @@ impl StepState {
             result: None,
             outputs: Map::new(),
             error: None,
+            class: None,
             retry_at_ms: None,
             wait_deadline_ms: None,
             deadline_ms: None,
@@ -116,8 +119,13 @@ pub struct RunState {
     pub params: Map<String, Value>,
     pub vars: Map<String, Value>,
     pub steps: Vec<StepState>,
-    /// A step failed with `on_failure: abort`: start nothing new.
+    /// A step failed with `on_failure: abort`, or the run was cancelled: start nothing new.
     pub aborting: bool,
+    /// The first step that started with side effects (a class other than `read`; an attempt whose
+    /// approval was refused does not count): from then on the run has begun changing things.
+    pub acted: Option<usize>,
+    /// The requests (`run_requests` ids) the journal has taken: each is journaled once.
+    pub taken: BTreeSet<String>,
     /// Per step, how many of its predecessors are not finished yet.
     waiting_on: Vec<usize>,
     /// Pending steps whose predecessors are all finished, by topological rank: what the scheduler
@@ -145,6 +153,8 @@ impl RunState {
             vars: Map::new(),
             steps: vec![StepState::new(); plan.steps.len()],
             aborting: false,
+            acted: None,
+            taken: BTreeSet::new(),
             waiting_on,
             ready,
             retrying: BTreeSet::new(),
@@ -220,12 +230,21 @@ impl RunState {
             }
             Event::StepStarted {
                 attempt,
+                class,
                 deadline_ms,
                 ..
             } => {
                 if let Some(i) = idx {
+                    // A refused approval is journaled as an attempt that fails at once: it changed
+                    // nothing.
+                    let a = &self.steps[i].approval;
+                    let refused = a.requested_for == Some(*attempt) && a.denied.is_some();
+                    if *class != SideEffect::Read && !refused && self.acted.is_none() {
+                        self.acted = Some(i);
+                    }
                     self.set_status(plan, i, Status::Running);
                     let st = &mut self.steps[i];
+                    st.class = Some(*class);
                     st.attempt = *attempt;
                     st.retry_at_ms = None;
                     st.deadline_ms = *deadline_ms;
@@ -408,6 +427,13 @@ impl RunState {
                 }
             }
             Event::RerunOf { .. } | Event::RunTriggered { .. } => {}
+            Event::RunCancelled { request, .. } => {
+                self.taken.insert(request.clone());
+                self.aborting = true;
+            }
+            Event::CancelRefused { request, .. } | Event::RunNoted { request, .. } => {
+                self.taken.insert(request.clone());
+            }
             Event::RunResumed { .. } => {
                 self.status = RunStatus::Running;
                 // A probe in flight at the stop has no answer; the next one is due at once.

@@ -963,10 +963,14 @@ impl Loader {
                     };
                     for it in items {
                         match it.as_str().and_then(ErrorKind::parse) {
+                            Some(ErrorKind::Cancelled) => self.err(
+                                it.pos,
+                                "`cancelled` is never retried: a cancelled run starts nothing more",
+                            ),
                             Some(k) => r.on.push(k),
                             None => {
                                 let kinds: Vec<&str> =
-                                    ErrorKind::ALL.iter().map(|(n, _)| *n).collect();
+                                    ErrorKind::retry_kinds().map(|(n, _)| n).collect();
                                 self.err_help(
                                     it.pos,
                                     format!("unknown error kind {}", show_scalar(it)),

@@ -81,7 +81,8 @@ pub enum OnResolved {
     /// Journal it on the run; the run goes on (it verifies recovery itself).
     #[default]
     Record,
-    /// Also cancel the run if no step past `diagnose` has started.
+    /// Also cancel the run if no step other than a `read` one has started (a run still
+    /// diagnosing); otherwise the refusal is journaled and the run goes on.
     Cancel,
 }
 

@@ -62,6 +62,7 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(approve))
         .routes(routes!(deny))
         .routes(routes!(resume))
+        .routes(routes!(cancel_run))
         .routes(routes!(plan))
         .split_for_parts()
 }
@@ -721,6 +722,73 @@ async fn resume(
     Ok(Json(Resumed {
         run: outcome.run_id,
         status: outcome.status,
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    /// Why: journaled, and shown as the run's error.
+    reason: String,
+    /// Cancel only if nothing but `read` steps has started; otherwise the run journals the
+    /// refusal and goes on.
+    #[serde(default)]
+    only_before_changes: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Cancelled {
+    run: String,
+    /// What the run's journal says of the request so far.
+    outcome: crate::run::cancel::Outcome,
+}
+
+/// How long a cancel request waits for the process driving the run to take it.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Cancels a run: steps in flight are stopped and fail (kind `cancelled`), the run ends `failed`
+/// with the reason. A run no process drives is cancelled here; one a process drives is cancelled
+/// by it within a second (the answer says `pending` if that takes longer than 5 s).
+#[utoipa::path(post, path = "/api/v1/runs/{run}/cancel", tag = "runs",
+    params(("run" = String, Path)),
+    request_body = CancelBody,
+    responses((status = 200, body = Cancelled), (status = 400, description = "The body is not JSON", body = ErrorBody), (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The run has ended, or is a plan", body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn cancel_run(
+    State(s): State<AppState>,
+    Authed(caller): Authed,
+    Path(run): Path<String>,
+    Body(body): Body<CancelBody>,
+) -> Result<Json<Cancelled>, ApiError> {
+    require(&caller, Role::Operator)?;
+    if body.reason.trim().is_empty() {
+        return Err(ApiError::invalid("a cancel needs a reason"));
+    }
+    if body.reason.len() > MAX_NOTE {
+        return Err(ApiError::invalid(format!(
+            "a reason holds at most {MAX_NOTE} bytes"
+        )));
+    }
+    let c = crate::run::cancel::Cancel {
+        by: caller.subject.clone(),
+        how: "api".to_string(),
+        reason: body.reason,
+        only_before_changes: body.only_before_changes,
+    };
+    let requested = crate::run::cancel::request(s.store.as_ref(), &run, &c).await?;
+    let outcome = crate::run::cancel::settle(
+        s.store.as_ref(),
+        &s.engine,
+        &requested,
+        &caller.subject,
+        CANCEL_WAIT,
+    )
+    .await?;
+    Ok(Json(Cancelled {
+        run: requested.run_id,
+        outcome,
     }))
 }
 

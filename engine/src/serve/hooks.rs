@@ -7,6 +7,8 @@ use super::api::{Authed, require};
 use super::auth::Role;
 use super::error::ApiError;
 use crate::run::alerted::{self, Outcome};
+use crate::run::cancel;
+use crate::run::driver::DriverError;
 use crate::run::event::now_ms;
 use crate::run::options::RunOptions;
 use crate::trigger;
@@ -78,6 +80,19 @@ pub async fn alertmanager(
         s.metrics.alert(outcome.word(), &r.runbook);
         if matches!(outcome, Outcome::Started { .. }) {
             s.made_due();
+        }
+        if let Outcome::Resolved { run: Some(run), .. } = &outcome {
+            // Journaled on the run by whoever holds it (and a cancel, if the runbook asks for one
+            // while the run has changed nothing).
+            let on = entry.plan.runbook.trigger.on_resolved;
+            match cancel::resolved(s.store.as_ref(), run, on, n.note(r)).await {
+                Ok(_) => s.made_due(),
+                // It ended between the look and the note: nothing left to tell.
+                Err(DriverError::Refused(why)) => {
+                    tracing::debug!(%run, %why, "resolved alert not noted")
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         match &outcome {
             Outcome::Started { run, .. } => {

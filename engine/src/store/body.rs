@@ -9,6 +9,7 @@ macro_rules! shared_body {
     ($store:ty, $db:ty) => {
         impl $store {
             $crate::store::claim::claim_body!($db);
+            $crate::store::requests::requests_body!();
 
             /// Inserts chained events; in the caller's transaction.
             async fn insert_events(
@@ -392,6 +393,21 @@ macro_rules! shared_body {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn record_request(
+                &self,
+                run_id: &str,
+                request: &$crate::store::RunRequest,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.record_request_in(run_id, request).await
+            }
+
+            async fn run_requests(
+                &self,
+                run_id: &str,
+            ) -> Result<Vec<$crate::store::RunRequest>, $crate::store::StoreError> {
+                self.run_requests_in(run_id).await
+            }
+
             async fn lease(
                 &self,
                 run_id: &str,
@@ -465,7 +481,7 @@ macro_rules! shared_body {
             ) -> Result<$crate::store::Pruned, $crate::store::StoreError> {
                 use $crate::store::{
                     PRUNE_ANSWERS, PRUNE_COUNT_EVENTS, PRUNE_COUNT_RUNS, PRUNE_EVENTS,
-                    PRUNE_LEASES, PRUNE_RUNS,
+                    PRUNE_LEASES, PRUNE_REQUESTS, PRUNE_RUNS,
                 };
                 let mut tx = self.begin_prune().await?;
                 if dry_run {
@@ -488,7 +504,7 @@ macro_rules! shared_body {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-                for also in [PRUNE_LEASES, PRUNE_ANSWERS] {
+                for also in [PRUNE_LEASES, PRUNE_ANSWERS, PRUNE_REQUESTS] {
                     sqlx::query(also)
                         .bind(finished_before)
                         .execute(&mut *tx)

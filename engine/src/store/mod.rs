@@ -5,6 +5,7 @@ mod body;
 mod claim;
 mod keys;
 pub mod postgres;
+mod requests;
 mod schedules;
 pub mod sqlite;
 
@@ -262,6 +263,14 @@ pub trait Store: Send + Sync {
     /// The answers given to a run's approval requests, oldest first.
     async fn approval_answers(&self, run_id: &str) -> Result<Vec<Answer>, StoreError>;
 
+    /// Records a request to a run (a cancel, a note) and, like an approval answer, makes the run
+    /// due now if it is parked (or notes it, if it is being driven, for the park that may follow).
+    async fn record_request(&self, run_id: &str, request: &RunRequest) -> Result<(), StoreError>;
+
+    /// Every request recorded for a run, oldest first; which of them were taken is the journal's to
+    /// say (each event that takes one names its id).
+    async fn run_requests(&self, run_id: &str) -> Result<Vec<RunRequest>, StoreError>;
+
     /// Events of every run written at `since <= at < until`, ordered by `(at, run_id, seq)`: one page
     /// of at most `limit`, starting after the key `after` (the last event of the previous page).
     async fn events_between(
@@ -314,6 +323,7 @@ pub trait Store: Send + Sync {
 
 pub use claim::Claimed;
 pub use keys::TriggerRuns;
+pub use requests::{Asked, RunRequest};
 pub use schedules::{Fire, ScheduleRow};
 
 /// Where an event sits in the order `events_between` pages through.
@@ -366,8 +376,9 @@ impl From<AnswerRow> for Answer {
 pub(crate) const ANSWER_APPROVAL: &str = "INSERT INTO approval_answers
      (run_id, step_id, attempt, approve, answered_by, how, comment, at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING";
-/// An answer makes a parked run due now; on a run being driven it is noted, so that the park that
-/// may follow (its driver having looked at the inbox just before) wakes at once.
+/// An answer (or a request: a cancel, a note) makes a parked run due now; on a run being driven it
+/// is noted, so that the park that may follow (its driver having looked at the inbox just before)
+/// wakes at once.
 pub(crate) const ANSWER_WAKES: &str = "UPDATE runs SET wake_at = $2
      WHERE id = $1 AND status IN ('parked', 'running') AND (wake_at IS NULL OR wake_at > $2)";
 pub(crate) const APPROVAL_ANSWERS: &str =
@@ -409,6 +420,11 @@ pub(crate) const PRUNE_EVENTS: &str =
     concat!("DELETE FROM events WHERE run_id IN (", prunable!(), ")");
 pub(crate) const PRUNE_ANSWERS: &str = concat!(
     "DELETE FROM approval_answers WHERE run_id IN (",
+    prunable!(),
+    ")"
+);
+pub(crate) const PRUNE_REQUESTS: &str = concat!(
+    "DELETE FROM run_requests WHERE run_id IN (",
     prunable!(),
     ")"
 );

@@ -312,6 +312,10 @@ impl Audited {
                 },
                 sha,
             ),
+            Act::Cancel { by, how, reason } => format!("{by} cancelled the run ({how}): {reason}"),
+            Act::CancelRefused {
+                by, reason, why, ..
+            } => format!("{by} asked to cancel the run ({reason}); refused: {why}"),
         }
     }
 
@@ -460,6 +464,10 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
         } => match (action.as_str(), how) {
             ("stopped", Some(how)) => format!(
                 "{step}: its process group {} was still running after the crash: {how} before the step runs again",
+                group.pgid
+            ),
+            ("cancelled", Some(how)) => format!(
+                "{step}: its process group {} was still running after the crash: {how}, the run being cancelled",
                 group.pgid
             ),
             _ => format!(
@@ -689,5 +697,29 @@ pub fn summary(ev: &Event, run_sha: &str) -> String {
             status,
             ..
         } => format!("{step}: {status} in {from_run}, reused (not run again)"),
+        Event::RunCancelled {
+            by,
+            how,
+            reason,
+            only_before_changes,
+            ..
+        } => {
+            let only = if *only_before_changes {
+                ", before any change"
+            } else {
+                ""
+            };
+            format!("run cancelled by {by} ({how}{only}): {reason}")
+        }
+        Event::CancelRefused {
+            by,
+            how,
+            reason,
+            why,
+            ..
+        } => format!("cancel asked by {by} ({how}: {reason}) refused, the run goes on: {why}"),
+        Event::RunNoted { by, how, note, .. } => {
+            format!("note from {} ({by}, {how}): {}", note.source, note.summary)
+        }
     }
 }

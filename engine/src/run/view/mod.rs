@@ -32,6 +32,8 @@ pub struct RunView {
     /// What people (or flags acting for them) did: approvals given or refused, operator decisions,
     /// resumes, interruptions and parks, in journal order.
     pub interventions: Vec<Intervention>,
+    /// What other processes told the run (alert notifications about it), in journal order.
+    pub notes: Vec<Noted>,
     /// Events whose stored text is not an event this engine knows (only after tampering or from a
     /// newer engine): their sequence numbers.
     pub unreadable: Vec<i64>,
@@ -54,6 +56,7 @@ impl RunView {
             steps: Vec::new(),
             resumes: Vec::new(),
             interventions: Vec::new(),
+            notes: Vec::new(),
             unreadable: Vec::new(),
             index: HashMap::new(),
             last: None,
@@ -245,6 +248,38 @@ impl RunView {
                 self.run.rerun_from = Some(from_step.clone());
             }
             Event::RunTriggered { trigger } => self.run.trigger = Some(trigger.clone()),
+            Event::RunCancelled {
+                by, how, reason, ..
+            } => self.intervene(
+                r,
+                Act::Cancel {
+                    by: by.clone(),
+                    how: how.clone(),
+                    reason: reason.clone(),
+                },
+            ),
+            Event::CancelRefused {
+                by,
+                how,
+                reason,
+                why,
+                ..
+            } => self.intervene(
+                r,
+                Act::CancelRefused {
+                    by: by.clone(),
+                    how: how.clone(),
+                    reason: reason.clone(),
+                    why: why.clone(),
+                },
+            ),
+            Event::RunNoted { by, how, note, .. } => self.notes.push(Noted {
+                seq: r.seq,
+                at: r.at_ms,
+                by: by.clone(),
+                how: how.clone(),
+                note: note.clone(),
+            }),
             _ => {}
         }
     }
@@ -703,6 +738,66 @@ mod tests {
         ]);
         let after: Vec<Stop> = v.resumes.iter().map(|r| r.after).collect();
         assert_eq!(after, [Stop::Detached, Stop::Crashed]);
+    }
+
+    #[test]
+    fn cancels_refusals_and_notes_are_read_back_with_who_asked() {
+        let v = view(&[
+            (
+                1_100,
+                "worker-a",
+                Event::RunNoted {
+                    request: "n".into(),
+                    by: "alertmanager".into(),
+                    how: "alertmanager".into(),
+                    note: crate::run::event::Note {
+                        source: "alertmanager".into(),
+                        status: "resolved".into(),
+                        summary: "alert X resolved".into(),
+                        detail: Value::Null,
+                    },
+                },
+            ),
+            (
+                1_200,
+                "worker-a",
+                Event::CancelRefused {
+                    request: "c1".into(),
+                    by: "alertmanager".into(),
+                    how: "alertmanager".into(),
+                    reason: "resolved".into(),
+                    why: "step `fix` (unsafe) has started".into(),
+                },
+            ),
+            (
+                1_300,
+                "worker-a",
+                Event::RunCancelled {
+                    request: "c2".into(),
+                    by: "bob".into(),
+                    how: "cli".into(),
+                    reason: "enough".into(),
+                    only_before_changes: false,
+                },
+            ),
+        ]);
+        assert_eq!(v.notes.len(), 1);
+        assert_eq!(
+            (v.notes[0].by.as_str(), v.notes[0].seq),
+            ("alertmanager", 2)
+        );
+        assert_eq!(v.notes[0].note.summary, "alert X resolved");
+        let acts: Vec<(&str, &str)> = v
+            .interventions
+            .iter()
+            .map(|i| match &i.what {
+                Act::CancelRefused { by, .. } | Act::Cancel { by, .. } => {
+                    (i.actor.as_str(), by.as_str())
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(acts, [("worker-a", "alertmanager"), ("worker-a", "bob")]);
     }
 
     #[test]

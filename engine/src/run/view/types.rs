@@ -269,6 +269,30 @@ pub enum Act {
     Park {
         waiting_for: Vec<String>,
     },
+    /// The run was cancelled (`by` asked; the actor is the process that journaled it).
+    Cancel {
+        by: String,
+        how: String,
+        reason: String,
+    },
+    /// A cancel the run refused, and why; it went on.
+    CancelRefused {
+        by: String,
+        how: String,
+        reason: String,
+        why: String,
+    },
+}
+
+/// Something told to the run from outside (`run_noted`): an alert notification about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Noted {
+    pub seq: i64,
+    pub at: i64,
+    pub by: String,
+    pub how: String,
+    #[serde(flatten)]
+    pub note: crate::run::event::Note,
 }
 
 impl OperatorAction {
