@@ -492,15 +492,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Show { run, events } => {
             let store = open_store(&cli.global).await?;
-            show::show(
-                store.as_ref(),
-                &run,
-                events,
-                cli.global.output,
-                &registry,
-                &expr,
-            )
-            .await
+            show::show(store.as_ref(), &run, events, cli.global.output).await
         }
         Command::Graph { runbook, format } => {
             let (_, _, plan) = load_plan(&runbook, &registry, &expr)?;
