@@ -22,6 +22,7 @@ mod mongodb;
 mod notify;
 mod plan;
 mod prometheus;
+mod remote;
 mod resume;
 mod run;
 mod schedule;
