@@ -23,6 +23,7 @@ mod mongodb;
 mod notify;
 mod plan;
 mod prometheus;
+mod remote;
 mod resume;
 mod run;
 mod schedule;

@@ -1,8 +1,7 @@
-use clap::Parser;
 use runbook_engine::cli::{self, Cli};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::from_args();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -52,6 +52,10 @@ impl Sandbox {
             .env("RUNBOOK_DB", self.db())
             .env("RUNBOOK_ACTOR", "tester")
             .env_remove("RUNBOOK_PATH")
+            // A developer's own server settings must not send a test's commands elsewhere.
+            .env_remove("RUNBOOK_SERVER")
+            .env_remove("RUNBOOK_TOKEN")
+            .env_remove("RUNBOOK_TOKEN_FILE")
             .env("NO_COLOR", "1")
             .stdin(std::process::Stdio::null());
         c

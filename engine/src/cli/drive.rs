@@ -6,6 +6,7 @@ use super::{
     AnswerArgs, DriveArgs, Failure, Format, Global, PlanArgs, RerunArgs, ResumeArgs, RunArgs,
     actor, display_path, exit, load_plan, open_store, parse_params, progress, show,
 };
+use crate::run::approval::Answered;
 use crate::run::driver::{Answer, CrashPoint, DriverError, Hooks, RunOptions, RunOutcome};
 use crate::run::event::RunStatus;
 use crate::run::launch::{self, Source};
@@ -69,6 +70,11 @@ fn from_file(runbook: &str, params: &[String], engine: &crate::Engine) -> Result
 }
 
 pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32, Failure> {
+    if args.idempotency_key.is_some() {
+        return Err(Failure::invalid(
+            "--idempotency-key is for a run started through a server (--server URL)",
+        ));
+    }
     let (plan, source, params) = from_file(&args.runbook, &args.params, &engine)?;
     let store = open_store(g).await?;
     if args.queue {
@@ -91,14 +97,28 @@ pub async fn run(g: &Global, args: RunArgs, engine: crate::Engine) -> Result<i32
         )
         .await
         .map_err(driver_failure)?;
-        if g.output == Format::Json {
-            show::print_json(&serde_json::json!({"run": id, "status": "parked"}));
-        } else {
-            println!("{id}");
-        }
+        print_queued(g.output, &id, RunStatus::Parked, true);
         return Ok(exit::OK);
     }
     start_here(g, &args.drive, store, &engine, plan, source, params).await
+}
+
+/// What `run --queue` (and `run --server`) prints: the run's id for scripts, or JSON. `created` is
+/// false when a server returned the run an earlier request with the same Idempotency-Key made.
+pub fn print_queued(format: Format, run: &str, status: RunStatus, created: bool) {
+    if format == Format::Json {
+        show::print_json(
+            &serde_json::json!({"run": run, "status": status.as_str(), "created": created}),
+        );
+    } else {
+        if !created {
+            eprintln!(
+                "run {run} was started earlier with this --idempotency-key; it is {}",
+                status.as_str()
+            );
+        }
+        println!("{run}");
+    }
 }
 
 pub async fn plan(g: &Global, args: PlanArgs, engine: crate::Engine) -> Result<i32, Failure> {
@@ -233,17 +253,31 @@ pub async fn answer(
     let done = crate::run::approval::answer(store.as_ref(), &engine, &target.run, a)
         .await
         .map_err(driver_failure)?;
-    let short = &done.run_id[..12.min(done.run_id.len())];
+    Ok(print_answer(g.output, &target.step, approve, &done, false))
+}
+
+/// What `approve` and `deny` say about an answer, given here or `through_server`; the exit code.
+pub fn print_answer(
+    format: Format,
+    step: &str,
+    approve: bool,
+    done: &Answered,
+    through_server: bool,
+) -> i32 {
+    let short = show::short_id(&done.run_id);
     let word = if approve { "approved" } else { "denied" };
-    if g.output == Format::Json {
+    if format == Format::Json {
         show::print_json(&serde_json::json!({
-            "run": done.run_id, "step": target.step, "answer": word,
+            "run": done.run_id, "step": step, "answer": word,
             "recorded": done.recorded, "run_status": done.status.as_str(),
         }));
     } else if !done.recorded {
         eprintln!(
-            "step `{}` of run {short} was already answered; the first answer stands (see runbook show {short})",
-            target.step
+            "step `{step}` of run {short} was already answered; the first answer stands (see runbook show {short})"
+        );
+    } else if !done.driven && through_server && done.status == RunStatus::Parked {
+        eprintln!(
+            "step `{step}` {word}. The run is parked and now due: the server's workers continue it\n  runbook show {short} --server URL"
         );
     } else if !done.driven {
         let why = if done.status == RunStatus::Parked {
@@ -252,21 +286,17 @@ pub async fn answer(
         } else {
             "No process drives the run now: continue it with"
         };
-        eprintln!(
-            "step `{}` {word}. {why}\n  runbook resume {short}",
-            target.step
-        );
+        eprintln!("step `{step}` {word}. {why}\n  runbook resume {short}");
     } else {
         eprintln!(
-            "step `{}` {word}; the process driving run {short} picks it up within a second",
-            target.step
+            "step `{step}` {word}; the process driving run {short} picks it up within a second"
         );
     }
-    Ok(if done.recorded {
+    if done.recorded {
         exit::OK
     } else {
         exit::INVALID
-    })
+    }
 }
 
 /// The end of `run`, `rerun` and `resume`: the summary line (or JSON) and the exit code.

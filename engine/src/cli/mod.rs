@@ -8,6 +8,7 @@ pub mod graph;
 pub mod plugins;
 pub mod progress;
 pub mod prune;
+pub mod remote;
 pub mod schedules;
 pub mod schema;
 pub mod serve;
@@ -21,6 +22,7 @@ use crate::runbook::validate::check;
 use crate::store::{self, Store};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use runbook_steps::Registry;
+use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,16 +44,20 @@ Examples:
   runbook runs
   runbook show 01a20e91cbf5
   runbook graph service-health --format mermaid
+  RUNBOOK_TOKEN=... runbook runs --server https://runbook.internal:8080
 
 Runbooks are found by NAME in ./runbooks (and its subdirectories) and in RUNBOOK_PATH, or given as a file.
 Runs are recorded in SQLite at --db (default: $XDG_STATE_HOME/runbook/runbook.db), or in PostgreSQL
-with --db postgres://USER@HOST/DATABASE.
+with --db postgres://USER@HOST/DATABASE. With --server URL (or RUNBOOK_SERVER), `runs`, `show`,
+`run`, `approve` and `deny` go through a `runbook serve` instead, with the bearer token in
+RUNBOOK_TOKEN or a --token-file; the other commands that read runs need the database.
 
 Exit codes:
   0    success (the run succeeded; the runbooks are valid)
   1    the run failed (a step failed and the run stopped or ended failed)
   2    invalid input: a bad runbook, parameter or command line
-  3    environment: the database cannot be opened or written
+  3    environment: the database cannot be opened or written; the server (--server) cannot be
+       reached, fails, or refuses the token
   4    the run waits for an operator (a step's outcome is unknown after a crash; see `runbook resume`)
   130  interrupted (Ctrl-C); the run is recorded as interrupted";
 
@@ -68,6 +74,40 @@ pub struct Cli {
     pub global: Global,
     #[command(subcommand)]
     pub command: Command,
+    /// The ids of the arguments typed on the command line, as opposed to taken from the
+    /// environment or defaults: `--server` refuses some flags, but not the same settings in the
+    /// environment, which serve the local commands.
+    #[arg(skip)]
+    pub typed: BTreeSet<String>,
+}
+
+impl Cli {
+    /// Parses the process's arguments (exiting with clap's message when they are wrong), noting
+    /// which were typed.
+    pub fn from_args() -> Cli {
+        let matches = <Cli as clap::CommandFactory>::command().get_matches();
+        let mut cli =
+            <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.typed = typed(&matches);
+        cli
+    }
+}
+
+fn typed(m: &clap::ArgMatches) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = m
+        .ids()
+        .filter(|id| {
+            matches!(
+                m.value_source(id.as_str()),
+                Some(clap::parser::ValueSource::CommandLine)
+            )
+        })
+        .map(|id| id.to_string())
+        .collect();
+    if let Some((_, sub)) = m.subcommand() {
+        out.extend(typed(sub));
+    }
+    out
 }
 
 #[derive(Args, Debug, Clone)]
@@ -86,6 +126,14 @@ pub struct Global {
     /// The profile file (default: ./runbook.toml, else runbook.toml in the user config directory).
     #[arg(long, global = true, env = "RUNBOOK_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Go through the `runbook serve` at this URL instead of the database: `runs`, `show`, `run`,
+    /// `approve` and `deny` call its API. The bearer token comes from RUNBOOK_TOKEN or --token-file.
+    #[arg(long, global = true, env = "RUNBOOK_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// With --server: the file that holds the bearer token (default: the RUNBOOK_TOKEN environment
+    /// variable). No flag takes the token itself: `ps` would show it to every user.
+    #[arg(long, global = true, env = "RUNBOOK_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Output format: human-readable text, or JSON on stdout for scripts.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -110,7 +158,7 @@ pub enum Command {
     },
     /// Run a runbook and record the run.
     #[command(
-        after_help = "Examples:\n  runbook run service-health\n  runbook run service-health --param disk_max_pct=95 --yes\n  runbook run ./my-runbook.yaml -o json\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nAny other terminal or script may answer too: runbook approve RUN STEP / runbook deny RUN STEP.\nWithout a terminal the run waits for such an answer (or parks at once with --detach).\nCtrl-C stops the run; it is recorded as interrupted."
+        after_help = "Examples:\n  runbook run service-health\n  runbook run service-health --param disk_max_pct=95 --yes\n  runbook run ./my-runbook.yaml -o json\n  runbook run model-degraded -p specialist_type=technical --idempotency-key deploy-42 \\\n    --server https://runbook.internal:8080 --token-file ~/.config/runbook/token\n\nSteps marked `approval: required` ask y/N on the terminal; --yes approves them unattended.\nAny other terminal or script may answer too: runbook approve RUN STEP / runbook deny RUN STEP.\nWithout a terminal the run waits for such an answer (or parks at once with --detach).\nCtrl-C stops the run; it is recorded as interrupted.\n\nWith --server, NAME is a runbook the server serves: the run is queued there (as --queue does\nhere), driven by the server's workers with the server's connections, and its id is printed.\nThe token needs the operator role; its subject is the run's actor. --idempotency-key makes a\nretried command return the run the first one started. --yes, --detach, --max-parallel, --actor\nand --profile are refused with --server."
     )]
     Run(RunArgs),
     /// Show what a run would change, without changing anything: reads run for real, branches decide
@@ -122,6 +170,9 @@ pub enum Command {
     /// List the runbooks found in ./runbooks and RUNBOOK_PATH.
     List,
     /// List recent runs.
+    #[command(
+        after_help = "Examples:\n  runbook runs -n 50\n  runbook runs --resumable\n  runbook runs --server https://runbook.internal:8080 --token-file ~/.config/runbook/token\n\nWith --server the runs come from the server's database, rendered the same way (any token\nrole may read; at most 1000 at once); --resumable needs the database itself."
+    )]
     Runs {
         /// How many runs to show.
         #[arg(long, short = 'n', default_value_t = 20)]
@@ -132,7 +183,9 @@ pub enum Command {
         resumable: bool,
     },
     /// Show one run: its steps with status, attempts, durations, decisions and errors.
-    #[command(after_help = "RUN is a run id or a unique prefix of one (see `runbook runs`).")]
+    #[command(
+        after_help = "RUN is a run id or a unique prefix of one (see `runbook runs`).\n\nExamples:\n  runbook show 01a20e91cbf5\n  runbook show 01a20e91cbf5 --events -o json\n  runbook show 01a20e91cbf5 --server https://runbook.internal:8080 --token-file ~/.config/runbook/token\n\nWith --server the run is read through the server's API and shown exactly as it is here."
+    )]
     Show {
         /// Run id or unique id prefix.
         run: String,
@@ -175,7 +228,7 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Approve a step that waits for approval, from any terminal or script.
     #[command(
-        after_help = "Example:\n  runbook approve 01a20e91cbf5 restart_pods --comment \"checked the dashboards\"\n\nThe answer is recorded with who gave it (--actor, else the OS user); the runbook may limit who\nmay answer (`approval: { approvers: [...], distinct_from_initiator: true }`). The first answer\nto a request wins. A run driven by a process picks the answer up within a second; a parked run\ngoes on with `runbook resume RUN`."
+        after_help = "Examples:\n  runbook approve 01a20e91cbf5 restart_pods --comment \"checked the dashboards\"\n  RUNBOOK_SERVER=https://runbook.internal:8080 RUNBOOK_TOKEN_FILE=~/.config/runbook/token \\\n    runbook approve 01a20e91cbf5 restart_pods\n\nThe answer is recorded with who gave it (--actor, else the OS user); the runbook may limit who\nmay answer (`approval: { approvers: [...], distinct_from_initiator: true }`). The first answer\nto a request wins. A run driven by a process picks the answer up within a second; a parked run\ngoes on with `runbook resume RUN`.\n\nWith --server the answer goes through the server: it is recorded as the token's subject, which\nneeds the approver role, and the server's workers continue a parked run."
     )]
     Approve {
         #[command(flatten)]
@@ -186,7 +239,7 @@ pub enum Command {
     },
     /// Deny a step that waits for approval: it fails (kind `approval`) with your reason.
     #[command(
-        after_help = "Example:\n  runbook deny 01a20e91cbf5 restart_pods --reason \"traffic peak, retry after 18:00\""
+        after_help = "Examples:\n  runbook deny 01a20e91cbf5 restart_pods --reason \"traffic peak, retry after 18:00\"\n  runbook deny 01a20e91cbf5 restart_pods --reason \"not now\" --server https://runbook.internal:8080\n\nWith --server the denial is recorded as the token's subject (RUNBOOK_TOKEN or --token-file),\nwhich needs the approver role."
     )]
     Deny {
         #[command(flatten)]
@@ -343,6 +396,10 @@ pub struct RunArgs {
     /// print its id.
     #[arg(long, conflicts_with_all = ["yes", "detach"])]
     pub queue: bool,
+    /// With --server: a key that makes a retried request return the run the first one started
+    /// instead of starting another (the API's Idempotency-Key header), e.g. a deploy's id.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
     #[command(flatten)]
     pub drive: DriveArgs,
 }
@@ -456,6 +513,11 @@ fn load_plan(
 
 pub async fn main(cli: Cli) -> Result<i32, Failure> {
     runbook_steps::init_tls();
+    if let Some(url) = cli.global.server.as_deref()
+        && let Some(done) = remote::command(&cli, url).await
+    {
+        return done;
+    }
     let registry = Arc::new(Registry::builtin());
     let expr = Arc::new(Expr::new());
     match cli.command {
@@ -499,15 +561,7 @@ pub async fn main(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Show { run, events } => {
             let store = open_store(&cli.global).await?;
-            show::show(
-                store.as_ref(),
-                &run,
-                events,
-                cli.global.output,
-                &registry,
-                &expr,
-            )
-            .await
+            show::show(store.as_ref(), &run, events, cli.global.output).await
         }
         Command::Graph { runbook, format } => {
             let (_, _, plan) = load_plan(&runbook, &registry, &expr)?;

@@ -1,14 +1,14 @@
 //! Reading runs back: `runs` and `show`, and what they share with `audit` and `run`.
 
 use super::{Failure, Format, exit};
-use crate::expr::Expr;
+use crate::run::event::Record;
 use crate::run::event::RunStatus;
 use crate::run::state::Status;
 use crate::run::view::{Act, RunView, StepView, Stop, Why};
-use crate::store::Store;
+use crate::store::{RunRow, Store};
 use console::style;
+use runbook_steps::ErrorKind;
 use runbook_steps::duration::human;
-use runbook_steps::{ErrorKind, Registry};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -125,19 +125,27 @@ pub async fn runs(
         rows = kept;
         rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     }
+    let none = if recorded == 0 {
+        "no runs yet; start one with `runbook run NAME`".to_string()
+    } else {
+        format!(
+            "no resumable runs among the {recorded} recorded: they finished, or a live process is driving them (see `runbook runs`)"
+        )
+    };
+    print_runs(&rows, format, &none);
+    Ok(exit::OK)
+}
+
+/// Prints runs as `runbook runs` does, whether they were read from the database or from a server;
+/// `none` is what it says when there are none.
+pub fn print_runs(rows: &[RunRow], format: Format, none: &str) {
     if format == Format::Json {
         print_json(&rows);
-        return Ok(exit::OK);
+        return;
     }
     if rows.is_empty() {
-        if recorded == 0 {
-            eprintln!("no runs yet; start one with `runbook run NAME`");
-        } else {
-            eprintln!(
-                "no resumable runs among the {recorded} recorded: they finished, or a live process is driving them (see `runbook runs`)"
-            );
-        }
-        return Ok(exit::OK);
+        eprintln!("{none}");
+        return;
     }
     let mut t = Table::new(&["ID", "RUNBOOK", "STATUS", "STARTED", "DURATION", "BY"]);
     for r in rows {
@@ -151,7 +159,6 @@ pub async fn runs(
         ]);
     }
     print!("{}", t.render());
-    Ok(exit::OK)
 }
 
 fn status_word(s: &str) -> String {
@@ -167,6 +174,12 @@ pub use crate::run::view::Loaded;
 
 pub async fn run_json(store: &dyn Store, id: &str) -> Result<Value, Failure> {
     Ok(serde_json::to_value(&Loaded::load(store, id).await?.view).unwrap_or_default())
+}
+
+/// The first 12 characters of an id or a hash: enough to name it, short enough to type. Cut at a
+/// character, since a view read from a server may hold anything.
+pub fn short_id(s: &str) -> &str {
+    s.char_indices().nth(12).map_or(s, |(i, _)| &s[..i])
 }
 
 /// A duration in milliseconds, for people.
@@ -211,12 +224,7 @@ pub fn header(v: &RunView, timestamp: impl Fn(i64) -> String) -> String {
         let changed = r
             .changed_runbook
             .as_deref()
-            .map(|h| {
-                format!(
-                    ", with a CHANGED runbook (sha256 {})",
-                    &h[..12.min(h.len())]
-                )
-            })
+            .map(|h| format!(", with a CHANGED runbook (sha256 {})", short_id(h)))
             .unwrap_or_default();
         let down = r
             .down_ms
@@ -256,7 +264,7 @@ pub fn header(v: &RunView, timestamp: impl Fn(i64) -> String) -> String {
     if let Some(p) = &run.parent_run {
         out.push_str(&format!(
             "  re-run of {} from step {}\n",
-            &p[..12.min(p.len())],
+            short_id(p),
             run.rerun_from.as_deref().unwrap_or("?")
         ));
     }
@@ -298,17 +306,24 @@ pub async fn show(
     id: &str,
     all_events: bool,
     format: Format,
-    _registry: &Registry,
-    _expr: &Expr,
 ) -> Result<i32, Failure> {
     let loaded = Loaded::load(store, id).await?;
-    let (run, v) = (&loaded.run, &loaded.view);
+    print_show(
+        &loaded.view,
+        all_events.then_some(&loaded.records[..]),
+        format,
+    );
+    Ok(exit::OK)
+}
+
+/// Prints a run as `runbook show` does, whether it was folded here or read from a server; with
+/// `records`, every journal event too (`--events`).
+pub fn print_show(v: &RunView, records: Option<&[Record]>, format: Format) {
     if format == Format::Json {
         let mut out = serde_json::to_value(v).unwrap_or_default();
-        if all_events {
+        if let Some(records) = records {
             out["events"] = Value::Array(
-                loaded
-                    .records
+                records
                     .iter()
                     .map(|r| {
                         let event = r.event().map_or_else(
@@ -321,13 +336,23 @@ pub async fn show(
             );
         }
         print_json(&out);
-        return Ok(exit::OK);
+    } else {
+        print!("{}", show_text(v, records, when));
     }
-    let mut out = header(v, when);
+}
+
+/// `runbook show`'s text: the header, a table of the steps, and the events when given.
+pub fn show_text(
+    v: &RunView,
+    records: Option<&[Record]>,
+    timestamp: impl Fn(i64) -> String,
+) -> String {
+    let run = &v.run;
+    let mut out = header(v, &timestamp);
     out.push_str(&format!(
         "  runbook {} (sha256 {})\n",
         run.source_path.as_deref().unwrap_or("-"),
-        &run.runbook_sha256[..12.min(run.runbook_sha256.len())]
+        short_id(&run.runbook_sha256)
     ));
     if run.params.as_object().is_some_and(|m| !m.is_empty()) {
         out.push_str(&format!("  params {}\n", run.params));
@@ -377,7 +402,7 @@ pub async fn show(
             detail.push(format!("read {}", read_values(&g.values)));
         }
         if let Some(r) = &s.reused_from {
-            detail.push(format!("reused from {}", &r[..12.min(r.len())]));
+            detail.push(format!("reused from {}", short_id(r)));
         }
         if let Some(tries) = tries_detail(s) {
             detail.push(tries);
@@ -426,20 +451,19 @@ pub async fn show(
         ]);
     }
     out.push_str(&t.render());
-    if all_events {
+    if let Some(records) = records {
         out.push_str("\nevents:\n");
-        for r in &loaded.records {
+        for r in records {
             out.push_str(&format!(
                 "  {:>4}  {}  {:<16} {}\n",
                 r.seq,
-                when(r.at_ms),
+                timestamp(r.at_ms),
                 r.kind,
                 r.data
             ));
         }
     }
-    print!("{out}");
-    Ok(exit::OK)
+    out
 }
 
 fn short(v: &Value) -> String {
@@ -457,7 +481,7 @@ fn short(v: &Value) -> String {
 /// A plan as a reviewer reads it: what ran (reads), what was decided, and what would change.
 pub fn plan_text(v: &RunView) -> String {
     let mut out = String::new();
-    let short = &v.run.id[..12.min(v.run.id.len())];
+    let short = short_id(&v.run.id);
     let count = |st: Status| v.steps.iter().filter(|s| s.status == st).count();
     let changes = v
         .steps
@@ -525,4 +549,283 @@ pub fn plan_text(v: &RunView) -> String {
     }
     out.push_str(&format!("details: runbook show {short}\n"));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::event::{Chain, Event, OperatorAction, Recovery, Trigger};
+    use crate::run::view::RunView;
+    use runbook_steps::SideEffect;
+    use serde_json::Map;
+
+    fn started(step: &str, attempt: u32, class: SideEffect) -> Event {
+        Event::StepStarted {
+            step: step.into(),
+            attempt,
+            class,
+            inputs: json!({"argv": ["x", step]}),
+            deadline_ms: None,
+        }
+    }
+
+    fn recovered(step: &str, attempt: u32, outcome: Recovery) -> Event {
+        Event::StepRecovered {
+            step: step.into(),
+            attempt,
+            outcome,
+        }
+    }
+
+    fn decided(step: &str, action: OperatorAction) -> Event {
+        Event::OperatorDecided {
+            step: step.into(),
+            action,
+            by: "bob".into(),
+        }
+    }
+
+    /// A run that went through nearly everything a view records: a trigger, a re-run's reused
+    /// step, a retry, a guard, a decision, approvals given and refused, a crash with an unknown
+    /// step settled each way, a superseded attempt, a step left running, an interruption, a park, a
+    /// resume with a changed runbook, and an unreadable event.
+    fn records() -> Vec<Record> {
+        let mut chain = Chain::new("01a20e91cbf5d3e4");
+        let values = |k: &str, v: Value| {
+            let mut m = Map::new();
+            m.insert(k.into(), v);
+            m
+        };
+        let events = vec![
+            Event::RunStarted {
+                runbook: "model-degraded".into(),
+                runbook_sha256: "ab".repeat(32),
+                params: values("specialist_type", json!("technical")),
+                vars: Map::new(),
+                engine_version: "0.1.0".into(),
+            },
+            Event::RunTriggered {
+                trigger: Trigger::Alert {
+                    alertname: "MLModelDegraded".into(),
+                    status: "firing".into(),
+                    receiver: "runbook".into(),
+                    group_key: "{}:{}".into(),
+                    key: "k".into(),
+                    fingerprint: "fp".into(),
+                    starts_at: String::new(),
+                    labels: [("severity".to_string(), "warning".to_string())].into(),
+                    annotations: Default::default(),
+                },
+            },
+            Event::RerunOf {
+                parent_run: "0199aaaabbbbcccc".into(),
+                from_step: "probe".into(),
+            },
+            Event::StepReused {
+                step: "versions".into(),
+                from_run: "0199aaaabbbbcccc".into(),
+                status: "succeeded".into(),
+                kind: None,
+                result: None,
+                outputs: values("hours", json!(3)),
+                chosen: Some(vec!["rollback".into()]),
+                reason: None,
+            },
+            started("probe", 1, SideEffect::Read),
+            Event::StepFailed {
+                step: "probe".into(),
+                attempt: 1,
+                kind: ErrorKind::Connect,
+                error: "connection refused".into(),
+                detail: None,
+                retry_at_ms: Some(1_300),
+            },
+            started("probe", 2, SideEffect::Read),
+            Event::StepSucceeded {
+                step: "probe".into(),
+                attempt: 2,
+                result: json!({"v": 0.4}),
+                outputs: values("f1", json!(0.61)),
+            },
+            Event::GuardEvaluated {
+                step: "scale".into(),
+                condition: "steps.probe.f1 > 0.9".into(),
+                holds: false,
+                values: values("steps.probe.f1", json!(0.61)),
+            },
+            Event::StepSkipped {
+                step: "scale".into(),
+                reason: "its `when:` is false".into(),
+            },
+            Event::DecisionTaken {
+                step: "choose".into(),
+                case: Some(0),
+                condition: Some("steps.probe.f1 < 0.65".into()),
+                values: values("steps.probe.f1", json!(0.61)),
+                taken: vec!["restart".into()],
+                not_taken: vec!["retrain".into()],
+            },
+            Event::ApprovalRequested {
+                step: "restart".into(),
+                attempt: 1,
+                class: SideEffect::Unsafe,
+                inputs: json!({}),
+                approvers: vec!["alice".into()],
+                distinct_from_initiator: false,
+                expires_at_ms: None,
+                plan: None,
+            },
+            Event::ApprovalGranted {
+                step: "restart".into(),
+                by: "alice".into(),
+                how: "api".into(),
+                comment: Some("checked".into()),
+            },
+            started("restart", 1, SideEffect::Unsafe),
+            started("gate", 1, SideEffect::Unsafe),
+            Event::StepFailed {
+                step: "gate".into(),
+                attempt: 1,
+                kind: ErrorKind::Approval,
+                error: "denied by carol: traffic peak".into(),
+                detail: None,
+                retry_at_ms: None,
+            },
+            started("left", 1, SideEffect::Unsafe),
+            started("again", 1, SideEffect::Idempotent),
+            started("twice", 1, SideEffect::Read),
+            started("twice", 2, SideEffect::Read),
+            Event::RunInterrupted {
+                reason: "Ctrl-C".into(),
+            },
+            Event::RunResumed {
+                runbook_sha256: "cd".repeat(32),
+                runbook_text: None,
+            },
+            recovered("restart", 1, Recovery::Unknown),
+            recovered("left", 1, Recovery::Unknown),
+            recovered("again", 1, Recovery::Rerun),
+            decided("restart", OperatorAction::MarkDone),
+            decided("left", OperatorAction::MarkFailed),
+            started("again", 2, SideEffect::Idempotent),
+            Event::ProcessFound {
+                step: "twice".into(),
+                group: runbook_steps::process::Group {
+                    pgid: 4242,
+                    start: 1,
+                    boot: "b".into(),
+                },
+                action: "left_running".into(),
+                how: None,
+            },
+            Event::RunParked {
+                waiting_for: vec!["twice".into()],
+            },
+            Event::RunResumed {
+                runbook_sha256: "cd".repeat(32),
+                runbook_text: None,
+            },
+            recovered("twice", 2, Recovery::Unknown),
+            decided("twice", OperatorAction::Retry),
+            Event::RunDetached {
+                wake_at_ms: Some(9_000),
+                approvals: vec![],
+            },
+            Event::RunResumed {
+                runbook_sha256: "cd".repeat(32),
+                runbook_text: None,
+            },
+            Event::RunFinished {
+                status: RunStatus::Failed,
+                error: Some("step `left` failed".into()),
+            },
+        ];
+        let mut out: Vec<Record> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| chain.seal(1_000 + 100 * i64::try_from(i).unwrap_or(0), "tester", e))
+            .collect();
+        let mut bad = chain.seal(
+            99_000,
+            "tester",
+            &Event::RunInterrupted { reason: "x".into() },
+        );
+        bad.data = "not an event".into();
+        out.push(bad);
+        out
+    }
+
+    #[test]
+    fn a_view_read_back_from_its_json_renders_as_the_folded_one() {
+        let records = records();
+        let row = RunRow {
+            id: "01a20e91cbf5d3e4".into(),
+            runbook: "model-degraded".into(),
+            title: Some("Model degraded".into()),
+            source_path: Some("runbooks/model-degraded.yaml".into()),
+            runbook_sha256: "ab".repeat(32),
+            runbook_text: "name: model-degraded".into(),
+            params: json!({"specialist_type": "technical"}),
+            status: RunStatus::Failed,
+            actor: "alertmanager:am".into(),
+            started_at: 1_000,
+            finished_at: Some(99_000),
+            parent_run: Some("0199aaaabbbbcccc".into()),
+            kind: crate::store::RunKind::Run,
+            concurrency: Some(1),
+            trigger_key: Some("k".into()),
+            request_key: None,
+        };
+        let folded = RunView::of_run(&row, &records, None);
+        let json = serde_json::to_value(&folded).expect("serialize");
+        let back: RunView = serde_json::from_value(json.clone()).expect("deserialize");
+        assert_eq!(serde_json::to_value(&back).expect("serialize"), json);
+        // The index is rebuilt: steps are found by id.
+        assert_eq!(back.step("left").map(|s| s.status), Some(Status::Failed));
+        let stamp = |ms: i64| format!("t{ms}");
+        let text = show_text(&folded, Some(&records), stamp);
+        assert_eq!(show_text(&back, Some(&records), stamp), text);
+        assert_eq!(
+            show_text(&back, None, stamp),
+            show_text(&folded, None, stamp)
+        );
+        // What makes the comparison worth something: the text shows what each part recorded.
+        for want in [
+            "chose restart by `steps.probe.f1 < 0.65`",
+            "read steps.probe.f1=0.61",
+            "retried once after a failure",
+            "approved by alice (api)",
+            "marked done by bob (operator)",
+            "marked failed by bob (operator)",
+            "reused from 0199aaaabbbb",
+            "re-run of 0199aaaabbbb from step probe",
+            "with a CHANGED runbook (sha256 cdcdcdcdcdcd)",
+            "(interrupted)",
+            "(waiting for an operator)",
+            "(parked)",
+            "WARNING: events [37] are unreadable",
+            "approval: denied by carol: traffic peak",
+            "not an event",
+        ] {
+            assert!(text.contains(want), "`{want}` not in:\n{text}");
+        }
+        let twice = back.step("twice").expect("twice");
+        let outcomes: Vec<&str> = twice
+            .tries
+            .iter()
+            .map(|t| match t.outcome() {
+                crate::run::view::Outcome::Superseded => "superseded",
+                crate::run::view::Outcome::RetriedByOperator { .. } => "retried",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(outcomes, ["superseded", "retried"]);
+    }
+
+    #[test]
+    fn ids_are_shortened_at_a_character() {
+        assert_eq!(short_id("01a20e91cbf5d3e4"), "01a20e91cbf5");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id("ééééééééééééé"), "éééééééééééé");
+    }
 }

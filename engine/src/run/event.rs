@@ -438,9 +438,11 @@ impl RunStatus {
 }
 
 /// An event as stored: its place in the run's chain, when, who, and the hash that links it. Decoded
-/// from an `events` row by either store.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+/// from an `events` row by either store, or from a page of the HTTP API's journal (which names the
+/// run once per page, not per event).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Record {
+    #[serde(default)]
     pub run_id: String,
     pub seq: i64,
     #[sqlx(rename = "at")]

@@ -44,6 +44,23 @@ impl Status {
             Status::Planned => "planned",
         }
     }
+
+    pub const ALL: [Status; 9] = [
+        Status::Pending,
+        Status::Running,
+        Status::RetryWait,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Skipped,
+        Status::Unknown,
+        Status::AwaitingApproval,
+        Status::Planned,
+    ];
+
+    /// The status `as_str` names (a step's status in a read model's JSON).
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

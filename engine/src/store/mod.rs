@@ -54,8 +54,9 @@ impl StoreError {
     }
 }
 
-/// A run's row: what `runbook runs` lists and `show` starts from.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+/// A run's row: what `runbook runs` lists and `show` starts from. Read back from the HTTP API's run
+/// list too (`runbook runs --server`), without the runbook text, which the API does not send.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RunRow {
     pub id: String,
     pub runbook: String,

@@ -18,7 +18,7 @@ use super::state::Status;
 use crate::runbook::plan::Plan;
 use crate::store::RunRow;
 use runbook_steps::{ErrorKind, SideEffect};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -45,6 +45,43 @@ pub struct RunView {
     /// The sequence number of the last `run_detached`.
     #[serde(skip)]
     detached: Option<i64>,
+}
+
+/// A view read back from its JSON (the HTTP API's `GET /api/v1/runs/{run}`), to render as a folded
+/// one renders. The step index is rebuilt from the steps; what only folding needs next (the last
+/// event, the last detach, why a step's next attempt happens) is not in the JSON, so a view read
+/// back is for rendering, not for applying more events to.
+impl<'de> Deserialize<'de> for RunView {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<RunView, D::Error> {
+        #[derive(Deserialize)]
+        struct Shown {
+            run: RunSummary,
+            steps: Vec<StepView>,
+            resumes: Vec<Resume>,
+            interventions: Vec<Intervention>,
+            #[serde(default)]
+            notes: Vec<Noted>,
+            unreadable: Vec<i64>,
+        }
+        let s = Shown::deserialize(de)?;
+        let index = s
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, st)| (st.id.clone(), i))
+            .collect();
+        Ok(RunView {
+            run: s.run,
+            steps: s.steps,
+            resumes: s.resumes,
+            interventions: s.interventions,
+            notes: s.notes,
+            unreadable: s.unreadable,
+            index,
+            last: None,
+            detached: None,
+        })
+    }
 }
 
 impl RunView {

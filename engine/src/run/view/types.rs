@@ -4,11 +4,11 @@
 use crate::run::event::{OperatorAction, RunStatus};
 use crate::run::state::Status;
 use runbook_steps::{ErrorKind, SideEffect};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The run's header: its row's fields, the ones the journal adds, and durations.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunSummary {
     pub id: String,
     pub runbook: String,
@@ -35,7 +35,7 @@ pub struct RunSummary {
 }
 
 /// A resume: when, by whom, and how long the run had been stopped.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Resume {
     pub seq: i64,
     pub at: i64,
@@ -49,7 +49,7 @@ pub struct Resume {
     pub changed_runbook: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stop {
     /// Interrupted (Ctrl-C), and journaled so.
@@ -63,12 +63,12 @@ pub enum Stop {
 }
 
 /// One step as people read it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepView {
     pub id: String,
     /// The plugin, when the runbook the run follows still has this step.
     pub uses: String,
-    #[serde(serialize_with = "status_str")]
+    #[serde(serialize_with = "status_str", deserialize_with = "status_from_str")]
     pub status: Status,
     /// Attempts made (the number of the last one).
     pub attempts: u32,
@@ -112,8 +112,21 @@ fn status_str<S: serde::Serializer>(s: &Status, ser: S) -> Result<S::Ok, S::Erro
     ser.serialize_str(s.as_str())
 }
 
+fn status_from_str<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Status, D::Error> {
+    let s = String::deserialize(de)?;
+    Status::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown step status `{s}`")))
+}
+
+fn action_from_words<'de, D: serde::Deserializer<'de>>(de: D) -> Result<OperatorAction, D::Error> {
+    let s = String::deserialize(de)?;
+    OperatorAction::ALL
+        .into_iter()
+        .find(|a| a.words() == s)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown operator decision `{s}`")))
+}
+
 /// One attempt of a step: a `step_started` and what became of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub seq: i64,
     pub number: u32,
@@ -145,7 +158,7 @@ impl Attempt {
 }
 
 /// Why an attempt happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Why {
     First,
@@ -157,7 +170,7 @@ pub enum Why {
     OperatorRetry,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Outcome {
     Running,
@@ -187,7 +200,7 @@ pub enum Outcome {
     Superseded,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
     pub seq: i64,
     pub at: i64,
@@ -201,7 +214,7 @@ pub struct Decision {
     pub reused: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Guard {
     pub seq: i64,
     pub at: i64,
@@ -210,7 +223,7 @@ pub struct Guard {
     pub values: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Approval {
     pub seq: i64,
     pub at: i64,
@@ -223,18 +236,21 @@ pub struct Approval {
     pub inputs: Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Operator {
     pub seq: i64,
     pub at: i64,
     /// In words: `retry`, `marked done`, `marked failed`.
-    #[serde(serialize_with = "action_words")]
+    #[serde(
+        serialize_with = "action_words",
+        deserialize_with = "action_from_words"
+    )]
     pub action: OperatorAction,
     pub by: String,
 }
 
 /// Something a person did to the run, in journal order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Intervention {
     pub seq: i64,
     pub at: i64,
@@ -243,7 +259,7 @@ pub struct Intervention {
     pub what: Act,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Act {
     Approval {
@@ -285,7 +301,7 @@ pub enum Act {
 }
 
 /// Something told to the run from outside (`run_noted`): an alert notification about it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Noted {
     pub seq: i64,
     pub at: i64,
@@ -296,6 +312,12 @@ pub struct Noted {
 }
 
 impl OperatorAction {
+    pub const ALL: [OperatorAction; 3] = [
+        OperatorAction::Retry,
+        OperatorAction::MarkDone,
+        OperatorAction::MarkFailed,
+    ];
+
     /// The decision in words, e.g. `marked done`.
     pub fn words(self) -> &'static str {
         match self {
