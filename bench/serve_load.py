@@ -10,6 +10,7 @@ module). It prints what it measured as `key: value` lines, which serve.sh shows 
   enqueue   N runs queued through POST /api/v1/runs
   wait      until the runs of a runbook are all finished (or parked at an approval), then timings
   pgstats   PostgreSQL's transaction and WAL counts, or what they grew by per run
+  pglog     where PostgreSQL's time went, from its log (log_min_duration_statement=0) on stdin
 """
 
 import argparse
@@ -17,6 +18,7 @@ import http.client
 import json
 import math
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -339,6 +341,32 @@ def cmd_pgstats(a):
     return 0
 
 
+def cmd_pglog(a):
+    """Statement durations from a PostgreSQL server log written with log_min_duration_statement=0
+    (stdin), summed by statement and phase (parse, bind, execute) for the databases whose name
+    holds --db-contains: where the server's time went."""
+    line_re = re.compile(r"postgres@(\S+) LOG:  duration: ([\d.]+) ms  "
+                         r"(?:(parse|bind|execute) [^:]*: |statement: )(.*)")
+    total, count, worst = Counter(), Counter(), Counter()
+    for line in sys.stdin:
+        m = line_re.search(line)
+        if not m or a.db_contains not in m.group(1):
+            continue
+        _, ms, phase, text = m.groups()
+        key = f"{phase or 'simple'}: {' '.join(text.split())[:a.width]}"
+        total[key] += float(ms)
+        count[key] += 1
+        worst[key] = max(worst[key], float(ms))
+    whole = sum(total.values())
+    if not whole:
+        raise SystemExit("no statement durations in the log (log_min_duration_statement=0?)")
+    print(f"{whole:.0f} ms in {sum(count.values())} statements")
+    for key, ms in total.most_common(a.top):
+        print(f"{ms:8.0f} ms {100 * ms / whole:5.1f}%  n={count[key]:<6} avg={ms / count[key]:.3f} "
+              f"max={worst[key]:.1f}  {key}")
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -393,6 +421,12 @@ def main():
     s.add_argument("--runs", type=int, default=1)
     s.add_argument("--minus", type=int, default=0, help="transactions of others to take off")
     s.set_defaults(fn=cmd_pgstats)
+
+    s = sub.add_parser("pglog")
+    s.add_argument("--db-contains", default="runbook_bench_")
+    s.add_argument("--top", type=int, default=12)
+    s.add_argument("--width", type=int, default=70, help="characters of each statement shown")
+    s.set_defaults(fn=cmd_pglog)
 
     a = p.parse_args()
     sys.exit(a.fn(a))
