@@ -107,6 +107,19 @@ async fn story(store: &dyn Store, raw_sql: impl AsyncFn(String)) {
         store.run("0a1b2c3d").await,
         Err(StoreError::Ambiguous { count: 2, .. })
     ));
+    // The prefix's range holds exactly the ids that start with it, whatever its length or case.
+    assert_eq!(store.run(id2).await.expect("full id").id, id2);
+    assert_eq!(store.run(&id.to_uppercase()).await.expect("upper").id, id);
+    assert!(matches!(
+        store.run(&id[..31]).await,
+        Err(StoreError::Ambiguous { count: 2, .. })
+    ));
+    for none in ["0a1b2c3d4e5f00000000000000000003", "0a1b2c3e", "0a1b2c3c"] {
+        assert!(
+            matches!(store.run(none).await, Err(StoreError::NoSuchRun(_))),
+            "{none}"
+        );
+    }
     assert!(matches!(
         store.run("ffff").await,
         Err(StoreError::NoSuchRun(_))
@@ -115,7 +128,7 @@ async fn story(store: &dyn Store, raw_sql: impl AsyncFn(String)) {
         store.run("'; drop table runs; --").await,
         Err(StoreError::NoSuchRun(_))
     ));
-    // LIKE wildcards are not id characters: `%` matches no run rather than every run.
+    // Not id characters (once LIKE wildcards): `%` matches no run rather than every run.
     for wild in ["%", "_", "0a1b%"] {
         assert!(
             matches!(store.run(wild).await, Err(StoreError::NoSuchRun(_))),

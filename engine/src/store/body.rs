@@ -186,27 +186,33 @@ macro_rules! shared_body {
                 id_or_prefix: &str,
             ) -> Result<$crate::store::RunRow, $crate::store::StoreError> {
                 use $crate::store::StoreError;
-                // Ids are lowercase hex; anything else (a `%` or `_` above all) matches nothing
-                // rather than acting as a LIKE wildcard.
+                // Ids are lowercase hex; anything else matches nothing.
                 if id_or_prefix.is_empty() || !id_or_prefix.chars().all(|c| c.is_ascii_hexdigit()) {
                     return Err(StoreError::NoSuchRun(id_or_prefix.to_string()));
                 }
-                let pattern = format!("{}%", id_or_prefix.to_ascii_lowercase());
+                // The ids starting with the prefix, as a range of the primary key: `LIKE 'p%'`
+                // uses no index (PostgreSQL's only under the C collation, SQLite's LIKE ignores
+                // case), so every lookup read the whole table. `g` sorts after every hex digit.
+                let low = id_or_prefix.to_ascii_lowercase();
+                let high = format!("{low}g");
                 let mut rows = sqlx::query_as::<_, $crate::store::StoredRun>(
-                    "SELECT * FROM runs WHERE id LIKE $1 ORDER BY started_at LIMIT 2",
+                    "SELECT * FROM runs WHERE id >= $1 AND id < $2 ORDER BY started_at LIMIT 2",
                 )
-                .bind(&pattern)
+                .bind(&low)
+                .bind(&high)
                 .fetch_all(&self.pool)
                 .await?;
                 match rows.len() {
                     0 => Err(StoreError::NoSuchRun(id_or_prefix.to_string())),
                     1 => rows.remove(0).try_into(),
                     _ => {
-                        let count: i64 =
-                            sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE id LIKE $1")
-                                .bind(&pattern)
-                                .fetch_one(&self.pool)
-                                .await?;
+                        let count: i64 = sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM runs WHERE id >= $1 AND id < $2",
+                        )
+                        .bind(&low)
+                        .bind(&high)
+                        .fetch_one(&self.pool)
+                        .await?;
                         Err(StoreError::Ambiguous {
                             prefix: id_or_prefix.to_string(),
                             count: usize::try_from(count).unwrap_or(usize::MAX),
