@@ -28,13 +28,7 @@ pub async fn answer(
     answer: Answer,
 ) -> Result<Answered, DriverError> {
     let stored = super::launch::StoredRun::load(store, run, false).await?;
-    let plan = crate::runbook::validate::check(
-        stored.label(),
-        stored.text(),
-        &engine.registry,
-        &engine.expr,
-    )
-    .map_err(|r| {
+    let plan = stored.check(engine).map_err(|r| {
         DriverError::Refused(format!(
             "the runbook of run {} does not validate:\n{}",
             stored.row.id,

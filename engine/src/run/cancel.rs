@@ -195,12 +195,7 @@ async fn journal_requests(
     if matches!(stored.row.status, RunStatus::Succeeded | RunStatus::Failed) {
         return Ok(stored.row.status);
     }
-    let plan = crate::runbook::validate::check(
-        stored.label(),
-        stored.text(),
-        &engine.registry,
-        &engine.expr,
-    )
+    let plan = stored.check(engine)
     .map_err(|r| {
         DriverError::Refused(format!(
             "the runbook of run {run_id} does not validate, so its requests cannot be taken here:\n{}",

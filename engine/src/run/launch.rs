@@ -128,6 +128,11 @@ impl StoredRun {
     pub fn label(&self) -> &str {
         self.row.source_path.as_deref().unwrap_or("stored runbook")
     }
+
+    /// The run's current runbook text, validated into a plan.
+    pub fn check(&self, engine: &crate::Engine) -> Result<Plan, crate::diag::Report> {
+        crate::runbook::validate::check(self.label(), self.text(), &engine.registry, &engine.expr)
+    }
 }
 
 /// A new run before anything of it is written: its row, its first event (sealed), the connections
