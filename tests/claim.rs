@@ -182,6 +182,8 @@ async fn claims(store: &dyn Store) {
     runs.append(store, &soon, 2_100, &[resumed()]).await;
     runs.append(store, &soon, 2_200, &[detached(Some(30_000), &[])])
         .await;
+    // The park let the lease go in its own commit: the driver's release finds nothing to do.
+    assert_eq!(store.lease(&soon).await.expect("lease"), None);
     store.release_lease(&soon, "w1").await.expect("release");
     assert_eq!(ids(store, "w3", 15_000, 10).await, Vec::<String>::new());
     assert_eq!(
@@ -276,6 +278,31 @@ async fn claims(store: &dyn Store) {
     );
     let took = store.claim("w6", 60_000, LEASE, 100).await.expect("claim");
     assert!(took.iter().any(|c| c.run_id == held && c.took_over));
+    // Orphans are taken before runs that were only due, whenever those became due (everything
+    // claimable so far is taken first, so that only the runs made here are left).
+    ids(store, "w7", 61_000, 100).await;
+    let queued = runs
+        .create(store, "demo", None, 61_000, Some(Some(61_000)))
+        .await;
+    let second = runs
+        .create(store, "demo", None, 61_000, Some(Some(61_000)))
+        .await;
+    let abandoned = runs.create(store, "demo", None, 61_000, None).await;
+    assert_eq!(
+        store
+            .acquire_lease(&abandoned, "dead", 61_000, 61_500, None)
+            .await
+            .expect("lease"),
+        None
+    );
+    assert_eq!(
+        ids(store, "w8", 62_000, 2).await,
+        vec![abandoned.clone(), queued]
+    );
+    assert_eq!(ids(store, "w8", 62_000, 2).await, vec![second]);
+    // A run's end lets its lease go with it.
+    runs.append(store, &abandoned, 62_100, &[finished()]).await;
+    assert_eq!(store.lease(&abandoned).await.expect("lease"), None);
 
     // Finished runs and plans are never claimed.
     runs.append(store, &later, 40_000, &[resumed(), finished()])

@@ -436,8 +436,16 @@ pub async fn resume(
         redactor,
         initiator: run.actor.clone(),
     };
+    // A claim made moments ago holds the lease until its expiry, and the driver renews it well
+    // before; taking it again would only cost a commit. An old claim is taken again, which also
+    // tells whether another process has it since.
+    let fresh_claim = opts
+        .claimed_at_ms
+        .is_some_and(|at| now_ms().saturating_sub(at) < lease::TTL_MS / 3);
     let mut d = Driver::new(store, engine, opts, hooks, at);
-    lease::take(d.store.as_ref(), &run.id, &d.holder).await?;
+    if !fresh_claim {
+        lease::take(d.store.as_ref(), &run.id, &d.holder).await?;
+    }
     let runbook_sha256 = hex::encode(sha2::Sha256::digest(text.as_bytes()));
     d.emit(Event::RunResumed {
         runbook_sha256,
@@ -468,6 +476,14 @@ pub async fn resume(
             how,
         });
     }
+    // Resuming where nothing was in flight and nothing was decided only says who drives now: it
+    // may share the next flush's fsync (a step's intent is fsync'd before it acts, and that
+    // commit carries this one to disk with it). What a recovery found and did must be on disk first.
+    let durability = if recoveries.is_empty() && decisions.is_empty() {
+        Durability::Process
+    } else {
+        Durability::Power
+    };
     for (i, attempt, outcome) in recoveries {
         d.emit(Event::StepRecovered {
             step: plan.id(i).to_string(),
@@ -479,7 +495,7 @@ pub async fn resume(
         let by = d.opts.actor.clone();
         d.emit(Event::OperatorDecided { step, action, by });
     }
-    d.flush(Durability::Power).await?;
+    d.flush(durability).await?;
     d.drive_leased().await
 }
 /// A re-run of `parent` from step `from`, ready to start: the plan of the runbook text the parent

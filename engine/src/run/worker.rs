@@ -131,7 +131,8 @@ pub async fn run(
                 expire_the_dead(store.as_ref(), &me, log.as_ref()).await;
             }
             let limit = i64::try_from(room).unwrap_or(i64::MAX);
-            match store.claim(&name, now_ms(), lease::TTL_MS, limit).await {
+            let claimed_at = now_ms();
+            match store.claim(&name, claimed_at, lease::TTL_MS, limit).await {
                 Ok(claimed) => {
                     for c in claimed {
                         sum.claimed += 1;
@@ -147,6 +148,7 @@ pub async fn run(
                             me.clone(),
                             drain.clone(),
                             c.run_id.clone(),
+                            claimed_at,
                         );
                         let handle = tasks.spawn(drive);
                         driving.insert(handle.id(), c.run_id);
@@ -238,10 +240,12 @@ fn drive(
     me: Holder,
     drain: CancellationToken,
     run_id: String,
+    claimed_at: i64,
 ) -> impl std::future::Future<Output = Driven> + Send + 'static {
     let mut opts = RunOptions::new(&cfg.actor);
     opts.detach = true;
     opts.holder = Some(me);
+    opts.claimed_at_ms = Some(claimed_at);
     opts.drain = drain;
     opts.profile = cfg.profile.clone();
     opts.max_parallel = cfg.max_parallel;

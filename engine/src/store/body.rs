@@ -61,6 +61,15 @@ macro_rules! shared_body {
                     .bind(&first.run_id)
                     .execute(&mut *tx)
                     .await?;
+                    // A run that stops being driven (parked, waiting, ended) lets its lease go in
+                    // the same commit, so the driver's release that follows writes nothing (and
+                    // waits for no flush); a crash between the two cannot leave the lease behind.
+                    if status != $crate::run::event::RunStatus::Running {
+                        sqlx::query("DELETE FROM leases WHERE run_id = $1")
+                            .bind(&first.run_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
                 }
                 Ok(())
             }

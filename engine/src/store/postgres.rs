@@ -66,7 +66,7 @@ impl PgStore {
         Ok(())
     }
 
-    const CANDIDATES: &str = super::claim::CANDIDATES_PG;
+    const CANDIDATES: [&str; 2] = super::claim::CANDIDATES_PG;
 
     async fn begin_claim(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         Ok(self.pool.begin().await?)

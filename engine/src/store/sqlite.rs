@@ -113,7 +113,12 @@ impl SqliteStore {
         result
     }
 
-    const CANDIDATES: &str = super::claim::CANDIDATES_SQLITE;
+    const CANDIDATES: [&str; 2] = super::claim::CANDIDATES_SQLITE;
+
+    #[cfg(test)]
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
 
     /// A claim reads, then writes: taking the write lock first makes a claim by another process
     /// wait (busy_timeout) instead of failing to upgrade its read lock.
