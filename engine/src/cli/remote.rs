@@ -141,14 +141,35 @@ fn refuse_typed(cli: &Cli, refused: &[(&str, &str)]) -> Result<(), Failure> {
 }
 
 async fn runs(server: &Remote, limit: i64, format: Format) -> Result<i32, Failure> {
-    if !(1..=PAGE).contains(&limit) {
+    if limit < 1 {
         return Err(Failure::invalid(format!(
-            "--limit: through a server, 1 to {PAGE} runs (the most it lists at once)"
+            "--limit: at least 1 run (not {limit})"
         )));
     }
-    let rows: Vec<RunRow> = server
-        .get(&["api", "v1", "runs"], &[("limit", limit.to_string())])
-        .await?;
+    // A page at a time, each continuing after the last run of the one before.
+    let mut rows: Vec<RunRow> = Vec::new();
+    while let Ok(left @ 1..) = i64::try_from(rows.len()).map(|n| limit - n) {
+        let mut query = vec![("limit", left.min(PAGE).to_string())];
+        if let Some(last) = rows.last() {
+            query.push(("before", last.started_at.to_string()));
+            query.push(("before_id", last.id.clone()));
+        }
+        let page: Vec<RunRow> = server.get(&["api", "v1", "runs"], &query).await?;
+        let full = i64::try_from(page.len()).is_ok_and(|n| n == left.min(PAGE));
+        // A page that does not move on would be asked for forever.
+        if let (Some(last), Some(first)) = (rows.last(), page.first())
+            && (first.started_at, &first.id) >= (last.started_at, &last.id)
+        {
+            return Err(Failure::env(format!(
+                "{}: the list of runs does not advance (run {} again); is it a runbook server?",
+                server.shown, first.id
+            )));
+        }
+        rows.extend(page);
+        if !full {
+            break;
+        }
+    }
     let none = format!(
         "no runs yet on {}; start one with `runbook run NAME --server URL`",
         server.shown

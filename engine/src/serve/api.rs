@@ -293,9 +293,12 @@ struct ListQuery {
     status: Option<RunStatus>,
     /// Only runs of this runbook.
     runbook: Option<String>,
-    /// Only runs started before this instant (epoch milliseconds): the next page starts at the
-    /// `started_at` of the last run of this one.
+    /// Only runs started before this instant (epoch milliseconds). To page, give the `started_at`
+    /// and `id` of the last run of the previous page here and in `before_id`.
     before: Option<i64>,
+    /// With `before`: the `id` of the last run of the previous page. Runs started in that same
+    /// millisecond with a smaller id come next, so no run is skipped at a page's edge.
+    before_id: Option<String>,
 }
 
 /// Lists runs, newest first.
@@ -311,9 +314,17 @@ async fn list_runs(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
+    let before = match (q.before, q.before_id.as_deref()) {
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                "before_id needs before: the started_at of the run it names",
+            ));
+        }
+        (b, id) => b.map(|at| (at, id)),
+    };
     let rows = s
         .store
-        .runs_where(q.status, q.runbook.as_deref(), q.before, limit)
+        .runs_where(q.status, q.runbook.as_deref(), before, limit)
         .await?;
     Ok(Json(rows))
 }

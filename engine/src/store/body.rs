@@ -295,14 +295,15 @@ macro_rules! shared_body {
                 &self,
                 status: Option<$crate::run::event::RunStatus>,
                 runbook: Option<&str>,
-                before: Option<i64>,
+                before: Option<(i64, Option<&str>)>,
                 limit: i64,
             ) -> Result<Vec<$crate::store::RunRow>, $crate::store::StoreError> {
                 let rows: Vec<$crate::store::StoredRun> =
                     sqlx::query_as($crate::store::keys::RUNS_WHERE)
                         .bind(status.map(|s| s.as_str()))
                         .bind(runbook)
-                        .bind(before)
+                        .bind(before.map(|b| b.0))
+                        .bind(before.and_then(|b| b.1))
                         .bind(limit.max(0))
                         .fetch_all(&self.pool)
                         .await?;

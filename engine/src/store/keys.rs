@@ -30,11 +30,13 @@ pub(crate) const EVENTS_AFTER: &str =
 
 /// Runs, newest first, filtered by status `$1`, runbook `$2` and started before `$3` when given;
 /// at most `$4`.
+/// (Parameters appear in the order of their numbers: SQLite numbers `$N` by first appearance.)
 pub(crate) const RUNS_WHERE: &str = "SELECT * FROM runs
      WHERE (CAST($1 AS TEXT) IS NULL OR status = $1)
        AND (CAST($2 AS TEXT) IS NULL OR runbook = $2)
-       AND (CAST($3 AS BIGINT) IS NULL OR started_at < $3)
-     ORDER BY started_at DESC, id DESC LIMIT $4";
+       AND (CAST($3 AS BIGINT) IS NULL OR started_at < $3
+            OR (started_at = $3 AND CAST($4 AS TEXT) IS NOT NULL AND id < $4))
+     ORDER BY started_at DESC, id DESC LIMIT $5";
 
 /// Runs of kind `run` by status.
 pub(crate) const COUNT_BY_STATUS: &str =

@@ -215,13 +215,14 @@ pub trait Store: Send + Sync {
     /// The run created with this (subject-prefixed) Idempotency-Key, if any.
     async fn run_by_request_key(&self, key: &str) -> Result<Option<String>, StoreError>;
 
-    /// Runs, newest first: only those in `status`, of `runbook`, started before `before`, when
-    /// given; at most `limit`.
+    /// Runs, newest first (by `started_at`, then `id`): only those in `status`, of `runbook`, and
+    /// after the cursor `before`, when given; at most `limit`. The cursor is the last run of the
+    /// previous page, `(started_at, Some(id))`, or an instant alone (`None`: runs started before it).
     async fn runs_where(
         &self,
         status: Option<RunStatus>,
         runbook: Option<&str>,
-        before: Option<i64>,
+        before: Option<(i64, Option<&str>)>,
         limit: i64,
     ) -> Result<Vec<RunRow>, StoreError>;
 
