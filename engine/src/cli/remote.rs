@@ -8,12 +8,13 @@
 
 use super::{Cli, Command, Failure, Format, drive, exit, show};
 use crate::run::approval::Answered;
-use crate::run::event::{Record, RunStatus};
+use crate::run::event::Record;
 use crate::run::view::RunView;
+use crate::serve::error::ErrorBody;
+use crate::serve::wire::{AnswerResult, Events, Started};
 use crate::store::RunRow;
 use reqwest::{Method, StatusCode, Url};
 use runbook_steps::web;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use std::io::Read;
@@ -178,14 +179,6 @@ async fn runs(server: &Remote, limit: i64, format: Format) -> Result<i32, Failur
     Ok(exit::OK)
 }
 
-/// A page of a run's journal, as `GET /api/v1/runs/{run}/events` answers.
-#[derive(Deserialize)]
-struct Events {
-    run: String,
-    events: Vec<Record>,
-    next_after: Option<i64>,
-}
-
 async fn show(
     server: &Remote,
     run: &str,
@@ -214,10 +207,7 @@ async fn journal(server: &Remote, id: &str) -> Result<Vec<Record>, Failure> {
         let page: Events = server
             .get(&["api", "v1", "runs", id, "events"], &query)
             .await?;
-        all.extend(page.events.into_iter().map(|mut r| {
-            r.run_id.clone_from(&page.run);
-            r
-        }));
+        all.extend(page.events.into_iter().map(|r| r.into_record(&page.run)));
         match page.next_after {
             None => return Ok(all),
             // A page that does not move on would be asked for forever.
@@ -230,14 +220,6 @@ async fn journal(server: &Remote, id: &str) -> Result<Vec<Record>, Failure> {
             Some(next) => after = Some(next),
         }
     }
-}
-
-/// What `POST /api/v1/runs` answers.
-#[derive(Deserialize)]
-struct Started {
-    run: String,
-    status: RunStatus,
-    created: bool,
 }
 
 async fn start(server: &Remote, args: &super::RunArgs, format: Format) -> Result<i32, Failure> {
@@ -268,15 +250,6 @@ async fn start(server: &Remote, args: &super::RunArgs, format: Format) -> Result
     Ok(exit::OK)
 }
 
-/// What the approve and deny routes answer.
-#[derive(Deserialize)]
-struct AnswerResult {
-    run: String,
-    recorded: bool,
-    status: RunStatus,
-    driven: bool,
-}
-
 async fn answer(
     server: &Remote,
     run: &str,
@@ -305,12 +278,6 @@ pub struct Remote {
     /// The base URL as messages show it (a password masked).
     shown: String,
     token: Option<String>,
-}
-
-/// How the API says no.
-#[derive(Deserialize)]
-struct ErrorBody {
-    message: String,
 }
 
 impl Remote {

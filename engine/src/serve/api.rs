@@ -5,7 +5,8 @@
 use super::AppState;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ErrorBody};
-use crate::run::event::{OperatorAction, Record, RunStatus};
+use super::wire::{AnswerResult, EventRecord, Events, Started};
+use crate::run::event::{OperatorAction, RunStatus};
 use crate::run::launch::{self, Queued};
 use crate::run::options::{Answer, Hooks, RunOptions};
 use crate::run::view::Loaded;
@@ -340,15 +341,6 @@ struct StartRun {
     params: Map<String, Value>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-struct Started {
-    run: String,
-    /// `parked`, due now: the first free worker drives it.
-    status: RunStatus,
-    /// False when an earlier request with the same Idempotency-Key created the run.
-    created: bool,
-}
-
 /// The longest Idempotency-Key kept.
 const MAX_KEY: usize = 200;
 
@@ -489,43 +481,6 @@ struct EventsQuery {
     limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-struct Events {
-    run: String,
-    /// Each event as stored: `data` is the exact JSON text its `hash` covers, chained by
-    /// `prev_hash` (check with `runbook audit verify`).
-    events: Vec<EventRecord>,
-    /// The `after` of the next page; absent on the last page.
-    next_after: Option<i64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct EventRecord {
-    seq: i64,
-    at_ms: i64,
-    actor: String,
-    kind: String,
-    step: Option<String>,
-    data: String,
-    prev_hash: String,
-    hash: String,
-}
-
-impl From<Record> for EventRecord {
-    fn from(r: Record) -> EventRecord {
-        EventRecord {
-            seq: r.seq,
-            at_ms: r.at_ms,
-            actor: r.actor,
-            kind: r.kind,
-            step: r.step,
-            data: r.data,
-            prev_hash: r.prev_hash,
-            hash: r.hash,
-        }
-    }
-}
-
 /// A run's journal, a page at a time, with the hashes that chain it.
 #[utoipa::path(get, path = "/api/v1/runs/{run}/events", tag = "runs",
     params(("run" = String, Path, description = "Run id or unique prefix"), EventsQuery),
@@ -573,17 +528,6 @@ struct ApproveBody {
 struct DenyBody {
     /// Why: journaled, and shown in the step's failure.
     reason: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct AnswerResult {
-    run: String,
-    /// False when another answer to the same request came first.
-    recorded: bool,
-    status: RunStatus,
-    /// Whether a process drives the run now (it takes the answer within a second); otherwise a
-    /// worker claims the run, which the answer made due.
-    driven: bool,
 }
 
 /// The most a comment or reason may hold.

@@ -8,9 +8,10 @@
 
 mod api;
 pub mod auth;
-mod error;
+pub mod error;
 mod hooks;
 pub mod metrics;
+pub mod wire;
 
 use crate::run::connections::Profile;
 use crate::run::worker;
