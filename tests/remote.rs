@@ -192,8 +192,8 @@ async fn through_a_server_on_postgres_the_cli_prints_what_it_prints_on_the_datab
 /// server pages on (started_at, id) and lists each run once, as the database does.
 #[tokio::test]
 async fn through_a_server_runs_pages_past_a_thousand_without_skipping_a_millisecond() {
-    use runbook_engine::run::event::{Chain, Event, RunStatus};
-    use runbook_engine::store::{RunKind, RunRow, Store, postgres::PgStore};
+    use crate::common::{run_row, run_started};
+    use runbook_engine::store::{Store, postgres::PgStore};
     let db = PgDb::new().await;
     let store = PgStore::open(&db.url).await.expect("open");
     const MANY: u64 = 1_005;
@@ -201,32 +201,8 @@ async fn through_a_server_runs_pages_past_a_thousand_without_skipping_a_millisec
         let id = format!("{:032x}", 0x9a9e_0000_u64 + n);
         // 990 runs in the first millisecond, so the first page of 1,000 ends inside the second.
         let at = 1_700_000_000_000 + i64::from(n >= 990) + i64::from(n >= 1_002);
-        let started = Event::RunStarted {
-            runbook: "many".into(),
-            runbook_sha256: "ab".repeat(32),
-            params: Default::default(),
-            vars: Default::default(),
-            engine_version: "test".into(),
-        };
-        let row = RunRow {
-            id: id.clone(),
-            runbook: "many".into(),
-            title: None,
-            source_path: None,
-            runbook_sha256: "ab".repeat(32),
-            runbook_text: "name: many\nsteps: []\n".into(),
-            params: serde_json::json!({}),
-            status: RunStatus::Running,
-            actor: "t".into(),
-            started_at: at,
-            finished_at: None,
-            parent_run: None,
-            kind: RunKind::Run,
-            concurrency: None,
-            trigger_key: None,
-            request_key: None,
-        };
-        let records = vec![Chain::new(&id).seal(at, "t", &started)];
+        let records = [run_started(&id, "many", at)];
+        let row = run_row(&id, "many", at);
         store.create_run(&row, &records).await.expect("create");
     }
     let sb = Sandbox::new();

@@ -4,12 +4,12 @@
 //! `runbook schedules`. Instants given to `tick` are explicit; nothing here waits on the clock.
 
 use crate::common::{PgDb, Sandbox, stderr, stdout};
-use runbook_engine::run::event::{Chain, Event, RunStatus, Trigger, now_ms};
+use runbook_engine::run::event::{Event, RunStatus, Trigger, now_ms};
 use runbook_engine::run::worker;
 use runbook_engine::runbook::catalog::{Catalog, Entry};
 use runbook_engine::schedule::tick::{Outcome, tick};
 use runbook_engine::store::{
-    Fire, RunKind, RunRow, Store, StoreError, postgres::PgStore, sqlite::SqliteStore,
+    Fire, RunRow, Store, StoreError, postgres::PgStore, sqlite::SqliteStore,
 };
 use sha2::Digest as _;
 use std::sync::Arc;
@@ -56,37 +56,13 @@ fn catalog(texts: &[&str]) -> Catalog {
 
 fn row(id: &str) -> RunRow {
     RunRow {
-        id: id.to_string(),
-        runbook: "every-minute".into(),
-        title: None,
-        source_path: None,
-        runbook_sha256: "ab".repeat(32),
-        runbook_text: "name: every-minute\nsteps: []\n".into(),
-        params: serde_json::json!({}),
-        status: RunStatus::Running,
         actor: "schedule".into(),
-        started_at: 1,
-        finished_at: None,
-        parent_run: None,
-        kind: RunKind::Run,
-        concurrency: None,
-        trigger_key: None,
-        request_key: None,
+        ..crate::common::run_row(id, "every-minute", 1)
     }
 }
 
 fn started(id: &str) -> Vec<runbook_engine::run::event::Record> {
-    vec![Chain::new(id).seal(
-        1,
-        "schedule",
-        &Event::RunStarted {
-            runbook: "every-minute".into(),
-            runbook_sha256: "ab".repeat(32),
-            params: serde_json::Map::new(),
-            vars: serde_json::Map::new(),
-            engine_version: "test".into(),
-        },
-    )]
+    vec![crate::common::run_started(id, "every-minute", 1)]
 }
 
 fn fire(previous: Option<i64>, at: i64) -> Fire {

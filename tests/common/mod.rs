@@ -134,3 +134,39 @@ impl Drop for PgDb {
         .join();
     }
 }
+
+/// A run's row as the stores keep it, `running`, with a one-line runbook text: tests that write
+/// runs straight into a store change what they need with `RunRow { .., ..run_row(..) }`.
+pub fn run_row(id: &str, runbook: &str, started_at: i64) -> runbook_engine::store::RunRow {
+    runbook_engine::store::RunRow {
+        id: id.to_string(),
+        runbook: runbook.into(),
+        title: None,
+        source_path: None,
+        runbook_sha256: "ab".repeat(32),
+        runbook_text: format!("name: {runbook}\nsteps: []\n"),
+        params: serde_json::json!({}),
+        status: runbook_engine::run::event::RunStatus::Running,
+        actor: "t".into(),
+        started_at,
+        finished_at: None,
+        parent_run: None,
+        kind: runbook_engine::store::RunKind::Run,
+        concurrency: None,
+        trigger_key: None,
+        request_key: None,
+    }
+}
+
+/// The first record of run `id` of `runbook`: its `run_started`, sealed at `at`.
+pub fn run_started(id: &str, runbook: &str, at: i64) -> runbook_engine::run::event::Record {
+    use runbook_engine::run::event::{Chain, Event};
+    let started = Event::RunStarted {
+        runbook: runbook.into(),
+        runbook_sha256: "ab".repeat(32),
+        params: Default::default(),
+        vars: Default::default(),
+        engine_version: "test".into(),
+    };
+    Chain::new(id).seal(at, "t", &started)
+}
