@@ -608,22 +608,9 @@ async fn inbox_story(s: &dyn Store) {
         },
     );
     let row = RunRow {
-        id: id.into(),
-        runbook: "demo".into(),
-        title: None,
-        source_path: None,
-        runbook_sha256: "ab".repeat(32),
-        runbook_text: "name: demo\nsteps: []\n".into(),
-        params: serde_json::json!({}),
         status: RunStatus::Parked,
         actor: "tester".into(),
-        started_at: 1_000,
-        finished_at: None,
-        parent_run: None,
-        kind: runbook_engine::store::RunKind::Run,
-        concurrency: None,
-        trigger_key: None,
-        request_key: None,
+        ..crate::common::run_row(id, "demo", 1_000)
     };
     s.create_run(&row, &[first, parked]).await.expect("create");
     assert!(

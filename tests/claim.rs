@@ -7,7 +7,7 @@ use runbook_engine::run::event::{Chain, Event, Record, RunStatus};
 use runbook_engine::store::{
     Durability, RunKind, RunRow, Store, StoredAnswer, postgres::PgStore, sqlite::SqliteStore,
 };
-use serde_json::{Map, json};
+use serde_json::Map;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -58,30 +58,18 @@ impl Runs {
             ));
         }
         let row = RunRow {
-            id: id.clone(),
-            runbook: runbook.into(),
-            title: None,
-            source_path: None,
-            runbook_sha256: "ab".repeat(32),
-            runbook_text: format!("name: {runbook}\nsteps: []\n"),
-            params: json!({}),
             status: if wake.is_some() {
                 RunStatus::Parked
             } else {
                 RunStatus::Running
             },
-            actor: "t".into(),
-            started_at: at,
-            finished_at: None,
-            parent_run: None,
             kind: if self.plans {
                 RunKind::Plan
             } else {
                 RunKind::Run
             },
             concurrency,
-            trigger_key: None,
-            request_key: None,
+            ..crate::common::run_row(&id, runbook, at)
         };
         store.create_run(&row, &records).await.expect("create");
         self.chains.insert(id.clone(), chain);

@@ -34,22 +34,10 @@ async fn seed(sb: &Sandbox, id: &str, text: &str, start: i64, events: Vec<(i64, 
         },
     );
     let row = RunRow {
-        id: id.into(),
-        runbook: "seeded".into(),
-        title: None,
-        source_path: None,
         runbook_sha256: sha256(text),
         runbook_text: text.into(),
-        params: serde_json::json!({}),
-        status: RunStatus::Running,
         actor: "seeder".into(),
-        started_at: start,
-        finished_at: None,
-        parent_run: None,
-        kind: runbook_engine::store::RunKind::Run,
-        concurrency: None,
-        trigger_key: None,
-        request_key: None,
+        ..crate::common::run_row(id, "seeded", start)
     };
     store.create_run(&row, &[first]).await.expect("create");
     let recs: Vec<_> = events

@@ -2,7 +2,7 @@
 //! must stop them before anything runs or is journaled.
 
 use crate::common::{Sandbox, stderr, stdout};
-use runbook_engine::run::event::{Chain, Event, RunStatus, now_ms};
+use runbook_engine::run::event::{Chain, Event, now_ms};
 use runbook_engine::store::{RunRow, Store, sqlite::SqliteStore};
 
 const TEXT: &str =
@@ -37,22 +37,10 @@ async fn stopped_run(sb: &Sandbox, id: &str) {
         },
     );
     let row = RunRow {
-        id: id.into(),
-        runbook: "acts".into(),
-        title: None,
-        source_path: None,
         runbook_sha256: sha256(TEXT),
         runbook_text: TEXT.into(),
-        params: serde_json::json!({}),
-        status: RunStatus::Running,
         actor: "seeder".into(),
-        started_at: start,
-        finished_at: None,
-        parent_run: None,
-        kind: runbook_engine::store::RunKind::Run,
-        concurrency: None,
-        trigger_key: None,
-        request_key: None,
+        ..crate::common::run_row(id, "acts", start)
     };
     store.create_run(&row, &[first]).await.expect("create");
 }

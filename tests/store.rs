@@ -8,22 +8,11 @@ use serde_json::{Map, json};
 
 fn row(id: &str, started_at: i64) -> RunRow {
     RunRow {
-        id: id.to_string(),
-        runbook: "demo".into(),
         title: Some("Demo".into()),
         source_path: Some("runbooks/demo.yaml".into()),
-        runbook_sha256: "ab".repeat(32),
-        runbook_text: "name: demo\nsteps: []\n".into(),
         params: json!({"p": 1}),
-        status: RunStatus::Running,
         actor: "tester".into(),
-        started_at,
-        finished_at: None,
-        parent_run: None,
-        kind: runbook_engine::store::RunKind::Run,
-        concurrency: None,
-        trigger_key: None,
-        request_key: None,
+        ..crate::common::run_row(id, "demo", started_at)
     }
 }
 
