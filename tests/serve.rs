@@ -403,6 +403,30 @@ async fn repeated_notifications_start_one_run_per_key_and_labels_stay_data() {
     let (code, runs) = api.get("/api/v1/runs?runbook=alerted", Some(VIEWER)).await;
     assert_eq!(code, 200);
     assert_eq!(runs.as_array().map(Vec::len), Some(2), "{runs:#}");
+    // The next page after the first run: the second, whatever millisecond they share.
+    let first = &runs[0];
+    let (code, next) = api
+        .get(
+            &format!(
+                "/api/v1/runs?runbook=alerted&before={}&before_id={}",
+                first["started_at"],
+                first["id"].as_str().unwrap_or_default()
+            ),
+            Some(VIEWER),
+        )
+        .await;
+    assert_eq!(code, 200, "{next}");
+    assert_eq!(next.as_array().map(Vec::len), Some(1), "{next:#}");
+    assert_eq!(next[0]["id"], runs[1]["id"]);
+    let (code, e) = api.get("/api/v1/runs?before_id=0198", Some(VIEWER)).await;
+    assert_eq!(code, 422, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("before_id needs before"),
+        "{e}"
+    );
     // What /metrics says of it.
     let (code, text) = api.get("/metrics", None).await;
     assert_eq!(code, 200);
