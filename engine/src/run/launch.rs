@@ -336,15 +336,7 @@ pub async fn resume(
         if st.status != Status::Running || is_wait {
             continue;
         }
-        let class = events
-            .iter()
-            .rev()
-            .find_map(|e| match e {
-                Event::StepStarted { step, class, .. } if step == plan.id(i) => Some(*class),
-                _ => None,
-            })
-            .unwrap_or(SideEffect::Unsafe);
-        let outcome = if class == SideEffect::Unsafe {
+        let outcome = if st.class.unwrap_or(SideEffect::Unsafe) == SideEffect::Unsafe {
             Recovery::Unknown
         } else {
             Recovery::Rerun
