@@ -81,6 +81,17 @@ fn start(sb: &Sandbox, db: &str, name: &str, text: &str) -> Child {
         .expect("spawn run")
 }
 
+/// A new sandbox with `gated.yaml` running in a child process, its first step (`look`) started:
+/// the sandbox, its database, the child and the run's id.
+fn looking() -> (Sandbox, String, Child, String) {
+    let sb = Sandbox::new();
+    let db = sb.db().display().to_string();
+    let child = start(&sb, &db, "gated.yaml", GATED);
+    let run_id = the_run(&sb, &db);
+    pid_in(&sb, "look.pid");
+    (sb, db, child, run_id)
+}
+
 fn json(o: &Output) -> Value {
     serde_json::from_str(&stdout(o))
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(o), stderr(o)))
@@ -299,11 +310,7 @@ fn cancelling_a_finished_run_is_refused_on_postgres() {
 
 #[test]
 fn an_interrupted_run_is_cancelled_with_no_worker() {
-    let sb = Sandbox::new();
-    let db = sb.db().display().to_string();
-    let child = start(&sb, &db, "gated.yaml", GATED);
-    let run_id = the_run(&sb, &db);
-    pid_in(&sb, "look.pid");
+    let (sb, db, child, run_id) = looking();
     let sent = Command::new("kill")
         .args(["-s", "INT", &child.id().to_string()])
         .status();
@@ -384,11 +391,7 @@ fn a_run_waiting_for_an_operator_is_cancelled_and_a_command_left_running_is_stop
 #[test]
 fn only_before_changes_stops_a_run_still_reading_and_is_refused_once_a_step_acts() {
     // Still reading: cancelled.
-    let sb = Sandbox::new();
-    let db = sb.db().display().to_string();
-    let child = start(&sb, &db, "gated.yaml", GATED);
-    let run_id = the_run(&sb, &db);
-    pid_in(&sb, "look.pid");
+    let (sb, db, child, run_id) = looking();
     let o = run(
         &sb,
         &db,
@@ -408,11 +411,7 @@ fn only_before_changes_stops_a_run_still_reading_and_is_refused_once_a_step_acts
     verifies(&sb, &db, &run_id);
 
     // An idempotent step has started: refused, journaled, and the run goes on to succeed.
-    let sb = Sandbox::new();
-    let db = sb.db().display().to_string();
-    let child = start(&sb, &db, "gated.yaml", GATED);
-    let run_id = the_run(&sb, &db);
-    pid_in(&sb, "look.pid");
+    let (sb, db, child, run_id) = looking();
     sb.write("go-look", "");
     pid_in(&sb, "tweak.pid");
     let o = run(
@@ -454,11 +453,7 @@ fn only_before_changes_stops_a_run_still_reading_and_is_refused_once_a_step_acts
 
 #[test]
 fn a_note_reaches_the_process_driving_the_run() {
-    let sb = Sandbox::new();
-    let db = sb.db().display().to_string();
-    let child = start(&sb, &db, "gated.yaml", GATED);
-    let run_id = the_run(&sb, &db);
-    pid_in(&sb, "look.pid");
+    let (sb, db, child, run_id) = looking();
     let s = store(&db);
     let r = block(cancel::note(
         s.as_ref(),
