@@ -5,7 +5,7 @@
 //! the caller, taking the run over ([`take_over`]). The journal keeps one writer at a time.
 
 use super::driver::DriverError;
-use super::event::{Chain, Event, GENESIS, Note, RunStatus, now_ms};
+use super::event::{Event, Note, RunStatus, now_ms};
 use super::launch::{STOP_GRACE, StoredRun};
 use super::lease::{self, Holder, LeaseError};
 use super::requests::{Verdict, cancellation, untaken, verdict};
@@ -209,7 +209,7 @@ async fn journal_requests(
             Verdict::Journal(e) => vec![e],
             Verdict::Cancel(c) => {
                 let mut all = cancellation(&plan, &state, &c);
-                let found = stop_left_running(&plan, &state, &stored.events).await;
+                let found = stop_left_running(&plan, &state, &stored).await;
                 all.splice(1..1, found);
                 all
             }
@@ -225,21 +225,9 @@ async fn journal_requests(
     if events.is_empty() {
         return Ok(state.status);
     }
-    let connections = stored.events.iter().find_map(|e| match e {
-        Event::ConnectionsResolved { connections, .. } => {
-            Some(serde_json::Value::Object(connections.clone()))
-        }
-        _ => None,
-    });
+    let connections = stored.connections().cloned().map(serde_json::Value::Object);
     let redactor = super::redact::Redactor::new(connections.as_ref());
-    let mut chain = Chain {
-        run_id: run_id.to_string(),
-        next_seq: stored.records.last().map_or(1, |r| r.seq + 1),
-        last_hash: stored
-            .records
-            .last()
-            .map_or(GENESIS.to_string(), |r| r.hash.clone()),
-    };
+    let mut chain = stored.chain();
     let now = now_ms();
     let records: Vec<_> = events
         .into_iter()
@@ -254,21 +242,13 @@ async fn journal_requests(
 
 /// Stops the commands that steps in flight when the run stopped (killed with its process) left
 /// running, and says so: a cancelled run leaves nothing working.
-async fn stop_left_running(plan: &Plan, state: &RunState, events: &[Event]) -> Vec<Event> {
+async fn stop_left_running(plan: &Plan, state: &RunState, stored: &StoredRun) -> Vec<Event> {
     let mut found = Vec::new();
     for (i, st) in state.steps.iter().enumerate() {
         if !matches!(st.status, Status::Running | Status::Unknown) {
             continue;
         }
-        let group = events.iter().rev().find_map(|e| match e {
-            Event::StepProcess {
-                step,
-                attempt,
-                group,
-            } if step == plan.id(i) && *attempt == st.attempt => Some(group.clone()),
-            _ => None,
-        });
-        let Some(group) = group.filter(|g| !g.members().is_empty()) else {
+        let Some(group) = stored.process_left(plan.id(i), st.attempt) else {
             continue;
         };
         let how = group.stop(STOP_GRACE).await.to_string();

@@ -133,6 +133,41 @@ impl StoredRun {
     pub fn check(&self, engine: &crate::Engine) -> Result<Plan, crate::diag::Report> {
         crate::runbook::validate::check(self.label(), self.text(), &engine.registry, &engine.expr)
     }
+
+    /// The hash chain, continuing after the last stored event.
+    pub fn chain(&self) -> Chain {
+        let mut chain = Chain::new(&self.row.id);
+        if let Some(last) = self.records.last() {
+            chain.next_seq = last.seq + 1;
+            chain.last_hash.clone_from(&last.hash);
+        }
+        chain
+    }
+
+    /// The connections the run resolved when it started, as journaled (credentials masked).
+    pub fn connections(&self) -> Option<&Map<String, Value>> {
+        self.events.iter().find_map(|e| match e {
+            Event::ConnectionsResolved { connections, .. } => Some(connections),
+            _ => None,
+        })
+    }
+
+    /// The process group attempt `attempt` of step `step` started, when the journal names one
+    /// with members that may still run (a process the engine left behind when it was killed).
+    pub fn process_left(&self, step: &str, attempt: u32) -> Option<runbook_steps::process::Group> {
+        self.events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::StepProcess {
+                    step: s,
+                    attempt: a,
+                    group,
+                } if s == step && *a == attempt => Some(group.clone()),
+                _ => None,
+            })
+            .filter(|g| !g.members().is_empty())
+    }
 }
 
 /// A new run before anything of it is written: its row, its first event (sealed), the connections
@@ -303,7 +338,7 @@ pub async fn resume(
         .map_err(|b| DriverError::Refused(super::integrity::refusal(&stored.row.id, &b)))?;
     let followed = stored.text().to_string();
     let label = stored.label();
-    let (run, records, events) = (&stored.row, &stored.records, &stored.events);
+    let (run, events) = (&stored.row, &stored.events);
     let (text, switched) = match newer {
         Some(new_text) if new_text != followed => (new_text, true),
         _ => (followed, false),
@@ -369,23 +404,11 @@ pub async fn resume(
             }));
         }
     }
-    let last = records
-        .last()
-        .map_or((1, super::event::GENESIS.to_string()), |r| {
-            (r.seq + 1, r.hash.clone())
-        });
-    let chain = Chain {
-        run_id: run.id.clone(),
-        next_seq: last.0,
-        last_hash: last.1,
-    };
+    let chain = stored.chain();
     let run_info = json!({"id": run.id, "runbook": plan.runbook.name, "actor": opts.actor, "started_at": run.started_at});
     let (mut base, _) = base_context(&plan, &engine.expr, params, Some(vars), run_info)?;
     // The systems the run talked to before stay the ones it talks to (older journals: resolve now).
-    let recorded = events.iter().find_map(|e| match e {
-        Event::ConnectionsResolved { connections, .. } => Some(connections.clone()),
-        _ => None,
-    });
+    let recorded = stored.connections().cloned();
     let resolved = match recorded {
         Some(mut c) => {
             if c.values().any(super::redact::has_mask) {
@@ -446,15 +469,7 @@ pub async fn resume(
     for &(i, attempt, outcome) in &recoveries {
         // A command the killed engine left behind: stop the old copy of a step that will run again;
         // leave an unsafe one's to the operator, who is told it still runs.
-        let started = events.iter().rev().find_map(|e| match e {
-            Event::StepProcess {
-                step,
-                attempt: a,
-                group,
-            } if step == plan.id(i) && *a == attempt => Some(group.clone()),
-            _ => None,
-        });
-        let Some(group) = started.filter(|g| !g.members().is_empty()) else {
+        let Some(group) = stored.process_left(plan.id(i), attempt) else {
             continue;
         };
         let (action, how) = match outcome {
