@@ -150,13 +150,14 @@ async fn runs(server: &Remote, limit: i64, format: Format) -> Result<i32, Failur
     // A page at a time, each continuing after the last run of the one before.
     let mut rows: Vec<RunRow> = Vec::new();
     while let Ok(left @ 1..) = i64::try_from(rows.len()).map(|n| limit - n) {
-        let mut query = vec![("limit", left.min(PAGE).to_string())];
+        let want = left.min(PAGE);
+        let mut query = vec![("limit", want.to_string())];
         if let Some(last) = rows.last() {
             query.push(("before", last.started_at.to_string()));
             query.push(("before_id", last.id.clone()));
         }
         let page: Vec<RunRow> = server.get(&["api", "v1", "runs"], &query).await?;
-        let full = i64::try_from(page.len()).is_ok_and(|n| n == left.min(PAGE));
+        let full = i64::try_from(page.len()).is_ok_and(|n| n == want);
         // A page that does not move on would be asked for forever.
         if let (Some(last), Some(first)) = (rows.last(), page.first())
             && (first.started_at, &first.id) >= (last.started_at, &last.id)
