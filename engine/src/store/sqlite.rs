@@ -80,6 +80,16 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(opts)
             .await?;
+        // A database that these migrations brought up to date carries their mark, and is not
+        // checked again: five statements and their round trips to SQLite's thread at every start.
+        // Any other database (new, older, from another build) takes the migrator's path, which
+        // refuses one whose applied migrations differ from this build's.
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&pool)
+            .await?;
+        if version == schema_mark() {
+            return Ok(pool);
+        }
         // Every pending migration in one transaction (sqlx nests each in a savepoint): a fresh
         // database is created with one commit instead of two per migration (sqlx commits each
         // migration, then its timing), and a failure leaves no half-migrated file. An up-to-date
@@ -96,6 +106,13 @@ impl SqliteStore {
         // On a database just made from the baseline, `skip` records each migration as applied
         // (with its checksum) without running it.
         MIGRATOR.run_direct(None, &mut *tx, fresh).await?;
+        // A pragma's value cannot be a bound parameter; this one is a number made here.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            schema_mark()
+        )))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(pool)
     }
@@ -156,6 +173,23 @@ impl SqliteStore {
 }
 
 super::body::shared_body!(SqliteStore, sqlx::Sqlite);
+
+/// What `PRAGMA user_version` holds in a database these migrations brought up to date: derived
+/// from every migration's version and checksum, so a build with one more migration, or a changed
+/// one, does not recognise it and runs the migrator. Positive and never 0, a new file's value.
+fn schema_mark() -> i64 {
+    use sha2::{Digest, Sha256};
+    static MARK: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *MARK.get_or_init(|| {
+        let mut h = Sha256::new();
+        for m in MIGRATOR.iter() {
+            h.update(m.version.to_le_bytes());
+            h.update(&*m.checksum);
+        }
+        let d = h.finalize();
+        i64::from(u32::from_le_bytes([d[0], d[1], d[2], d[3]]) >> 1) | 1
+    })
+}
 
 fn is_open_race(e: &StoreError) -> bool {
     match e {
@@ -247,5 +281,59 @@ mod tests {
         super::SqliteStore::open(path.to_str().expect("utf-8"), false)
             .await
             .expect("open it again");
+    }
+
+    async fn user_version(pool: &sqlx::SqlitePool) -> i64 {
+        sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(pool)
+            .await
+            .expect("user_version")
+    }
+
+    #[tokio::test]
+    async fn an_up_to_date_database_is_known_by_its_mark_and_any_other_goes_through_the_migrator() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("old.db");
+        let path_str = path.to_str().expect("utf-8");
+        // As a build before the mark left it: migrated, unmarked.
+        let old = pool(&path).await;
+        MIGRATOR.run(&old).await.expect("migrate");
+        assert_eq!(user_version(&old).await, 0);
+        drop(old);
+        let store = super::SqliteStore::open(path_str, false)
+            .await
+            .expect("open");
+        assert_eq!(user_version(&store.pool).await, super::schema_mark());
+        // Marked: the migrator is not consulted again (without its table it would try to create
+        // every table anew, and fail).
+        sqlx::query("DROP TABLE _sqlx_migrations")
+            .execute(&store.pool)
+            .await
+            .expect("drop");
+        drop(store);
+        super::SqliteStore::open(path_str, false)
+            .await
+            .expect("a marked database opens without the migrator");
+
+        // A mark this build did not write (another set of migrations) sends the database through
+        // the migrator, which still refuses a migration recorded with another checksum.
+        let path = dir.path().join("other.db");
+        let path_str = path.to_str().expect("utf-8");
+        let store = super::SqliteStore::open(path_str, false)
+            .await
+            .expect("new");
+        sqlx::raw_sql(
+            "PRAGMA user_version = 5;
+             UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = (SELECT MIN(version) FROM _sqlx_migrations);",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("tamper");
+        drop(store);
+        let err = super::SqliteStore::open(path_str, false)
+            .await
+            .err()
+            .expect("a changed migration is refused");
+        assert!(err.to_string().contains("modified"), "{err}");
     }
 }
