@@ -76,8 +76,12 @@ impl SqliteStore {
 
     async fn connect_and_migrate(opts: SqliteConnectOptions) -> Result<SqlitePool, StoreError> {
         // One connection: a run is written by one task, and the durability switch is per connection.
+        // Not pinged before each use (sqlx's default): an embedded file's connection cannot have
+        // been dropped by a server, and each ping was a round trip to SQLite's thread, 14 in a
+        // one-step run.
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(opts)
             .await?;
         // A database that these migrations brought up to date carries their mark, and is not
