@@ -2,6 +2,15 @@
 -- it in one pass (engine/src/store/sqlite.rs). Written by a test; after adding a migration:
 -- UPDATE_GOLDEN=1 cargo nextest run -p runbook-engine baseline
 
+CREATE TABLE _sqlx_migrations (
+    version BIGINT PRIMARY KEY,
+    description TEXT NOT NULL,
+    installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    success BOOLEAN NOT NULL,
+    checksum BLOB NOT NULL,
+    execution_time BIGINT NOT NULL
+);
+
 CREATE TABLE runs (
     id              TEXT PRIMARY KEY,
     runbook         TEXT NOT NULL,

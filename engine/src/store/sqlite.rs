@@ -17,8 +17,8 @@ pub struct SqliteStore {
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
-/// The schema the migrations make, as SQLite records it (`sqlite_master`, in creation order). A new
-/// database is made from it in one pass and every migration recorded as applied: replaying them
+/// The schema the migrations make, as SQLite records it (`sqlite_master`, in creation order, with
+/// the table in which sqlx records applied migrations). A new database is made from it in one pass and every migration recorded as applied: replaying them
 /// one by one made SQLite re-parse the whole schema at each `ALTER TABLE`, 5.7 M instructions of a
 /// one-step run's 10.4 M. A test keeps it equal to what the migrations make; after adding one, run
 /// `UPDATE_GOLDEN=1 cargo nextest run -p runbook-engine baseline`.
@@ -84,40 +84,62 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(opts)
             .await?;
+        // One connection held through the checks: each use of the pool ends with sqlx pinging the
+        // connection on its return, a round trip to SQLite's thread.
+        let mut conn = pool.acquire().await?;
         // A database that these migrations brought up to date carries their mark, and is not
-        // checked again: five statements and their round trips to SQLite's thread at every start.
-        // Any other database (new, older, from another build) takes the migrator's path, which
-        // refuses one whose applied migrations differ from this build's.
+        // checked again: five statements and their round trips at every start. Any other database
+        // (new, older, from another build) goes on, and the migrator refuses one whose applied
+        // migrations differ from this build's.
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&pool)
+            .fetch_one(&mut *conn)
             .await?;
         if version == schema_mark() {
+            drop(conn);
             return Ok(pool);
         }
-        // Every pending migration in one transaction (sqlx nests each in a savepoint): a fresh
-        // database is created with one commit instead of two per migration (sqlx commits each
-        // migration, then its timing), and a failure leaves no half-migrated file. An up-to-date
-        // database is only read here.
-        let mut tx = pool.begin().await?;
+        // Everything in one transaction: a failure leaves no half-made or half-migrated file.
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let fresh: bool = sqlx::query_scalar("SELECT COUNT(*) = 0 FROM sqlite_master")
             .fetch_one(&mut *tx)
             .await?;
-        if fresh {
-            sqlx::raw_sql(BASELINE).execute(&mut *tx).await?;
-        }
-        // `run_direct` is `run` on a connection: `run(&mut *tx)` makes the caller's future not
-        // provably `Send` (sqlx's `Acquire` is generic over the borrow; sqlx's own tests use this).
-        // On a database just made from the baseline, `skip` records each migration as applied
-        // (with its checksum) without running it.
-        MIGRATOR.run_direct(None, &mut *tx, fresh).await?;
         // A pragma's value cannot be a bound parameter; this one is a number made here.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {}",
-            schema_mark()
-        )))
-        .execute(&mut *tx)
-        .await?;
+        let mark = format!("PRAGMA user_version = {};", schema_mark());
+        if fresh {
+            // The schema, sqlx's table of applied migrations included, in one batch, and every
+            // migration recorded as applied (with its checksum, `execution_time` -1 as sqlx
+            // records a skipped one) in one insert: the migrator's own way took some twenty
+            // statements, each a round trip.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{BASELINE}\n{mark}")))
+                .execute(&mut *tx)
+                .await?;
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) ",
+            );
+            insert.push_values(
+                MIGRATOR
+                    .iter()
+                    .filter(|m| !m.migration_type.is_down_migration()),
+                |mut row, m| {
+                    row.push_bind(m.version)
+                        .push_bind(&*m.description)
+                        .push_bind(true)
+                        .push_bind(&*m.checksum)
+                        .push_bind(-1_i64);
+                },
+            );
+            insert.build().execute(&mut *tx).await?;
+        } else {
+            // `run_direct` is `run` on a connection: `run(&mut *tx)` makes the caller's future
+            // not provably `Send` (sqlx's `Acquire` is generic over the borrow; sqlx's own tests
+            // use this). Pending migrations run nested in savepoints of this transaction.
+            MIGRATOR.run_direct(None, &mut *tx, false).await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(mark))
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
+        drop(conn);
         Ok(pool)
     }
 
@@ -212,11 +234,11 @@ mod tests {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
     /// The schema of a database as statements that make it again: `sqlite_master` in creation
-    /// order, less what SQLite (autoindexes) and sqlx (its table) make by themselves.
+    /// order (sqlx's table of applied migrations included), less SQLite's own autoindexes.
     async fn schema(pool: &sqlx::SqlitePool) -> String {
         let rows: Vec<String> = sqlx::query_scalar(
             "SELECT sql FROM sqlite_master
-             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'
+             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'
              ORDER BY rowid",
         )
         .fetch_all(pool)
@@ -277,6 +299,19 @@ mod tests {
                 .expect("applied");
         let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
         assert_eq!(applied.iter().map(|a| a.0).collect::<Vec<_>>(), versions);
+        // Recorded as sqlx records them, so that its migrator, run by a later build, agrees.
+        type Row = (i64, String, bool, Vec<u8>);
+        let rows =
+            "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version";
+        let recorded: Vec<Row> = sqlx::query_as(rows)
+            .fetch_all(&store.pool)
+            .await
+            .expect("recorded");
+        let by_sqlx: Vec<Row> = sqlx::query_as(rows)
+            .fetch_all(&replayed)
+            .await
+            .expect("by sqlx");
+        assert_eq!(recorded, by_sqlx);
         assert!(
             applied.iter().all(|a| a.1 == -1),
             "recorded, not replayed: {applied:?}"
