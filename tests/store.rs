@@ -338,6 +338,29 @@ async fn story(store: &dyn Store, raw_sql: impl AsyncFn(String)) {
         assert!(err.to_string().contains(id), "{err}");
         assert!(err.to_string().contains("`exploded`"), "{err}");
     }
+
+    // A run created with its lease: both in one transaction, or neither.
+    let id5 = "0a1b2c3d4e5f00000000000000000005";
+    let mut c5 = Chain::new(id5);
+    let first = c5.seal(5_000, "tester", &started());
+    store
+        .create_run_leased(&row(id5, 5_000), std::slice::from_ref(&first), "E", 20_000)
+        .await
+        .expect("create leased");
+    assert_eq!(
+        store.lease(id5).await.expect("lease"),
+        Some(("E".to_string(), 20_000))
+    );
+    store.release_lease(id5, "E").await.expect("release");
+    store
+        .create_run_leased(&row(id5, 5_000), &[first], "F", 30_000)
+        .await
+        .expect_err("the run exists");
+    assert_eq!(
+        store.lease(id5).await.expect("lease"),
+        None,
+        "nothing half-made"
+    );
 }
 
 #[tokio::test]

@@ -199,11 +199,15 @@ impl Driver {
     /// Drives the run while holding its lease, and lets the lease go however driving ends.
     pub(super) async fn drive_leased(mut self) -> Result<RunOutcome, DriverError> {
         let result = self.drive().await;
-        // A lease left behind only delays the next resume until it expires.
-        let _ = self
-            .store
-            .release_lease(&self.chain.run_id, &self.holder.encode())
-            .await;
+        // A run that ended, parked or waits let its lease go in the commit that said so (the
+        // store deletes it with any status but running); after an error it is released here. A
+        // lease left behind only delays the next resume until it expires.
+        if !matches!(&result, Ok(status) if *status != RunStatus::Running) {
+            let _ = self
+                .store
+                .release_lease(&self.chain.run_id, &self.holder.encode())
+                .await;
+        }
         let started_at = self.base["run"]["started_at"]
             .as_i64()
             .unwrap_or_else(now_ms);

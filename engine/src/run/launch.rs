@@ -294,13 +294,18 @@ pub async fn start(
     hooks: Hooks,
 ) -> Result<RunOutcome, DriverError> {
     let new = new_run(plan, engine, source, params, &opts)?;
-    store
-        .create_run(&new.row, std::slice::from_ref(&new.first))
-        .await?;
-    let run_id = new.row.id.clone();
     let mut d = Driver::new(store, engine, opts, hooks, new.at);
+    // Created already leased to this process: one commit, and no moment in which the new run
+    // looks orphaned to a worker.
+    d.store
+        .create_run_leased(
+            &new.row,
+            std::slice::from_ref(&new.first),
+            &d.holder.encode(),
+            now_ms() + lease::TTL_MS,
+        )
+        .await?;
     d.observe(&new.first, &new.first_event);
-    lease::take(d.store.as_ref(), &run_id, &d.holder).await?;
     for e in opening(new.resolved, new.profile, new.rerun) {
         d.emit(e);
     }

@@ -121,6 +121,25 @@ macro_rules! shared_body {
                 Ok(())
             }
 
+            async fn create_run_leased(
+                &self,
+                run: &$crate::store::RunRow,
+                events: &[$crate::run::event::Record],
+                holder: &str,
+                expires_at: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                Self::insert_run(&mut tx, run, events).await?;
+                sqlx::query($crate::store::NEW_LEASE)
+                    .bind(&run.id)
+                    .bind(holder)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn schedules(
                 &self,
             ) -> Result<Vec<$crate::store::ScheduleRow>, $crate::store::StoreError> {

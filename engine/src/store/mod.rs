@@ -189,6 +189,17 @@ pub trait Store: Send + Sync {
     /// Records a new run and its first events, in one transaction.
     async fn create_run(&self, run: &RunRow, events: &[Record]) -> Result<(), StoreError>;
 
+    /// Creates a run as `create_run` does, with its lease held by `holder` until `expires_at` in
+    /// the same transaction: no moment exists in which the run is running without a lease, which
+    /// a worker claiming orphaned runs would take.
+    async fn create_run_leased(
+        &self,
+        run: &RunRow,
+        events: &[Record],
+        holder: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError>;
+
     /// Appends events (already chained) in one transaction, updating the run's row when an event
     /// finishes it.
     async fn append(&self, events: &[Record], durability: Durability) -> Result<(), StoreError>;
@@ -395,6 +406,8 @@ pub(crate) const ACQUIRE_LEASE: &str =
 pub(crate) const RENEW_LEASE: &str =
     "UPDATE leases SET expires_at = $1 WHERE run_id = $2 AND holder = $3";
 pub(crate) const RELEASE_LEASE: &str = "DELETE FROM leases WHERE run_id = $1 AND holder = $2";
+pub(crate) const NEW_LEASE: &str =
+    "INSERT INTO leases (run_id, holder, expires_at) VALUES ($1, $2, $3)";
 pub(crate) const GET_LEASE: &str = "SELECT holder, expires_at FROM leases WHERE run_id = $1";
 
 /// One page of events across runs, the same text on both backends: $1 <= at < $2, after the key
