@@ -18,9 +18,9 @@ pub struct SqliteStore {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// The schema the migrations make, as SQLite records it (`sqlite_master`, in creation order, with
-/// the table in which sqlx records applied migrations). A new database is made from it in one pass and every migration recorded as applied: replaying them
-/// one by one made SQLite re-parse the whole schema at each `ALTER TABLE`, 5.7 M instructions of a
-/// one-step run's 10.4 M. A test keeps it equal to what the migrations make; after adding one, run
+/// the table in which sqlx records applied migrations). A new database is made from it in one pass
+/// and every migration recorded as applied: replaying them one by one made SQLite re-parse the
+/// whole schema at each `ALTER TABLE`, 5.7 M instructions of a one-step run's 10.4 M. A test keeps it equal to what the migrations make; after adding one, run
 /// `UPDATE_GOLDEN=1 cargo nextest run -p runbook-engine baseline`.
 const BASELINE: &str = include_str!("../../../migrations/sqlite.baseline.sql");
 
